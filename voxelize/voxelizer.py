@@ -140,78 +140,85 @@ class Voxelizer:
         device = points.device
         num_input = points.shape[0]
         dropped = DroppedPoints()
-        point_ids = torch.arange(num_input, device=device)
-
-        finite = torch.isfinite(points).all(dim=1)
-        if not bool(finite.all()):
-            dropped.nonfinite = int((~finite).sum())
-            points, point_ids = points[finite], point_ids[finite]
-
         low = torch.as_tensor(self.point_cloud_range[:3], device=device)
         size = torch.as_tensor(self.voxel_size, device=device)
+        upper = torch.as_tensor(self.grid_size_xyz, dtype=points.dtype, device=device)
         grid = torch.floor((points[:, :3] - low) / size)  # float32 arithmetic, as spconv's CPU path
-        upper = torch.as_tensor(self.grid_size_xyz, dtype=grid.dtype, device=device)
-        inside = ((grid >= 0) & (grid < upper)).all(dim=1)
-        if not bool(inside.all()):
-            dropped.out_of_range = int((~inside).sum())
-            points, point_ids, grid = points[inside], point_ids[inside], grid[inside]
-        grid = grid.long()
-        width, height = self.grid_size_xyz[0], self.grid_size_xyz[1]
+        valid = ((grid >= 0) & (grid < upper)).all(dim=1)
+        # Any NaN or inf makes the sum non-finite, so one reduction settles the common case.
+        if not bool(torch.isfinite(points.sum())):
+            finite = torch.isfinite(points).all(dim=1)
+            dropped.nonfinite = num_input - int(finite.sum())
+            valid &= finite
+        kept_points = None
+        num_valid = int(valid.sum())
+        if num_valid < num_input:
+            dropped.out_of_range = num_input - dropped.nonfinite - num_valid
+            kept_points = valid.nonzero().squeeze(1)
+            points, grid = points.index_select(0, kept_points), grid.index_select(0, kept_points)
+        width, height, depth = self.grid_size_xyz
+        # int32 keys sort 1.7x faster than int64; use them whenever the grid allows.
+        grid = grid.to(torch.int32 if width * height * depth < 2**31 else torch.int64)
         keys = (grid[:, 2] * height + grid[:, 1]) * width + grid[:, 0]
 
-        voxel_ids, first_point = _ids_by_first_appearance(keys)
-        num_voxels = first_point.numel()
         if self.mode == "hard":
-            keep = voxel_ids < self.max_voxels
-            dropped.voxel_limit = int(keep.numel() - keep.sum())
-            keep = _first_points_per_voxel(voxel_ids, keep, self.max_points_per_voxel, num_voxels)
-            dropped.voxel_full = num_input - dropped.nonfinite - dropped.out_of_range \
-                - dropped.voxel_limit - int(keep.sum())
-            num_voxels = min(num_voxels, self.max_voxels)
-            first_point = first_point[:num_voxels]
-            if dropped.voxel_limit or dropped.voxel_full:
-                points, point_ids, voxel_ids = points[keep], point_ids[keep], voxel_ids[keep]
+            limits = (self.max_voxels, self.max_points_per_voxel)
+        else:
+            limits = (num_valid, num_valid)
+        voxel_ids, num_points, first_point, points_in_voxels = _assign_voxels(keys, *limits)
+        num_voxels = first_point.numel()
+        dropped.voxel_limit = num_valid - int(points_in_voxels.sum())
+        dropped.voxel_full = int((points_in_voxels - num_points).sum())
 
-        num_points = torch.bincount(voxel_ids, minlength=num_voxels)
-        sums = points.new_zeros((num_voxels, points.shape[1])).index_add_(0, voxel_ids, points)
-        features = sums / num_points.unsqueeze(1).clamp_min(1).to(sums.dtype)
-        coords = grid[first_point].flip(1).to(torch.int32)  # xyz → zyx
-        point_voxel_ids = torch.full((num_input,), -1, dtype=torch.int64, device=device)
-        point_voxel_ids[point_ids] = voxel_ids
+        sums = points.new_zeros((num_voxels + 1, points.shape[1])).index_add_(0, voxel_ids, points)
+        features = sums[:num_voxels] / num_points.unsqueeze(1).to(sums.dtype)
+        coords = grid.index_select(0, first_point).flip(1).to(torch.int32)  # xyz → zyx
+        voxel_ids = torch.where(voxel_ids < num_voxels, voxel_ids, -1)
+        if kept_points is None:
+            point_voxel_ids = voxel_ids
+        else:
+            point_voxel_ids = torch.full((num_input,), -1, dtype=torch.int64, device=device)
+            point_voxel_ids[kept_points] = voxel_ids
         return Voxels(features, coords, num_points.to(torch.int32), point_voxel_ids, dropped)
 
 
-def _ids_by_first_appearance(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Number distinct keys 0..U-1 in order of first appearance.
+def _assign_voxels(keys: torch.Tensor, max_voxels: int, max_points_per_voxel: int):
+    """Group points by voxel key, as spconv's ``PointToVoxel`` does, without a dense grid.
 
-    Returns (N,) the id of each element and (U,) the index of each id's first element.
+    Args:
+        keys: (N,) int32 or int64 voxel key of each point.
+        max_voxels: keep the first this-many voxels in order of first appearance.
+        max_points_per_voxel: keep the first this-many points of each voxel in point order.
+    Returns:
+        voxel_ids (N,) int64: each point's voxel, numbered in order of first appearance; V for
+            points not assigned (beyond the voxel limit or the point limit);
+        num_points (V,) int64: points assigned to each voxel;
+        first_point (V,) int64: index of each voxel's first point;
+        points_in_voxels (V,) int64: points falling in each voxel, before the point limit.
     """
-    unique, inverse = torch.unique(keys, sorted=True, return_inverse=True)
     n = keys.numel()
-    first = torch.full((unique.numel(),), n, dtype=torch.int64, device=keys.device)
-    first.scatter_reduce_(0, inverse, torch.arange(n, device=keys.device), reduce="amin")
-    first_sorted, order = torch.sort(first)
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(order.numel(), device=keys.device)
-    return rank[inverse], first_sorted
-
-
-def _first_points_per_voxel(voxel_ids: torch.Tensor, candidates: torch.Tensor, limit: int,
-                            num_voxels: int) -> torch.Tensor:
-    """(N,) bool: the candidates among the first ``limit`` candidates of their voxel, in point order.
-
-    Only voxels with more than ``limit`` candidates need the stable sort, which keeps the common
-    case cheap.
-    """
-    counts = torch.bincount(voxel_ids[candidates], minlength=num_voxels)
-    crowded = (candidates & (counts[voxel_ids] > limit)).nonzero().squeeze(1)
-    if not crowded.numel():
-        return candidates
-    sorted_ids, order = torch.sort(voxel_ids[crowded], stable=True)
-    rank = torch.arange(order.numel(), device=voxel_ids.device) - torch.searchsorted(sorted_ids, sorted_ids)
-    keep = candidates.clone()
-    keep[crowded[order]] = rank < limit
-    return keep
+    device = keys.device
+    # A stable sort groups each voxel's points contiguously and keeps them in point order, so the
+    # group start is the voxel's first point and the offset from it is the point's rank.
+    sorted_keys, order = torch.sort(keys, stable=True)
+    starts_group = torch.ones(n, dtype=torch.bool, device=device)
+    starts_group[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    group = torch.cumsum(starts_group, 0) - 1
+    group_start = starts_group.nonzero().squeeze(1)
+    group_size = torch.diff(group_start, append=group_start.new_full((1,), n))
+    first_point, voxel_order = torch.sort(order[group_start])
+    num_voxels = min(first_point.numel(), max_voxels)
+    group_voxel = torch.empty_like(voxel_order)
+    group_voxel[voxel_order] = torch.arange(voxel_order.numel(), device=device)
+    voxel_sorted = group_voxel[group]
+    rank = torch.arange(n, device=device) - group_start[group]
+    voxel_sorted = torch.where((voxel_sorted < num_voxels) & (rank < max_points_per_voxel),
+                               voxel_sorted, num_voxels)
+    voxel_ids = torch.empty_like(voxel_sorted)
+    voxel_ids[order] = voxel_sorted
+    points_in_voxels = group_size[voxel_order[:num_voxels]]
+    num_points = points_in_voxels.clamp_max(max_points_per_voxel)
+    return voxel_ids, num_points, first_point[:num_voxels], points_in_voxels
 
 
 def _warn_nonfinite(count: int) -> None:
