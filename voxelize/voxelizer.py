@@ -1,6 +1,7 @@
 """Points → voxels with mean features, and a list of clouds → one batched SparseTensor."""
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass, field
 
@@ -34,14 +35,24 @@ class Voxels:
     features: (V, C) float32, the mean of each voxel's kept points (all C input columns).
     coords: (V, 3) int32 ``[z, y, x]`` voxel indices, in order of first appearance in the cloud.
     num_points: (V,) int32 points averaged into each voxel.
-    point_voxel_ids: (N,) int64 voxel row of each input point, -1 where the point was dropped.
     dropped: counts of the dropped points by reason.
+    point_voxel_ids: (N,) int64 voxel row of each input point, -1 where the point was dropped
+        (computed on first access from the in-range points' voxel ids).
     """
     features: torch.Tensor
     coords: torch.Tensor
     num_points: torch.Tensor
-    point_voxel_ids: torch.Tensor
-    dropped: DroppedPoints = field(default_factory=DroppedPoints)
+    dropped: DroppedPoints
+    num_input_points: int
+    in_range_points: torch.Tensor | None  # (M,) indices of the in-range points; None when all are
+    in_range_voxel_ids: torch.Tensor      # (M,) their voxel row, -1 where dropped by a limit
+
+    @functools.cached_property
+    def point_voxel_ids(self) -> torch.Tensor:
+        if self.in_range_points is None:
+            return self.in_range_voxel_ids
+        ids = self.in_range_voxel_ids.new_full((self.num_input_points,), -1)
+        return ids.index_copy_(0, self.in_range_points, self.in_range_voxel_ids)
 
 
 def as_point_tensor(points) -> torch.Tensor:
@@ -137,14 +148,21 @@ class Voxelizer:
         return tensor, [v.dropped for v in per_cloud]
 
     def _voxelize(self, points: torch.Tensor) -> Voxels:
+        # Gathers and scatters use index_select / index_copy_: 3-4x faster than x[idx] on CPU.
+    # Large fresh temporaries cost page faults on every call (glibc hands them back to the OS),
+        # so the grid is computed in place, row by row in a (3, N) layout.
         device = points.device
         num_input = points.shape[0]
         dropped = DroppedPoints()
-        low = torch.as_tensor(self.point_cloud_range[:3], device=device)
-        size = torch.as_tensor(self.voxel_size, device=device)
-        upper = torch.as_tensor(self.grid_size_xyz, dtype=points.dtype, device=device)
-        grid = torch.floor((points[:, :3] - low) / size)  # float32 arithmetic, as spconv's CPU path
-        valid = ((grid >= 0) & (grid < upper)).all(dim=1)
+        low = torch.as_tensor(self.point_cloud_range[:3], device=device).unsqueeze(1)
+        size = torch.as_tensor(self.voxel_size, device=device).unsqueeze(1)
+        grid = points[:, :3].t().clone(memory_format=torch.contiguous_format)
+        grid.sub_(low).div_(size).floor_()  # float32 arithmetic, as spconv's CPU path
+        valid = grid[0] >= 0
+        for axis, extent in enumerate(self.grid_size_xyz):
+            if axis:
+                valid &= grid[axis] >= 0
+            valid &= grid[axis] < extent
         # Any NaN or inf makes the sum non-finite, so one reduction settles the common case.
         if not bool(torch.isfinite(points.sum())):
             finite = torch.isfinite(points).all(dim=1)
@@ -155,11 +173,11 @@ class Voxelizer:
         if num_valid < num_input:
             dropped.out_of_range = num_input - dropped.nonfinite - num_valid
             kept_points = valid.nonzero().squeeze(1)
-            points, grid = points.index_select(0, kept_points), grid.index_select(0, kept_points)
+            points, grid = points.index_select(0, kept_points), grid.index_select(1, kept_points)
         width, height, depth = self.grid_size_xyz
         # int32 keys sort 1.7x faster than int64; use them whenever the grid allows.
-        grid = grid.to(torch.int32 if width * height * depth < 2**31 else torch.int64)
-        keys = (grid[:, 2] * height + grid[:, 1]) * width + grid[:, 0]
+        keys = grid.to(torch.int32 if width * height * depth < 2**31 else torch.int64)
+        keys = keys[2].mul_(height).add_(keys[1]).mul_(width).add_(keys[0])
 
         if self.mode == "hard":
             limits = (self.max_voxels, self.max_points_per_voxel)
@@ -170,16 +188,12 @@ class Voxelizer:
         dropped.voxel_limit = num_valid - int(points_in_voxels.sum())
         dropped.voxel_full = int((points_in_voxels - num_points).sum())
 
-        sums = points.new_zeros((num_voxels + 1, points.shape[1])).index_add_(0, voxel_ids, points)
-        features = sums[:num_voxels] / num_points.unsqueeze(1).to(sums.dtype)
-        coords = grid.index_select(0, first_point).flip(1).to(torch.int32)  # xyz → zyx
-        voxel_ids = torch.where(voxel_ids < num_voxels, voxel_ids, -1)
-        if kept_points is None:
-            point_voxel_ids = voxel_ids
-        else:
-            point_voxel_ids = torch.full((num_input,), -1, dtype=torch.int64, device=device)
-            point_voxel_ids[kept_points] = voxel_ids
-        return Voxels(features, coords, num_points.to(torch.int32), point_voxel_ids, dropped)
+        # Summing channel by channel (a (C, N) source) is 2.4x faster than row-wise index_add_.
+        sums = points.new_zeros((points.shape[1], num_voxels + 1)).index_add_(1, voxel_ids, points.t())
+        features = sums[:, :num_voxels].div_(num_points.to(sums.dtype)).t().contiguous()
+        coords = grid.index_select(1, first_point).flip(0).t().to(torch.int32)  # xyz → zyx
+        voxel_ids.masked_fill_(voxel_ids == num_voxels, -1)
+        return Voxels(features, coords, num_points.to(torch.int32), dropped, num_input, kept_points, voxel_ids)
 
 
 def _assign_voxels(keys: torch.Tensor, max_voxels: int, max_points_per_voxel: int):
@@ -202,21 +216,26 @@ def _assign_voxels(keys: torch.Tensor, max_voxels: int, max_points_per_voxel: in
     # group start is the voxel's first point and the offset from it is the point's rank.
     sorted_keys, order = torch.sort(keys, stable=True)
     starts_group = torch.ones(n, dtype=torch.bool, device=device)
-    starts_group[1:] = sorted_keys[1:] != sorted_keys[:-1]
-    group = torch.cumsum(starts_group, 0) - 1
+    torch.ne(sorted_keys[1:], sorted_keys[:-1], out=starts_group[1:])
     group_start = starts_group.nonzero().squeeze(1)
     group_size = torch.diff(group_start, append=group_start.new_full((1,), n))
-    first_point, voxel_order = torch.sort(order[group_start])
+    group_first = order.index_select(0, group_start)
+    # Voxels are numbered by their first point: a running count over the first-point flags.
+    is_first = torch.zeros(n, dtype=torch.bool, device=device)
+    is_first.index_fill_(0, group_first, True)
+    group_voxel = torch.cumsum(is_first, 0).sub_(1).index_select(0, group_first)
+    first_point = is_first.nonzero().squeeze(1)
     num_voxels = min(first_point.numel(), max_voxels)
-    group_voxel = torch.empty_like(voxel_order)
-    group_voxel[voxel_order] = torch.arange(voxel_order.numel(), device=device)
-    voxel_sorted = group_voxel[group]
-    rank = torch.arange(n, device=device) - group_start[group]
-    voxel_sorted = torch.where((voxel_sorted < num_voxels) & (rank < max_points_per_voxel),
-                               voxel_sorted, num_voxels)
+
+    group = torch.cumsum(starts_group, 0).sub_(1)
+    rank = torch.arange(n, device=device).sub_(group_start.index_select(0, group))
+    voxel_sorted = group_voxel.index_select(0, group)
+    voxel_sorted.masked_fill_((voxel_sorted >= num_voxels) | (rank >= max_points_per_voxel), num_voxels)
     voxel_ids = torch.empty_like(voxel_sorted)
-    voxel_ids[order] = voxel_sorted
-    points_in_voxels = group_size[voxel_order[:num_voxels]]
+    voxel_ids.index_copy_(0, order, voxel_sorted)
+    points_in_voxels = torch.empty_like(group_size)
+    points_in_voxels.index_copy_(0, group_voxel, group_size)
+    points_in_voxels = points_in_voxels[:num_voxels]
     num_points = points_in_voxels.clamp_max(max_points_per_voxel)
     return voxel_ids, num_points, first_point[:num_voxels], points_in_voxels
 
