@@ -17,16 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from datasets.point_files import read_points
+from voxelize.presets import VOXEL_PRESETS
 from voxelize.voxelizer import Voxelizer
-
-# The geometries of the published nuScenes (CenterPoint, 0.1 m) and KITTI (SECOND) configs.
-VOXEL_GEOMETRIES = {
-    "nuscenes": dict(voxel_size=[0.1, 0.1, 0.2], point_cloud_range=[-51.2, -51.2, -5.0, 51.2, 51.2, 3.0],
-                     max_points_per_voxel=10, max_voxels=120000),
-    "kitti": dict(voxel_size=[0.05, 0.05, 0.1], point_cloud_range=[0.0, -40.0, -3.0, 70.4, 40.0, 1.0],
-                  max_points_per_voxel=5, max_voxels=40000),
-}
-
 
 def machine_description() -> str:
     """One line naming the CPU, cores, Python, torch and spconv versions and the malloc settings."""
@@ -79,7 +71,7 @@ def _peak_of_call(make, call) -> float:
 def _peak_in_child(side: str, path: str, geometry: str, queue) -> None:
     torch.set_num_threads(1)
     points = torch.from_numpy(read_points(path))
-    kwargs = VOXEL_GEOMETRIES[geometry]
+    kwargs = VOXEL_PRESETS[geometry]
     if side == "sparsevox":
         queue.put(_peak_of_call(lambda: Voxelizer(**kwargs), lambda v: v(points)))
     else:
@@ -127,7 +119,7 @@ def benchmark_voxelize(clouds: list[tuple[str, str]], threads=(1, 2), repeats: i
 
     results = []
     for path, geometry in clouds:
-        kwargs = VOXEL_GEOMETRIES[geometry]
+        kwargs = VOXEL_PRESETS[geometry]
         points = torch.from_numpy(read_points(path))
         ours = Voxelizer(**kwargs)
         theirs = PointToVoxel(kwargs["voxel_size"], kwargs["point_cloud_range"], points.shape[1],
@@ -159,5 +151,5 @@ def voxelize_table(results: list[VoxelizeResult]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["VOXEL_GEOMETRIES", "benchmark_voxelize", "interleaved_medians", "machine_description",
+__all__ = ["benchmark_voxelize", "interleaved_medians", "machine_description",
            "peak_memory_mib", "voxelize_table"]

@@ -1,9 +1,10 @@
 """Points → voxels with mean features, and a list of clouds → one batched SparseTensor."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ class Voxels:
     features: (V, C) float32, the mean of each voxel's kept points (all C input columns).
     coords: (V, 3) int32 ``[z, y, x]`` voxel indices, in order of first appearance in the cloud.
     num_points: (V,) int32 points averaged into each voxel.
+    spatial_shape: the grid (D, H, W).
     dropped: counts of the dropped points by reason.
     point_voxel_ids: (N,) int64 voxel row of each input point, -1 where the point was dropped
         (computed on first access from the in-range points' voxel ids).
@@ -42,6 +44,7 @@ class Voxels:
     features: torch.Tensor
     coords: torch.Tensor
     num_points: torch.Tensor
+    spatial_shape: tuple[int, int, int]
     dropped: DroppedPoints
     num_input_points: int
     in_range_points: torch.Tensor | None  # (M,) indices of the in-range points; None when all are
@@ -53,6 +56,20 @@ class Voxels:
             return self.in_range_voxel_ids
         ids = self.in_range_voxel_ids.new_full((self.num_input_points,), -1)
         return ids.index_copy_(0, self.in_range_points, self.in_range_voxel_ids)
+
+    def summary(self) -> dict:
+        """Plain statistics: points in and dropped (by reason), voxels, grid occupancy, points per voxel."""
+        depth, height, width = self.spatial_shape
+        counts = self.num_points.float()
+        return {
+            "points": self.num_input_points,
+            "dropped": dataclasses.asdict(self.dropped),
+            "voxels": self.coords.shape[0],
+            "spatial_shape": list(self.spatial_shape),
+            "occupancy": self.coords.shape[0] / (depth * height * width),
+            "points_per_voxel_mean": float(counts.mean()) if counts.numel() else 0.0,
+            "points_per_voxel_max": int(counts.max()) if counts.numel() else 0,
+        }
 
 
 def as_point_tensor(points) -> torch.Tensor:
@@ -193,7 +210,8 @@ class Voxelizer:
         features = sums[:, :num_voxels].div_(num_points.to(sums.dtype)).t().contiguous()
         coords = grid.index_select(1, first_point).flip(0).t().to(torch.int32)  # xyz → zyx
         voxel_ids.masked_fill_(voxel_ids == num_voxels, -1)
-        return Voxels(features, coords, num_points.to(torch.int32), dropped, num_input, kept_points, voxel_ids)
+        return Voxels(features, coords, num_points.to(torch.int32), self.spatial_shape, dropped, num_input,
+                      kept_points, voxel_ids)
 
 
 def _assign_voxels(keys: torch.Tensor, max_voxels: int, max_points_per_voxel: int):

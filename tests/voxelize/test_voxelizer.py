@@ -186,3 +186,13 @@ def test_grid_shape_matches_spconv():
     for geometry in (NUSCENES, KITTI, SMALL):
         expected_zyx = PointToVoxel(geometry["voxel_size"], geometry["point_cloud_range"], 4, 1, 1).grid_size
         assert Voxelizer(**geometry, mode="dynamic").spatial_shape == tuple(expected_zyx)
+
+
+def test_summary_reports_counts_and_occupancy():
+    points = random_cloud(3000, seed=11, spread=6.0)
+    voxels = Voxelizer(**SMALL, max_points_per_voxel=2, max_voxels=500)(points)
+    summary = voxels.summary()
+    assert summary["points"] == 3000 and summary["voxels"] == len(voxels.coords)
+    assert sum(summary["dropped"].values()) == 3000 - int(voxels.num_points.sum())
+    assert summary["occupancy"] == len(voxels.coords) / (8 * 16 * 16)
+    assert summary["points_per_voxel_max"] <= 2
