@@ -1,0 +1,181 @@
+"""Kernel maps: which input row feeds which output row through which kernel offset.
+
+Offsets are numbered as spconv numbers them and as the weight layout ``[C_out, kD, kH, kW, C_in]``
+stores them: ``k = (kz * kH + ky) * kW + kx``. The operation is cross-correlation, like
+``torch.nn.functional.conv3d``:
+
+- regular conv: output site ``o`` reads input site ``i = o * stride - padding + k * dilation``
+  (per axis); the outputs are every site that reads at least one active input, in canonical
+  order: ascending linearised key ``((b * D + z) * H + y) * W + x`` of the output grid.
+  Output grid: ``floor((size + 2 * padding - dilation * (kernel - 1) - 1) / stride) + 1``.
+- submanifold conv: the outputs are the inputs (same rows, same order); output site ``o`` reads
+  ``i = o + (k - kernel // 2) * dilation``, i.e. a "same" convolution evaluated at the active sites.
+- inverse conv: the transpose of a paired regular conv, found by its indice key: pairs swapped,
+  outputs = that conv's input sites in their order.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+
+from voxelize.hash_map import pack_keys
+from voxelize.sparse_tensor import SparseTensor
+
+
+def triple(value, name: str) -> tuple[int, int, int]:
+    """An int or a 3-sequence as a (z, y, x) tuple of ints."""
+    values = (value,) * 3 if isinstance(value, int) else tuple(value)
+    if len(values) != 3 or not all(isinstance(v, int) for v in values):
+        raise ValueError(f"{name} must be an int or three ints (z, y, x), got {value!r}")
+    return values
+
+
+@dataclass
+class KernelMap:
+    """Pairs of (input row, output row) per kernel offset, concatenated offset by offset.
+
+    in_rows, out_rows: (P,) int64; the pairs of offset k are rows ``starts[k]:starts[k+1]``.
+    pair_counts: (K,) pair count per offset, as Python ints (the conv loop needs no device sync).
+    identity_offset: an offset whose pairs are exactly row i → row i for every i (the centre of a
+        submanifold map), which the conv applies without gather or scatter; None if there is none.
+    num_in, num_out: input and output rows.
+    out_coords, out_spatial_shape: the output sites (the input's own for submanifold maps).
+    in_coords, in_spatial_shape: the input sites (kept so an inverse conv can restore them).
+    """
+    in_rows: torch.Tensor
+    out_rows: torch.Tensor
+    pair_counts: list[int]
+    identity_offset: int | None
+    num_in: int
+    num_out: int
+    kernel_size: tuple[int, int, int]
+    stride: tuple[int, int, int]
+    padding: tuple[int, int, int]
+    dilation: tuple[int, int, int]
+    in_coords: torch.Tensor
+    in_spatial_shape: tuple[int, int, int]
+    out_coords: torch.Tensor
+    out_spatial_shape: tuple[int, int, int]
+
+    @property
+    def kernel_volume(self) -> int:
+        return len(self.pair_counts)
+
+    @property
+    def num_pairs(self) -> int:
+        """True number of (input, output, offset) triples, identity pairs included."""
+        return sum(self.pair_counts)
+
+    def offset_pairs(self):
+        """Yield (offset, in_rows, out_rows) for each offset with pairs; identity pairs excluded."""
+        start = 0
+        for offset, count in enumerate(self.pair_counts):
+            if count and offset != self.identity_offset:
+                yield offset, self.in_rows[start:start + count], self.out_rows[start:start + count]
+            start += count
+
+    def transposed(self) -> "KernelMap":
+        """The inverse map: outputs become inputs, same offsets."""
+        return KernelMap(self.out_rows, self.in_rows, self.pair_counts, self.identity_offset, self.num_out,
+                         self.num_in, self.kernel_size, self.stride, self.padding, self.dilation,
+                         self.out_coords, self.out_spatial_shape, self.in_coords, self.in_spatial_shape)
+
+
+def kernel_offsets(kernel_size, device=None) -> torch.Tensor:
+    """(K, 3) int32 (kz, ky, kx) of every offset, in weight order."""
+    ranges = [range(k) for k in kernel_size]
+    return torch.tensor(list(itertools.product(*ranges)), dtype=torch.int32, device=device).reshape(-1, 3)
+
+
+def conv_output_shape(spatial_shape, kernel_size, stride, padding, dilation) -> tuple[int, int, int]:
+    """Output grid of a regular conv, as ``torch.nn.functional.conv3d`` computes it."""
+    shape = tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
+                  for n, k, s, p, d in zip(spatial_shape, kernel_size, stride, padding, dilation))
+    if min(shape) < 1:
+        raise ValueError(f"conv with kernel {kernel_size}, stride {stride}, padding {padding}, dilation "
+                         f"{dilation} leaves no output on a grid of {tuple(spatial_shape)}")
+    return shape
+
+
+def _pairs_from_matrix(rows: torch.Tensor, out_of: torch.Tensor | None = None):
+    """From a (K, N) matrix of input rows (-1 = none) for output rows, pairs sorted by offset.
+
+    Column j of row k says: output ``out_of[j]`` (or j) reads input ``rows[k, j]`` via offset k.
+    """
+    offset, column = (rows >= 0).nonzero(as_tuple=True)
+    in_rows = rows[offset, column]
+    out_rows = column if out_of is None else out_of.index_select(0, column)
+    counts = torch.bincount(offset, minlength=rows.shape[0]).tolist()
+    return in_rows, out_rows, counts
+
+
+def build_submanifold_map(tensor: SparseTensor, kernel_size, dilation) -> KernelMap:
+    """Submanifold kernel map: outputs = the input sites; see the module docstring."""
+    kernel_size, dilation = triple(kernel_size, "kernel_size"), triple(dilation, "dilation")
+    coords, n = tensor.coords, tensor.num_sites
+    device = coords.device
+    offsets = kernel_offsets(kernel_size, device)
+    centre = torch.tensor([k // 2 for k in kernel_size], dtype=torch.int32, device=device)
+    deltas = (offsets - centre) * torch.tensor(dilation, dtype=torch.int32, device=device)
+    volume = offsets.shape[0]
+    odd = all(k % 2 for k in kernel_size)
+    # For odd kernels offset k and its mirror K-1-k see each other: j = i + d  <=>  i = j - d.
+    # So only the offsets before the centre are looked up; the mirror pairs are the same pairs swapped.
+    looked_up = volume // 2 if odd else volume
+    queries = coords.unsqueeze(0).repeat(looked_up, 1, 1)
+    queries[:, :, 1:] += deltas[:looked_up].unsqueeze(1)
+    rows = tensor.hash_map.query(queries.reshape(-1, 4)).reshape(looked_up, n)
+    in_rows, out_rows, counts = _pairs_from_matrix(rows)
+    identity = None
+    if odd:
+        identity = volume // 2
+        mirror_counts = counts[::-1]
+        starts = [0] + list(itertools.accumulate(counts))
+        mirrored_in, mirrored_out = [], []
+        for k in range(looked_up - 1, -1, -1):  # offset K-1-k, in increasing order
+            mirrored_in.append(out_rows[starts[k]:starts[k + 1]])
+            mirrored_out.append(in_rows[starts[k]:starts[k + 1]])
+        arange = torch.arange(n, device=device)
+        in_rows = torch.cat([in_rows, arange, *mirrored_in])
+        out_rows = torch.cat([out_rows, arange, *mirrored_out])
+        counts = counts + [n] + mirror_counts
+    shape = tensor.spatial_shape
+    return KernelMap(in_rows, out_rows, counts, identity, n, n, kernel_size, (1, 1, 1),
+                     tuple(k // 2 * d for k, d in zip(kernel_size, dilation)), dilation,
+                     coords, shape, coords, shape)
+
+
+def build_regular_map(tensor: SparseTensor, kernel_size, stride, padding, dilation) -> KernelMap:
+    """Regular (strided) kernel map; outputs in canonical order; see the module docstring."""
+    kernel_size, stride = triple(kernel_size, "kernel_size"), triple(stride, "stride")
+    padding, dilation = triple(padding, "padding"), triple(dilation, "dilation")
+    out_shape = conv_output_shape(tensor.spatial_shape, kernel_size, stride, padding, dilation)
+    coords, n = tensor.coords, tensor.num_sites
+    device = coords.device
+    as_int = dict(dtype=torch.int32, device=device)
+    offsets = kernel_offsets(kernel_size, device)
+    # numerator[k, i] = i_zyx + padding - k * dilation = o * stride for the output o it feeds.
+    numerator = (coords[:, 1:].unsqueeze(0) + torch.tensor(padding, **as_int)
+                 - (offsets * torch.tensor(dilation, **as_int)).unsqueeze(1))
+    stride_t = torch.tensor(stride, **as_int)
+    out_zyx = torch.div(numerator, stride_t, rounding_mode="floor")
+    feeds = ((numerator - out_zyx * stride_t) == 0) & (out_zyx >= 0) & (out_zyx < torch.tensor(out_shape, **as_int))
+    offset, in_rows = feeds.all(dim=2).nonzero(as_tuple=True)
+    out_coords_of_pairs = torch.cat([coords[in_rows, :1], out_zyx[offset, in_rows]], dim=1)
+    keys = pack_keys(out_coords_of_pairs, out_shape, tensor.batch_size)
+    out_keys, out_rows = torch.unique(keys, sorted=True, return_inverse=True)
+    out_coords = _unpack_keys(out_keys, out_shape)
+    counts = torch.bincount(offset, minlength=offsets.shape[0]).tolist()
+    return KernelMap(in_rows, out_rows, counts, None, n, out_keys.numel(), kernel_size, stride, padding,
+                     dilation, coords, tensor.spatial_shape, out_coords, out_shape)
+
+
+def _unpack_keys(keys: torch.Tensor, spatial_shape) -> torch.Tensor:
+    depth, height, width = spatial_shape
+    x = keys % width
+    y = keys // width % height
+    z = keys // (width * height) % depth
+    b = keys // (width * height * depth)
+    return torch.stack([b, z, y, x], dim=1).to(torch.int32)

@@ -1,0 +1,202 @@
+"""Sparse conv modules on two interchangeable backends, and a Sequential that carries SparseTensors.
+
+One weight layout for both backends: ``[C_out, kD, kH, kW, C_in]`` (spconv 2.x), so a state_dict
+saved under one backend loads into the other. The backend is a per-module attribute set for a
+whole model with :func:`set_backend`.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from backbones.kernel_map import KernelMap, build_regular_map, build_submanifold_map, triple
+from backbones.sparse_conv_function import sparse_conv
+from voxelize.sparse_tensor import SparseTensor
+
+BACKENDS = ("torch", "spconv")
+
+
+class SparseModule(nn.Module):
+    """Marker base: a module that takes and returns SparseTensors (others see only features)."""
+
+
+class SparseConvolution(SparseModule):
+    """Base of the three sparse convs. ``kind`` is 'subm', 'regular' or 'inverse'.
+
+    Args:
+        in_channels, out_channels: feature widths.
+        kernel_size, stride, padding, dilation: ints or (z, y, x) triples, as ``nn.Conv3d``.
+        bias: add a learnt bias per output channel.
+        indice_key: name under which the kernel map is cached on the input's lineage: SubM layers
+            with the same key at the same resolution share one map; an inverse conv finds its
+            paired regular conv's map by it. None: no sharing.
+        backend: 'torch' (the pure-PyTorch reference) or 'spconv'.
+    """
+    kind = ""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, padding=0, dilation=1,
+                 bias: bool = True, indice_key: str | None = None, backend: str = "torch"):
+        super().__init__()
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = triple(kernel_size, "kernel_size")
+        self.stride = triple(stride, "stride")
+        self.padding = triple(padding, "padding")
+        self.dilation = triple(dilation, "dilation")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1 or min(self.padding) < 0:
+            raise ValueError(f"invalid conv geometry: kernel {self.kernel_size}, stride {self.stride}, "
+                             f"padding {self.padding}, dilation {self.dilation}")
+        self.indice_key = indice_key
+        self.weight = nn.Parameter(torch.empty(self.out_channels, *self.kernel_size, self.in_channels))
+        self.bias = nn.Parameter(torch.empty(self.out_channels)) if bias else None
+        self.backend = check_backend(backend)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Uniform in ±1/sqrt(fan_in), as ``nn.Conv3d``'s default initialisation."""
+        bound = 1.0 / math.sqrt(self.in_channels * math.prod(self.kernel_size))
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}, "
+                f"indice_key={self.indice_key!r}, backend={self.backend!r}")
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        if x.num_channels != self.in_channels:
+            raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, got {x.num_channels}")
+        if self.backend == "spconv" and x.num_sites:  # spconv does not take empty tensors
+            from backbones.spconv_backend import spconv_forward
+            return spconv_forward(self, x)
+        kernel_map = self.kernel_map(x)
+        features = sparse_conv(x.features, self.weight, kernel_map)
+        if self.bias is not None:
+            features = features + self.bias.to(features.dtype)
+        return self.output_tensor(x, kernel_map.out_coords, kernel_map.out_spatial_shape, features,
+                                  kernel_map.stride)
+
+    def kernel_map(self, x: SparseTensor) -> KernelMap:
+        """The kernel map of this layer for input ``x``, from the lineage's cache when possible."""
+        raise NotImplementedError
+
+    def output_tensor(self, x: SparseTensor, coords, spatial_shape, features, stride) -> SparseTensor:
+        """The output SparseTensor over ``coords`` (the same object as x.coords for SubM); ``stride``
+        is the conv's (for an inverse conv, its paired conv's), which scales the tensor stride."""
+        if coords is x.coords:
+            return x.replace_features(features)
+        if self.kind == "inverse":
+            tensor_stride = tuple(t // s for t, s in zip(x.tensor_stride, stride))
+        else:
+            tensor_stride = tuple(t * s for t, s in zip(x.tensor_stride, stride))
+        return SparseTensor(features, coords, spatial_shape, x.batch_size, tensor_stride,
+                            x.kernel_map_cache, check=False)
+
+
+class SubMConv3d(SparseConvolution):
+    """Submanifold sparse conv: outputs only at the active input sites (no densification).
+
+    ``stride`` must be 1; ``padding`` is ignored (the map is centred, as in spconv).
+    """
+    kind = "subm"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.stride != (1, 1, 1):
+            raise ValueError(f"SubMConv3d needs stride 1, got {self.stride}")
+
+    def kernel_map(self, x: SparseTensor) -> KernelMap:
+        if self.indice_key is None:
+            return build_submanifold_map(x, self.kernel_size, self.dilation)
+        key = ("subm", self.indice_key, x.tensor_stride)
+        cached = x.kernel_map_cache.get(key)
+        if cached is not None and cached.in_coords is x.coords:
+            if (cached.kernel_size, cached.dilation) != (self.kernel_size, self.dilation):
+                raise ValueError(f"SubM layers sharing indice_key {self.indice_key!r} need the same kernel and "
+                                 f"dilation: cached {cached.kernel_size}/{cached.dilation}, this layer "
+                                 f"{self.kernel_size}/{self.dilation}")
+            return cached
+        kernel_map = build_submanifold_map(x, self.kernel_size, self.dilation)
+        x.kernel_map_cache[key] = kernel_map
+        return kernel_map
+
+
+class SparseConv3d(SparseConvolution):
+    """Regular sparse conv: outputs at every site that sees an active input (densifies),
+    in canonical order (ascending linearised key). Its map is kept under ``indice_key`` for
+    a paired :class:`SparseInverseConv3d`."""
+    kind = "regular"
+
+    def kernel_map(self, x: SparseTensor) -> KernelMap:
+        key = ("regular", self.indice_key)
+        cached = x.kernel_map_cache.get(key) if self.indice_key is not None else None
+        geometry = (self.kernel_size, self.stride, self.padding, self.dilation)
+        if cached is not None and cached.in_coords is x.coords and \
+                (cached.kernel_size, cached.stride, cached.padding, cached.dilation) == geometry:
+            return cached  # the same input seen again (e.g. a second forward)
+        kernel_map = build_regular_map(x, *geometry)
+        if self.indice_key is not None:
+            x.kernel_map_cache[key] = kernel_map
+        return kernel_map
+
+
+class SparseInverseConv3d(SparseConvolution):
+    """Inverse of the regular conv registered under ``indice_key``: restores its input sites.
+
+    Kernel size must equal the paired conv's; stride, padding and dilation are taken from it.
+    """
+    kind = "inverse"
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, indice_key: str, bias: bool = True,
+                 backend: str = "torch"):
+        if not indice_key:
+            raise ValueError("SparseInverseConv3d needs the indice_key of its paired SparseConv3d")
+        super().__init__(in_channels, out_channels, kernel_size, bias=bias, indice_key=indice_key, backend=backend)
+
+    def paired_map(self, x: SparseTensor) -> KernelMap:
+        paired = x.kernel_map_cache.get(("regular", self.indice_key))
+        if paired is None:
+            raise ValueError(f"no regular conv with indice_key {self.indice_key!r} ran on this input's lineage")
+        if paired.kernel_size != self.kernel_size:
+            raise ValueError(f"inverse conv {self.indice_key!r}: kernel {self.kernel_size} differs from the paired "
+                             f"conv's {paired.kernel_size}")
+        if paired.num_out != x.num_sites or paired.out_spatial_shape != x.spatial_shape:
+            raise ValueError(f"inverse conv {self.indice_key!r}: input has {x.num_sites} sites on "
+                             f"{x.spatial_shape}, the paired conv produced {paired.num_out} on "
+                             f"{paired.out_spatial_shape}")
+        return paired
+
+    def kernel_map(self, x: SparseTensor) -> KernelMap:
+        return self.paired_map(x).transposed()
+
+
+class SparseSequential(nn.Sequential, SparseModule):
+    """A Sequential over SparseTensors: sparse modules get the tensor, any other module (e.g.
+    ``nn.BatchNorm1d``, ``nn.ReLU``) is applied to its (N, C) features, as in spconv."""
+
+    def forward(self, x):
+        for module in self:
+            if isinstance(module, SparseModule) or not isinstance(x, SparseTensor):
+                x = module(x)
+            elif x.num_sites == 0 and isinstance(module, nn.modules.batchnorm._BatchNorm):
+                continue  # batch statistics of nothing; the features stay empty
+            else:
+                x = x.replace_features(module(x.features))
+        return x
+
+
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown sparse conv backend {backend!r}; valid: {list(BACKENDS)}")
+    return backend
+
+
+def set_backend(model: nn.Module, backend: str) -> nn.Module:
+    """Switch every sparse conv in ``model`` to ``backend`` ('torch' or 'spconv'); returns model."""
+    check_backend(backend)
+    for module in model.modules():
+        if isinstance(module, SparseConvolution):
+            module.backend = backend
+    return model
