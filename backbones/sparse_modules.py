@@ -180,11 +180,17 @@ class SparseSequential(nn.Sequential, SparseModule):
         for module in self:
             if isinstance(module, SparseModule) or not isinstance(x, SparseTensor):
                 x = module(x)
-            elif x.num_sites == 0 and isinstance(module, nn.modules.batchnorm._BatchNorm):
-                continue  # batch statistics of nothing; the features stay empty
             else:
-                x = x.replace_features(module(x.features))
+                x = on_features(module, x)
         return x
+
+
+def on_features(module: nn.Module, x: SparseTensor) -> SparseTensor:
+    """``module`` applied to the (N, C) features of ``x`` (BatchNorm is skipped when N = 0: batch
+    statistics of nothing are undefined, and the features stay empty either way)."""
+    if x.num_sites == 0 and isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return x
+    return x.replace_features(module(x.features))
 
 
 def check_backend(backend: str) -> str:

@@ -1,0 +1,161 @@
+"""The SECOND (VoxelBackBone8x) and CenterPoint (VoxelResBackBone8x) sparse 3D backbones.
+
+Both take the voxelized SparseTensor at stride 1 and return the stride-8 tensor, with the
+multi-scale outputs x_conv1..x_conv4 on the side. ``conv_type='regular'`` builds the same
+network with every SubM conv replaced by a stride-1 regular conv of the same kernel and
+padding 1: the densifying counterpart, for comparing SSC against regular sparse convolution.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from backbones.sparse_modules import (SparseConv3d, SparseModule, SparseSequential, SubMConv3d, on_features,
+                                      set_backend)
+from voxelize.sparse_tensor import SparseTensor
+
+CONV_TYPES = ("subm", "regular")
+
+
+def batch_norm(channels: int) -> nn.BatchNorm1d:
+    return nn.BatchNorm1d(channels, eps=1e-3, momentum=0.01)
+
+
+def same_conv(in_channels: int, out_channels: int, conv_type: str, indice_key: str | None):
+    """A 3x3x3 stride-1 conv without bias: SubM, or its regular (densifying) counterpart."""
+    if conv_type == "subm":
+        return SubMConv3d(in_channels, out_channels, 3, padding=1, bias=False, indice_key=indice_key)
+    # Regular convs change the site set at every layer, so there is no map to share.
+    return SparseConv3d(in_channels, out_channels, 3, stride=1, padding=1, bias=False)
+
+
+def conv_block(in_channels: int, out_channels: int, conv_type: str, indice_key: str | None = None,
+               stride=1, padding=1, kernel_size=3) -> SparseSequential:
+    """conv → BatchNorm → ReLU; a strided block is always a regular conv (it downsamples)."""
+    if stride == 1 and kernel_size == 3 and padding == 1:
+        conv = same_conv(in_channels, out_channels, conv_type, indice_key)
+    else:
+        conv = SparseConv3d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False,
+                            indice_key=indice_key)
+    return SparseSequential(conv, batch_norm(out_channels), nn.ReLU())
+
+
+def add_features(x: SparseTensor, residual: SparseTensor) -> SparseTensor:
+    """x + residual, where residual's sites are a subset of x's (equal for SubM)."""
+    if residual.coords is x.coords:
+        return x.replace_features(x.features + residual.features)
+    rows = x.hash_map.query(residual.coords)
+    if bool((rows < 0).any()):
+        raise ValueError("residual has sites that the block output lacks")
+    return x.replace_features(x.features.index_add(0, rows, residual.features))
+
+
+class SparseBasicBlock(SparseModule):
+    """Residual block of two 3x3x3 convs: relu(bn2(conv2(relu(bn1(conv1(x))))) + x)."""
+
+    def __init__(self, channels: int, conv_type: str = "subm", indice_key: str | None = None):
+        super().__init__()
+        self.conv1 = same_conv(channels, channels, conv_type, indice_key)
+        self.bn1 = batch_norm(channels)
+        self.conv2 = same_conv(channels, channels, conv_type, indice_key)
+        self.bn2 = batch_norm(channels)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        out = on_features(self.relu, on_features(self.bn1, self.conv1(x)))
+        out = on_features(self.bn2, self.conv2(out))
+        return on_features(self.relu, add_features(out, x))
+
+
+@dataclass
+class BackboneOutput:
+    """The stride-8 output and the multi-scale features (strides 1, 2, 4, 8)."""
+    out: SparseTensor
+    x_conv1: SparseTensor
+    x_conv2: SparseTensor
+    x_conv3: SparseTensor
+    x_conv4: SparseTensor
+
+
+class _VoxelBackBone8x(SparseModule):
+    def __init__(self, in_channels: int, channels, out_channels: int, conv_type: str, backend: str):
+        super().__init__()
+        if conv_type not in CONV_TYPES:
+            raise ValueError(f"conv_type must be one of {list(CONV_TYPES)}, got {conv_type!r}")
+        if len(channels) != 4:
+            raise ValueError(f"channels must list 4 widths (conv1..conv4), got {list(channels)}")
+        self.in_channels, self.channels, self.out_channels = in_channels, tuple(channels), out_channels
+        self.conv_type = conv_type
+        self.conv_input = conv_block(in_channels, channels[0], conv_type, "subm1")
+        self.build_stages(channels, conv_type)
+        # The height of the 41-voxel nuScenes / KITTI grid falls 41 → 21 → 11 → 5 → 2.
+        self.conv_out = conv_block(channels[3], out_channels, conv_type, "spconv_down2", stride=(2, 1, 1),
+                                   padding=0, kernel_size=(3, 1, 1))
+        set_backend(self, backend)
+
+    def build_stages(self, channels, conv_type):
+        raise NotImplementedError
+
+    def forward(self, x: SparseTensor) -> BackboneOutput:
+        if x.num_channels != self.in_channels:
+            raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, got {x.num_channels}")
+        x_conv1 = self.conv1(self.conv_input(x))
+        x_conv2 = self.conv2(x_conv1)
+        x_conv3 = self.conv3(x_conv2)
+        x_conv4 = self.conv4(x_conv3)
+        return BackboneOutput(self.conv_out(x_conv4), x_conv1, x_conv2, x_conv3, x_conv4)
+
+
+class VoxelBackBone8x(_VoxelBackBone8x):
+    """SECOND's backbone (as OpenPCDet's VoxelBackBone8x): plain SubM blocks, widths 16/32/64/64 → 128.
+
+    Args:
+        in_channels: voxel feature width (4 for KITTI x, y, z, r; 5 with nuScenes' time lag).
+        channels: widths of conv1..conv4; out_channels: width of the stride-8 output.
+        conv_type: 'subm' or 'regular' (every SubM → a stride-1 regular conv).
+        backend: 'torch' or 'spconv'.
+    """
+
+    def __init__(self, in_channels: int, channels=(16, 32, 64, 64), out_channels: int = 128,
+                 conv_type: str = "subm", backend: str = "torch"):
+        super().__init__(in_channels, channels, out_channels, conv_type, backend)
+
+    def build_stages(self, channels, conv_type):
+        c1, c2, c3, c4 = channels
+        self.conv1 = SparseSequential(conv_block(c1, c1, conv_type, "subm1"))
+        self.conv2 = SparseSequential(conv_block(c1, c2, conv_type, "spconv2", stride=2),
+                                      conv_block(c2, c2, conv_type, "subm2"), conv_block(c2, c2, conv_type, "subm2"))
+        self.conv3 = SparseSequential(conv_block(c2, c3, conv_type, "spconv3", stride=2),
+                                      conv_block(c3, c3, conv_type, "subm3"), conv_block(c3, c3, conv_type, "subm3"))
+        self.conv4 = SparseSequential(conv_block(c3, c4, conv_type, "spconv4", stride=2, padding=(0, 1, 1)),
+                                      conv_block(c4, c4, conv_type, "subm4"), conv_block(c4, c4, conv_type, "subm4"))
+
+
+class VoxelResBackBone8x(_VoxelBackBone8x):
+    """CenterPoint's nuScenes backbone (as OpenPCDet's VoxelResBackBone8x): two residual SubM
+    blocks per stage, widths 16/32/64/128 → 128. Arguments as :class:`VoxelBackBone8x`."""
+
+    def __init__(self, in_channels: int, channels=(16, 32, 64, 128), out_channels: int = 128,
+                 conv_type: str = "subm", backend: str = "torch"):
+        super().__init__(in_channels, channels, out_channels, conv_type, backend)
+
+    def build_stages(self, channels, conv_type):
+        c1, c2, c3, c4 = channels
+        self.conv1 = SparseSequential(SparseBasicBlock(c1, conv_type, "subm1"), SparseBasicBlock(c1, conv_type, "subm1"))
+        self.conv2 = SparseSequential(conv_block(c1, c2, conv_type, "spconv2", stride=2),
+                                      SparseBasicBlock(c2, conv_type, "subm2"), SparseBasicBlock(c2, conv_type, "subm2"))
+        self.conv3 = SparseSequential(conv_block(c2, c3, conv_type, "spconv3", stride=2),
+                                      SparseBasicBlock(c3, conv_type, "subm3"), SparseBasicBlock(c3, conv_type, "subm3"))
+        self.conv4 = SparseSequential(conv_block(c3, c4, conv_type, "spconv4", stride=2, padding=(0, 1, 1)),
+                                      SparseBasicBlock(c4, conv_type, "subm4"), SparseBasicBlock(c4, conv_type, "subm4"))
+
+
+BACKBONES = {"VoxelBackBone8x": VoxelBackBone8x, "VoxelResBackBone8x": VoxelResBackBone8x}
+
+
+def build_backbone(type: str, **kwargs) -> _VoxelBackBone8x:
+    """A 3D backbone by class name, e.g. ``build_backbone('VoxelResBackBone8x', in_channels=5)``."""
+    if type not in BACKBONES:
+        raise ValueError(f"unknown 3D backbone {type!r}; valid: {sorted(BACKBONES)}")
+    return BACKBONES[type](**kwargs)
