@@ -16,11 +16,12 @@ stores them: ``k = (kz * kH + ky) * kW + kx``. The operation is cross-correlatio
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import torch
 
-from voxelize.hash_map import pack_keys
+from voxelize.hash_map import ABSENT
 from voxelize.sparse_tensor import SparseTensor
 
 
@@ -116,31 +117,38 @@ def build_submanifold_map(tensor: SparseTensor, kernel_size, dilation) -> Kernel
     kernel_size, dilation = triple(kernel_size, "kernel_size"), triple(dilation, "dilation")
     coords, n = tensor.coords, tensor.num_sites
     device = coords.device
-    offsets = kernel_offsets(kernel_size, device)
-    centre = torch.tensor([k // 2 for k in kernel_size], dtype=torch.int32, device=device)
-    deltas = (offsets - centre) * torch.tensor(dilation, dtype=torch.int32, device=device)
-    volume = offsets.shape[0]
+    volume = math.prod(kernel_size)
     odd = all(k % 2 for k in kernel_size)
     # For odd kernels offset k and its mirror K-1-k see each other: j = i + d  <=>  i = j - d.
     # So only the offsets before the centre are looked up; the mirror pairs are the same pairs swapped.
     looked_up = volume // 2 if odd else volume
-    queries = coords.unsqueeze(0).repeat(looked_up, 1, 1)
-    queries[:, :, 1:] += deltas[:looked_up].unsqueeze(1)
-    rows = tensor.hash_map.query(queries.reshape(-1, 4)).reshape(looked_up, n)
+    # A neighbour's key is the site's key plus the offset's linearised delta, when it stays in the grid.
+    depth, height, width = tensor.spatial_shape
+    keys = tensor.keys()
+    in_grid = {}  # (axis, delta) -> (N,) bool
+    for axis, extent in enumerate(tensor.spatial_shape):
+        for k in range(kernel_size[axis]):
+            delta = (k - kernel_size[axis] // 2) * dilation[axis]
+            c = coords[:, 1 + axis]
+            in_grid[axis, k] = (c >= -delta) & (c < extent - delta)
+    neighbour_keys = torch.empty((looked_up, n), dtype=torch.int64, device=device)
+    for offset, (kz, ky, kx) in enumerate(itertools.islice(itertools.product(*map(range, kernel_size)), looked_up)):
+        dz, dy, dx = ((k - size // 2) * d for k, size, d in zip((kz, ky, kx), kernel_size, dilation))
+        torch.add(keys, (dz * height + dy) * width + dx, out=neighbour_keys[offset])
+        inside = in_grid[0, kz] & in_grid[1, ky] & in_grid[2, kx]
+        neighbour_keys[offset].masked_fill_(~inside, ABSENT)
+    rows = tensor.hash_map.query_keys(neighbour_keys.view(-1)).view(looked_up, n)
     in_rows, out_rows, counts = _pairs_from_matrix(rows)
     identity = None
     if odd:
         identity = volume // 2
-        mirror_counts = counts[::-1]
         starts = [0] + list(itertools.accumulate(counts))
-        mirrored_in, mirrored_out = [], []
-        for k in range(looked_up - 1, -1, -1):  # offset K-1-k, in increasing order
-            mirrored_in.append(out_rows[starts[k]:starts[k + 1]])
-            mirrored_out.append(in_rows[starts[k]:starts[k + 1]])
+        mirrored = range(looked_up - 1, -1, -1)  # offset K-1-k, in increasing order
         arange = torch.arange(n, device=device)
-        in_rows = torch.cat([in_rows, arange, *mirrored_in])
-        out_rows = torch.cat([out_rows, arange, *mirrored_out])
-        counts = counts + [n] + mirror_counts
+        in_rows, out_rows = (
+            torch.cat([in_rows, arange, *(out_rows[starts[k]:starts[k + 1]] for k in mirrored)]),
+            torch.cat([out_rows, arange, *(in_rows[starts[k]:starts[k + 1]] for k in mirrored)]))
+        counts = counts + [n] + counts[::-1]
     shape = tensor.spatial_shape
     return KernelMap(in_rows, out_rows, counts, identity, n, n, kernel_size, (1, 1, 1),
                      tuple(k // 2 * d for k, d in zip(kernel_size, dilation)), dilation,
@@ -153,21 +161,32 @@ def build_regular_map(tensor: SparseTensor, kernel_size, stride, padding, dilati
     padding, dilation = triple(padding, "padding"), triple(dilation, "dilation")
     out_shape = conv_output_shape(tensor.spatial_shape, kernel_size, stride, padding, dilation)
     coords, n = tensor.coords, tensor.num_sites
-    device = coords.device
-    as_int = dict(dtype=torch.int32, device=device)
-    offsets = kernel_offsets(kernel_size, device)
-    # numerator[k, i] = i_zyx + padding - k * dilation = o * stride for the output o it feeds.
-    numerator = (coords[:, 1:].unsqueeze(0) + torch.tensor(padding, **as_int)
-                 - (offsets * torch.tensor(dilation, **as_int)).unsqueeze(1))
-    stride_t = torch.tensor(stride, **as_int)
-    out_zyx = torch.div(numerator, stride_t, rounding_mode="floor")
-    feeds = ((numerator - out_zyx * stride_t) == 0) & (out_zyx >= 0) & (out_zyx < torch.tensor(out_shape, **as_int))
-    offset, in_rows = feeds.all(dim=2).nonzero(as_tuple=True)
-    out_coords_of_pairs = torch.cat([coords[in_rows, :1], out_zyx[offset, in_rows]], dim=1)
-    keys = pack_keys(out_coords_of_pairs, out_shape, tensor.batch_size)
+    # The conditions separate by axis: per axis a (K_a, N) table of the output coordinate each
+    # input reaches through each kernel index, and whether it is a valid one.
+    reach, valid = [], []
+    for axis in range(3):
+        kernel_index = torch.arange(kernel_size[axis], dtype=torch.int32, device=coords.device).unsqueeze(1)
+        numerator = coords[:, 1 + axis].unsqueeze(0) + (padding[axis] - kernel_index * dilation[axis])
+        if stride[axis] == 1:
+            out = numerator
+            ok = (out >= 0) & (out < out_shape[axis])
+        else:
+            out = torch.div(numerator, stride[axis], rounding_mode="floor")
+            ok = (out * stride[axis] == numerator) & (out >= 0) & (out < out_shape[axis])
+        reach.append(out)
+        valid.append(ok)
+    kz, ky, kx = kernel_size
+    feeds = (valid[0].view(kz, 1, 1, n) & valid[1].view(1, ky, 1, n) & valid[2].view(1, 1, kx, n)).view(-1, n)
+    offset, in_rows = feeds.nonzero(as_tuple=True)
+    z = reach[0].view(-1).index_select(0, (offset // (ky * kx)) * n + in_rows)
+    y = reach[1].view(-1).index_select(0, (offset // kx % ky) * n + in_rows)
+    x = reach[2].view(-1).index_select(0, (offset % kx) * n + in_rows)
+    batch = coords[:, 0].index_select(0, in_rows)
+    depth, height, width = out_shape
+    keys = ((batch.long() * depth + z) * height + y) * width + x
     out_keys, out_rows = torch.unique(keys, sorted=True, return_inverse=True)
     out_coords = _unpack_keys(out_keys, out_shape)
-    counts = torch.bincount(offset, minlength=offsets.shape[0]).tolist()
+    counts = torch.bincount(offset, minlength=feeds.shape[0]).tolist()
     return KernelMap(in_rows, out_rows, counts, None, n, out_keys.numel(), kernel_size, stride, padding,
                      dilation, coords, tensor.spatial_shape, out_coords, out_shape)
 

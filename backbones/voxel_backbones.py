@@ -89,7 +89,6 @@ class _VoxelBackBone8x(SparseModule):
         self.conv_type = conv_type
         self.conv_input = conv_block(in_channels, channels[0], conv_type, "subm1")
         self.build_stages(channels, conv_type)
-        # The height of the 41-voxel nuScenes / KITTI grid falls 41 → 21 → 11 → 5 → 2.
         self.conv_out = conv_block(channels[3], out_channels, conv_type, "spconv_down2", stride=(2, 1, 1),
                                    padding=0, kernel_size=(3, 1, 1))
         set_backend(self, backend)
@@ -98,8 +97,13 @@ class _VoxelBackBone8x(SparseModule):
         raise NotImplementedError
 
     def forward(self, x: SparseTensor) -> BackboneOutput:
+        """``x``: the voxelized tensor at stride 1 on the voxelizer's grid (D, H, W)."""
         if x.num_channels != self.in_channels:
             raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, got {x.num_channels}")
+        # As OpenPCDet: one extra z layer, so a 40-voxel height falls 41 → 21 → 11 → 5 → 2.
+        depth, height, width = x.spatial_shape
+        x = SparseTensor(x.features, x.coords, (depth + 1, height, width), x.batch_size, x.tensor_stride,
+                         check=False)
         x_conv1 = self.conv1(self.conv_input(x))
         x_conv2 = self.conv2(x_conv1)
         x_conv3 = self.conv3(x_conv2)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 EMPTY = -1
+ABSENT = -2  # a query key that cannot be stored: outside the grid
 _MIX = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64: the golden-ratio multiplier
 
 
@@ -165,22 +166,33 @@ class CoordHashMap:
         check_coords(coords, "query coords")
         if coords.device != self.device:
             raise ValueError(f"query coords on {coords.device}, hash map on {self.device}")
-        result = torch.full((coords.shape[0],), EMPTY, dtype=torch.int64, device=self.device)
-        inside = inside_grid(coords, self.spatial_shape, self.batch_size)
-        pending = inside.nonzero().squeeze(1)
-        if self.num_rows == 0 or pending.numel() == 0:
+        keys = _linearise(coords, self.spatial_shape)
+        keys.masked_fill_(~inside_grid(coords, self.spatial_shape, self.batch_size), ABSENT)
+        return self.query_keys(keys)
+
+    def query_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """Like :meth:`query` for int64 keys packed as :func:`pack_keys` does; a negative key is absent."""
+        result = torch.full(keys.shape, EMPTY, dtype=torch.int64, device=self.device)
+        if self.num_rows == 0 or keys.numel() == 0:
             return result
-        keys = _linearise(coords[pending], self.spatial_shape)
+        pending = None  # all queries, until the first compaction
         slot = self.home_slot(keys)
         for _ in range(self.max_probe_length):
-            held = self.table_keys[slot]
+            held = self.table_keys.index_select(0, slot)
             found = held == keys
-            result[pending[found]] = self.table_rows[slot[found]]
-            go_on = ~(found | (held == EMPTY))
-            if not bool(go_on.any()):
+            rows = self.table_rows.index_select(0, slot)
+            if pending is None:
+                result = torch.where(found, rows, result)
+            else:
+                result.index_copy_(0, pending, torch.where(found, rows, EMPTY))
+            # Stop at a hit, at an empty slot (the key is absent), or at once for an absent key.
+            go_on = (held != EMPTY) & ~found & (keys >= 0)
+            still = go_on.nonzero().squeeze(1)
+            if still.numel() == 0:
                 break
-            pending, keys = pending[go_on], keys[go_on]
-            slot = (slot[go_on] + 1) & self._mask
+            pending = still if pending is None else pending.index_select(0, still)
+            keys = keys.index_select(0, still)
+            slot = slot.index_select(0, still).add_(1).bitwise_and_(self._mask)
         return result
 
     def __len__(self) -> int:
