@@ -176,7 +176,7 @@ def build_regular_map(tensor: SparseTensor, kernel_size, stride, padding, dilati
         reach.append(out)
         valid.append(ok)
     kz, ky, kx = kernel_size
-    feeds = (valid[0].view(kz, 1, 1, n) & valid[1].view(1, ky, 1, n) & valid[2].view(1, 1, kx, n)).view(-1, n)
+    feeds = (valid[0].view(kz, 1, 1, n) & valid[1].view(1, ky, 1, n) & valid[2].view(1, 1, kx, n)).view(kz * ky * kx, n)
     offset, in_rows = feeds.nonzero(as_tuple=True)
     z = reach[0].view(-1).index_select(0, (offset // (ky * kx)) * n + in_rows)
     y = reach[1].view(-1).index_select(0, (offset // kx % ky) * n + in_rows)
