@@ -51,7 +51,7 @@ class SparseConvFunction(torch.autograd.Function):
         out = features.new_zeros((kernel_map.num_out, weights.shape[1]), dtype=accumulate)
         if kernel_map.identity_offset is not None:
             out += linear(features, weights[kernel_map.identity_offset])
-        for offset, in_rows, out_rows in kernel_map.offset_pairs():
+        for offset, in_rows, out_rows in kernel_map.offset_pairs:
             products = linear(features.index_select(0, in_rows), weights[offset])
             out.index_add_(0, out_rows, products.to(accumulate))
         ctx.save_for_backward(features, weights)
@@ -76,7 +76,7 @@ class SparseConvFunction(torch.autograd.Function):
                 grad_features += torch.mm(grad_out, weights[k])
             if grad_weights is not None:
                 grad_weights[k] = torch.mm(grad_out.t(), features)
-        for offset, in_rows, out_rows in kernel_map.offset_pairs():
+        for offset, in_rows, out_rows in kernel_map.offset_pairs:
             grad_rows = grad_out.index_select(0, out_rows)
             if grad_features is not None:
                 grad_features.index_add_(0, in_rows, torch.mm(grad_rows, weights[offset]).to(accumulate))

@@ -38,7 +38,7 @@ def conv_block(in_channels: int, out_channels: int, conv_type: str, indice_key: 
     else:
         conv = SparseConv3d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False,
                             indice_key=indice_key)
-    return SparseSequential(conv, batch_norm(out_channels), nn.ReLU())
+    return SparseSequential(conv, batch_norm(out_channels), nn.ReLU(inplace=True))
 
 
 def add_features(x: SparseTensor, residual: SparseTensor) -> SparseTensor:
@@ -60,7 +60,7 @@ class SparseBasicBlock(SparseModule):
         self.bn1 = batch_norm(channels)
         self.conv2 = same_conv(channels, channels, conv_type, indice_key)
         self.bn2 = batch_norm(channels)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         out = on_features(self.relu, on_features(self.bn1, self.conv1(x)))
