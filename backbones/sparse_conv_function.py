@@ -48,9 +48,10 @@ class SparseConvFunction(torch.autograd.Function):
     def forward(ctx, features: torch.Tensor, weight: torch.Tensor, kernel_map: KernelMap) -> torch.Tensor:
         weights = _offset_weights(weight)
         accumulate = torch.float32 if features.dtype in (torch.bfloat16, torch.float16) else features.dtype
-        out = features.new_zeros((kernel_map.num_out, weights.shape[1]), dtype=accumulate)
-        if kernel_map.identity_offset is not None:
-            out += linear(features, weights[kernel_map.identity_offset])
+        if kernel_map.identity_offset is not None:  # the centre of a SubM map starts the sum: no gather, no scatter
+            out = linear(features, weights[kernel_map.identity_offset]).to(accumulate)
+        else:
+            out = features.new_zeros((kernel_map.num_out, weights.shape[1]), dtype=accumulate)
         for offset, in_rows, out_rows in kernel_map.offset_pairs:
             products = linear(features.index_select(0, in_rows), weights[offset])
             out.index_add_(0, out_rows, products.to(accumulate))
