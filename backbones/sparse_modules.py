@@ -65,16 +65,20 @@ class SparseConvolution(SparseModule):
                 f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}, "
                 f"indice_key={self.indice_key!r}, backend={self.backend!r}")
 
-    def forward(self, x: SparseTensor) -> SparseTensor:
+    def forward(self, x: SparseTensor, weight: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> SparseTensor:
+        """``weight``/``bias`` replace the module's own for this call (e.g. with a BatchNorm folded in)."""
         if x.num_channels != self.in_channels:
             raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, got {x.num_channels}")
+        weight = self.weight if weight is None else weight
+        bias = self.bias if bias is None else bias
         if self.backend == "spconv" and x.num_sites:  # spconv does not take empty tensors
             from backbones.spconv_backend import spconv_forward
-            return spconv_forward(self, x)
+            return spconv_forward(self, x, weight, bias)
         kernel_map = self.kernel_map(x)
-        features = sparse_conv(x.features, self.weight, kernel_map)
-        if self.bias is not None:
-            features = features + self.bias.to(features.dtype)
+        features = sparse_conv(x.features, weight, kernel_map)
+        if bias is not None:
+            features = features + bias.to(features.dtype)
         return self.output_tensor(x, kernel_map.out_coords, kernel_map.out_spatial_shape, features,
                                   kernel_map.stride)
 
@@ -177,12 +181,34 @@ class SparseSequential(nn.Sequential, SparseModule):
     ``nn.BatchNorm1d``, ``nn.ReLU``) is applied to its (N, C) features, as in spconv."""
 
     def forward(self, x):
-        for module in self:
-            if isinstance(module, SparseModule) or not isinstance(x, SparseTensor):
-                x = module(x)
-            else:
-                x = on_features(module, x)
+        modules = list(self)
+        i = 0
+        while i < len(modules):
+            module = modules[i]
+            following = modules[i + 1] if i + 1 < len(modules) else None
+            if isinstance(module, SparseConvolution) and isinstance(following, nn.modules.batchnorm._BatchNorm):
+                x = conv_bn(module, following, x)
+                i += 2
+                continue
+            x = module(x) if isinstance(module, SparseModule) or not isinstance(x, SparseTensor) \
+                else on_features(module, x)
+            i += 1
         return x
+
+
+def conv_bn(conv: SparseConvolution, bn: nn.modules.batchnorm._BatchNorm, x: SparseTensor) -> SparseTensor:
+    """bn(conv(x)); in eval mode the BatchNorm is folded into the conv's weight and bias (one pass less)."""
+    if bn.training or not bn.track_running_stats:
+        return on_features(bn, conv(x))
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if conv.bias is not None:
+        shift = shift + conv.bias * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return conv(x, weight=conv.weight * scale.view(-1, 1, 1, 1, 1), bias=shift)
 
 
 def on_features(module: nn.Module, x: SparseTensor) -> SparseTensor:

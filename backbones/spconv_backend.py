@@ -42,8 +42,9 @@ def _spconv_layer(module, device: torch.device):
     return layers[device.type]
 
 
-def spconv_forward(module, x: SparseTensor) -> SparseTensor:
-    """``module(x)`` computed by spconv; same output coordinates, order and features as the torch backend."""
+def spconv_forward(module, x: SparseTensor, weight: torch.Tensor, bias: torch.Tensor | None) -> SparseTensor:
+    """``module(x)`` with ``weight`` and ``bias`` computed by spconv; the same output coordinates, order
+    and features as the torch backend."""
     import spconv.pytorch as spconv
 
     cache = x.kernel_map_cache
@@ -59,7 +60,7 @@ def spconv_forward(module, x: SparseTensor) -> SparseTensor:
         order, stride = cache[order_key]
         features = torch.empty_like(features).index_copy_(0, order, features)  # back to spconv's order
     layer = _spconv_layer(module, x.device)
-    layer.weight = module.weight
+    layer.weight = weight  # a plain tensor (e.g. BatchNorm folded in) keeps its autograd history
     try:
         out = layer(spconv.SparseConvTensor(features, x.coords, list(x.spatial_shape), x.batch_size,
                                             indice_dict=indice_dict))
@@ -76,6 +77,6 @@ def spconv_forward(module, x: SparseTensor) -> SparseTensor:
             cache[order_key] = (order, module.stride)
     elif module.kind == "subm":
         out_coords = x.coords
-    if module.bias is not None:
-        out_features = out_features + module.bias.to(out_features.dtype)
+    if bias is not None:
+        out_features = out_features + bias.to(out_features.dtype)
     return module.output_tensor(x, out_coords, tuple(out.spatial_shape), out_features, stride)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from backbones.sparse_modules import (SparseConv3d, SparseModule, SparseSequential, SubMConv3d, on_features,
+from backbones.sparse_modules import (SparseConv3d, SparseModule, SparseSequential, SubMConv3d, conv_bn, on_features,
                                       set_backend)
 from voxelize.sparse_tensor import SparseTensor
 
@@ -63,8 +63,8 @@ class SparseBasicBlock(SparseModule):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        out = on_features(self.relu, on_features(self.bn1, self.conv1(x)))
-        out = on_features(self.bn2, self.conv2(out))
+        out = on_features(self.relu, conv_bn(self.conv1, self.bn1, x))
+        out = conv_bn(self.conv2, self.bn2, out)
         return on_features(self.relu, add_features(out, x))
 
 
