@@ -51,6 +51,9 @@ class SparseConvolution(SparseModule):
         self.weight = nn.Parameter(torch.empty(self.out_channels, *self.kernel_size, self.in_channels))
         self.bias = nn.Parameter(torch.empty(self.out_channels)) if bias else None
         self.backend = check_backend(backend)
+        # Set by the densification meter so it can read the map a forward used without rebuilding it.
+        self.keep_kernel_map = False
+        self.last_kernel_map: KernelMap | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -76,6 +79,8 @@ class SparseConvolution(SparseModule):
             from backbones.spconv_backend import spconv_forward
             return spconv_forward(self, x, weight, bias)
         kernel_map = self.kernel_map(x)
+        if self.keep_kernel_map:
+            self.last_kernel_map = kernel_map
         features = sparse_conv(x.features, weight, kernel_map)
         if bias is not None:
             features = features + bias.to(features.dtype)

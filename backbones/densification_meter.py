@@ -1,0 +1,240 @@
+"""The densification meter: how the set of active sites grows, layer by layer, and what it costs.
+
+    with DensificationMeter(model) as meter:
+        model(tensor)
+    report = meter.report()          # a DensificationReport: .table(), .to_json(), .to_csv(), .plot()
+
+Hooks record every sparse conv of the model, on either backend. Pair counts are the true counts of
+the project's own kernel maps (the map the torch backend used; for the spconv backend, the map
+built from the same input, because spconv stores only half the offsets of a SubM map). The
+activation statistics are taken from the activation that follows a conv (the first ReLU or k-WTA
+call on that conv's sites, e.g. after BatchNorm, or after the residual addition of a block).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from backbones.activation_sparsity import KWinnersTakeAll, activation_ratio, hoyer_sparsity
+from backbones.kernel_map import KernelMap
+from backbones.sparse_modules import SparseConvolution
+from voxelize.sparse_tensor import SparseTensor
+
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, KWinnersTakeAll)
+
+
+@dataclass
+class SampleStats:
+    """One batch sample's numbers for one layer."""
+    sites_in: int
+    sites_out: int
+    pairs: int
+    macs: int
+    active_ratio: float | None = None
+    hoyer: float | None = None
+
+
+@dataclass
+class LayerRecord:
+    """One sparse conv call. Totals over the batch; ``samples`` holds each sample's numbers."""
+    name: str
+    kind: str                   # 'subm' | 'regular' | 'inverse'
+    kernel_size: tuple
+    stride: tuple
+    tensor_stride: tuple        # of the output, in input voxels along (z, y, x)
+    channels_in: int
+    channels_out: int
+    spatial_shape: tuple        # of the output grid
+    batch_size: int
+    sites_in: int
+    sites_out: int
+    pairs: int                  # true kernel-map pairs (input, output, offset), centre included
+    macs: int                   # multiply-adds done: pairs x C_in x C_out
+    dense_macs: int             # the equivalent dense conv: output voxels x K x C_in x C_out
+    active_ratio: float | None = None   # non-zero fraction of the activation after this conv
+    hoyer: float | None = None          # Hoyer sparsity of that activation
+    samples: list[SampleStats] = field(default_factory=list)
+
+    @property
+    def growth(self) -> float | None:
+        """Output sites / input sites (exactly 1 for SubM)."""
+        return self.sites_out / self.sites_in if self.sites_in else None
+
+    @property
+    def occupancy(self) -> float:
+        """Share of the output grid's voxels that are active."""
+        return self.sites_out / (self.batch_size * math.prod(self.spatial_shape))
+
+
+COLUMNS = ["name", "kind", "kernel_size", "stride", "tensor_stride", "channels_in", "channels_out", "sites_in",
+           "sites_out", "growth", "occupancy", "pairs", "macs", "dense_macs", "active_ratio", "hoyer"]
+
+
+@dataclass
+class DensificationReport:
+    """The layers a meter recorded, in call order."""
+    layers: list[LayerRecord]
+    label: str = ""
+
+    def rows(self) -> list[dict]:
+        return [{column: getattr(layer, column) for column in COLUMNS} for layer in self.layers]
+
+    @property
+    def total_macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    def to_json(self) -> str:
+        layers = [dict(asdict(layer), growth=layer.growth, occupancy=layer.occupancy) for layer in self.layers]
+        return json.dumps({"label": self.label, "total_macs": self.total_macs, "layers": layers}, indent=1)
+
+    def to_csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in self.rows():
+            writer.writerow({k: "x".join(map(str, v)) if isinstance(v, tuple) else ("" if v is None else v)
+                             for k, v in row.items()})
+        return out.getvalue()
+
+    def table(self) -> str:
+        """A fixed-width table for the terminal."""
+        header = f"{'layer':<26} {'kind':<7} {'k':<6} {'s':<6} {'ts':<8} {'sites in':>9} {'sites out':>9} " \
+                 f"{'growth':>7} {'occup.':>8} {'pairs':>9} {'GMAC':>7} {'dense GMAC':>10} {'active':>7} {'hoyer':>6}"
+        lines = [f"== {self.label} ==" if self.label else "", header, "-" * len(header)]
+        for layer in self.layers:
+            lines.append(
+                f"{layer.name[-26:]:<26} {layer.kind:<7} {_short(layer.kernel_size):<6} {_short(layer.stride):<6} "
+                f"{_short(layer.tensor_stride):<8} {layer.sites_in:>9} {layer.sites_out:>9} "
+                f"{_fmt(layer.growth, '.3f'):>7} {layer.occupancy:>8.2e} {layer.pairs:>9} {layer.macs / 1e9:>7.3f} "
+                f"{layer.dense_macs / 1e9:>10.1f} {_fmt(layer.active_ratio, '.3f'):>7} {_fmt(layer.hoyer, '.3f'):>6}")
+        lines.append(f"total: {self.total_macs / 1e9:.3f} GMAC done")
+        return "\n".join(line for line in lines if line)
+
+
+def _short(triple) -> str:
+    return str(triple[0]) if len(set(triple)) == 1 else "x".join(map(str, triple))
+
+
+def _fmt(value, spec) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def plot_reports(reports: list[DensificationReport], path: str) -> None:
+    """Two panels: active sites per layer (log scale) and multiply-adds per layer, one line per report."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (sites, macs) = plt.subplots(2, 1, figsize=(11, 8), sharex=True)
+    for report in reports:
+        positions = range(len(report.layers))
+        sites.plot(positions, [layer.sites_out for layer in report.layers], marker="o", label=report.label)
+        macs.plot(positions, [layer.macs / 1e9 for layer in report.layers], marker="o", label=report.label)
+    sites.set_yscale("log")
+    sites.set_ylabel("active output sites")
+    macs.set_ylabel("GMAC done")
+    longest = max(reports, key=lambda r: len(r.layers))
+    macs.set_xticks(range(len(longest.layers)), [layer.name for layer in longest.layers], rotation=75, fontsize=7)
+    for axis in (sites, macs):
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+class DensificationMeter:
+    """Context manager recording every sparse conv of ``model`` (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, per_sample: bool = True):
+        self.model = model
+        self.per_sample = per_sample
+        self.records: list[LayerRecord] = []
+        self._pending: list[tuple[LayerRecord, torch.Tensor]] = []  # convs awaiting their activation
+        self._hooks = []
+        self._names = {module: name for name, module in model.named_modules()}
+        self._pairs_per_sample: dict[int, tuple[KernelMap, list[int]]] = {}  # the map is kept alive with its id
+
+    def __enter__(self) -> "DensificationMeter":
+        for module in self.model.modules():
+            if isinstance(module, SparseConvolution):
+                module.keep_kernel_map = True
+                self._hooks.append(module.register_forward_hook(self._record_conv))
+            elif isinstance(module, ACTIVATIONS):
+                self._hooks.append(module.register_forward_hook(self._record_activation))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+        for module in self.model.modules():
+            if isinstance(module, SparseConvolution):
+                module.keep_kernel_map = False
+                module.last_kernel_map = None
+
+    def reset(self) -> None:
+        self.records.clear()
+        self._pending.clear()
+        self._pairs_per_sample.clear()
+
+    def report(self, label: str = "") -> DensificationReport:
+        return DensificationReport(list(self.records), label)
+
+    def _kernel_map(self, module: SparseConvolution, x: SparseTensor) -> KernelMap:
+        kernel_map = module.last_kernel_map
+        module.last_kernel_map = None
+        if kernel_map is None or kernel_map.in_coords is not x.coords:
+            with torch.no_grad():
+                kernel_map = module.kernel_map(x)  # spconv backend: count with our own map
+        return kernel_map
+
+    def _record_conv(self, module: SparseConvolution, inputs, output: SparseTensor) -> None:
+        x = inputs[0]
+        kernel_map = self._kernel_map(module, x)
+        channels = module.in_channels * module.out_channels
+        volume = math.prod(module.kernel_size)
+        record = LayerRecord(
+            name=self._names.get(module, type(module).__name__), kind=module.kind,
+            kernel_size=module.kernel_size, stride=kernel_map.stride, tensor_stride=output.tensor_stride,
+            channels_in=module.in_channels, channels_out=module.out_channels,
+            spatial_shape=output.spatial_shape, batch_size=x.batch_size, sites_in=x.num_sites,
+            sites_out=output.num_sites, pairs=kernel_map.num_pairs, macs=kernel_map.num_pairs * channels,
+            dense_macs=x.batch_size * math.prod(output.spatial_shape) * volume * channels)
+        out_batch = output.coords[:, 0].long()
+        if self.per_sample:
+            if id(kernel_map) not in self._pairs_per_sample:
+                map_batch = kernel_map.out_coords[:, 0].long().index_select(0, kernel_map.out_rows)
+                self._pairs_per_sample[id(kernel_map)] = (
+                    kernel_map, torch.bincount(map_batch, minlength=x.batch_size).tolist())
+            pairs = self._pairs_per_sample[id(kernel_map)][1]
+            sites_in = torch.bincount(x.coords[:, 0].long(), minlength=x.batch_size).tolist()
+            sites_out = torch.bincount(out_batch, minlength=x.batch_size).tolist()
+            record.samples = [SampleStats(sites_in[b], sites_out[b], pairs[b], pairs[b] * channels)
+                              for b in range(x.batch_size)]
+        self.records.append(record)
+        self._pending.append((record, out_batch))
+
+    def _record_activation(self, module: nn.Module, inputs, output: torch.Tensor) -> None:
+        # The most recent conv still waiting for its activation, on the same sites.
+        for index in range(len(self._pending) - 1, -1, -1):
+            record, batch = self._pending[index]
+            if record.sites_out == output.shape[0] and record.channels_out == output.shape[1]:
+                del self._pending[index]
+                break
+        else:
+            return
+        features = output.detach()
+        record.active_ratio, record.hoyer = activation_ratio(features), hoyer_sparsity(features)
+        if self.per_sample and record.batch_size > 1:
+            for b, sample in enumerate(record.samples):
+                rows = features[batch == b]
+                sample.active_ratio, sample.hoyer = activation_ratio(rows), hoyer_sparsity(rows)
+        elif self.per_sample and record.samples:
+            record.samples[0].active_ratio, record.samples[0].hoyer = record.active_ratio, record.hoyer
