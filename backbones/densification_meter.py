@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -145,8 +146,11 @@ def plot_reports(reports: list[DensificationReport], path: str) -> None:
         axis.grid(True, alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    folder, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{name}.tmp.png")
+    figure.savefig(temporary, dpi=110)  # then renamed: a reader never sees half a PNG
     plt.close(figure)
+    os.replace(temporary, path)
 
 
 class DensificationMeter:
@@ -238,3 +242,35 @@ class DensificationMeter:
                 sample.active_ratio, sample.hoyer = activation_ratio(rows), hoyer_sparsity(rows)
         elif self.per_sample and record.samples:
             record.samples[0].active_ratio, record.samples[0].hoyer = record.active_ratio, record.hoyer
+
+
+def measure(model: nn.Module, tensor: SparseTensor, label: str = "") -> DensificationReport:
+    """One no-grad forward of ``model`` on ``tensor`` under a meter; its report."""
+    with torch.no_grad(), DensificationMeter(model) as meter:
+        model(tensor)
+    return meter.report(label)
+
+
+def compare_conv_types(backbone_type: str, tensor: SparseTensor, backend: str = "torch",
+                       state_dict: dict | None = None, seed: int = 0, prune_topk: float | None = None,
+                       **backbone_kwargs) -> list[DensificationReport]:
+    """The SSC backbone and its all-regular counterpart (and, with ``prune_topk``, the regular one with
+    top-k site pruning: k sites per sample if >= 1, else that fraction) with the same weights, in eval
+    mode; one report each."""
+    from backbones.voxel_backbones import build_backbone
+
+    variants = {"ssc": dict(conv_type="subm"), "regular": dict(conv_type="regular")}
+    if prune_topk is not None:
+        pruning = {"k": int(prune_topk)} if prune_topk >= 1 else {"fraction": float(prune_topk)}
+        variants[f"regular + top-{prune_topk:g} sites"] = dict(conv_type="regular", site_pruning=pruning)
+    torch.manual_seed(seed)
+    reports, weights = [], state_dict
+    for label, options in variants.items():
+        model = build_backbone(backbone_type, in_channels=tensor.num_channels, backend=backend,
+                               **backbone_kwargs, **options).eval()
+        if weights is None:
+            weights = model.state_dict()
+        model.load_state_dict(weights)
+        fresh = SparseTensor(tensor.features, tensor.coords, tensor.spatial_shape, tensor.batch_size, check=False)
+        reports.append(measure(model, fresh, label))
+    return reports
