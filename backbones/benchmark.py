@@ -195,3 +195,56 @@ def conv_table(results: list[ConvResult]) -> str:
             f"{r.gflops(r.torch_ms):.0f} ({100 * r.gflops(r.torch_ms) / r.peak_gflops:.0f}%) | "
             f"{r.gflops(r.spconv_ms):.0f} ({100 * r.gflops(r.spconv_ms) / r.peak_gflops:.0f}%) | {r.peak_gflops:.0f} |")
     return "\n".join(lines)
+
+
+@dataclass
+class MeterResult:
+    cloud: str
+    backend: str
+    threads: int
+    plain_ms: float
+    metered_ms: float
+
+    @property
+    def overhead(self) -> float:
+        return self.metered_ms / self.plain_ms - 1
+
+
+def benchmark_meter(clouds: list[tuple[str, str]], threads=(2,), repeats: int = 5, seed: int = 0) -> list[MeterResult]:
+    """VoxelResBackBone8x eval forward with and without the densification meter, per backend."""
+    from backbones.densification_meter import DensificationMeter
+
+    results = []
+    for path, preset in clouds:
+        voxels, _ = preset_voxelizer(preset).batch([read_points(path)])
+        torch.manual_seed(seed)
+        model = VoxelResBackBone8x(voxels.num_channels).eval()
+
+        def forward(metered: bool, backend: str):
+            def run():
+                set_backend(model, backend)
+                x = SparseTensor(voxels.features, voxels.coords, voxels.spatial_shape, 1, check=False)
+                if metered:
+                    with DensificationMeter(model):
+                        model(x)
+                else:
+                    model(x)
+            return run
+
+        for count in threads:
+            torch.set_num_threads(count)
+            for backend in ("torch", "spconv"):
+                with torch.no_grad():
+                    medians = interleaved_medians({"plain": forward(False, backend), "metered": forward(True, backend)},
+                                                  repeats=repeats, warmup=1)
+                results.append(MeterResult(path.rsplit("/", 1)[-1], backend, count, medians["plain"] * 1e3,
+                                           medians["metered"] * 1e3))
+    return results
+
+
+def meter_table(results: list[MeterResult]) -> str:
+    lines = ["| cloud | backend | threads | backbone ms | with meter ms | overhead |", "|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.cloud} | {r.backend} | {r.threads} | {r.plain_ms:.1f} | {r.metered_ms:.1f} | "
+                     f"{100 * r.overhead:+.1f}% |")
+    return "\n".join(lines)

@@ -2,34 +2,39 @@
 
     python tools/benchmark.py voxelize [--real-data ../shared/data/real] [--repeats 7] [--threads 1 2]
     python tools/benchmark.py conv [--real-data ../shared/data/real] [--repeats 5] [--threads 1 2]
+    python tools/benchmark.py meter [--real-data ../shared/data/real] [--repeats 5] [--threads 2]
 """
 import argparse
 import os
 import sys
 
-from backbones.benchmark import benchmark_conv, conv_table
+from backbones.benchmark import benchmark_conv, benchmark_meter, conv_table, meter_table
 from voxelize.benchmark import benchmark_voxelize, machine_description, voxelize_table
 
 REAL_CLOUDS = {  # benchmark -> [(path under the real-data folder, voxel preset)]
     "voxelize": [("nuscenes/sweeps10_float16_N5.bin", "nuscenes"), ("kitti/velodyne/000000.bin", "kitti"),
                  ("kitti/velodyne/000001.bin", "kitti")],
     "conv": [("nuscenes/sweeps10_float16_N5.bin", "nuscenes"), ("kitti/velodyne/000000.bin", "kitti")],
+    "meter": [("nuscenes/sweeps10_float16_N5.bin", "nuscenes"), ("kitti/velodyne/000000.bin", "kitti")],
 }
-RUNS = {"voxelize": (benchmark_voxelize, voxelize_table), "conv": (benchmark_conv, conv_table)}
+RUNS = {"voxelize": (benchmark_voxelize, voxelize_table), "conv": (benchmark_conv, conv_table),
+        "meter": (benchmark_meter, meter_table)}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="benchmark", required=True)
     helps = {"voxelize": "our Voxelizer vs spconv PointToVoxel on the real scans",
-             "conv": "torch backend vs spconv backend: three layers and VoxelResBackBone8x on the real scans"}
-    for name, default_repeats in (("voxelize", 7), ("conv", 5)):
+             "conv": "torch backend vs spconv backend: three layers and VoxelResBackBone8x on the real scans",
+             "meter": "VoxelResBackBone8x with and without the densification meter, both backends"}
+    for name, default_repeats in (("voxelize", 7), ("conv", 5), ("meter", 5)):
         command = sub.add_parser(name, help=helps[name])
         command.add_argument("--real-data", default="../shared/data/real",
                              help="folder of the real scans (default: %(default)s, relative to the current directory)")
         command.add_argument("--repeats", type=int, default=default_repeats,
                              help="timed runs per side (median reported)")
-        command.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to time")
+        command.add_argument("--threads", type=int, nargs="+", default=[2] if name == "meter" else [1, 2],
+                             help="torch thread counts to time")
     args = parser.parse_args()
 
     clouds = [(os.path.join(args.real_data, rel), preset) for rel, preset in REAL_CLOUDS[args.benchmark]]
