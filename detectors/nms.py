@@ -1,0 +1,40 @@
+"""Greedy non-maximum suppression in bird's-eye view: by centre distance (CenterPoint's circle NMS)
+and by rotated IoU. Boxes are visited in descending score; a kept box suppresses every later box
+that is too close to it. Returns the kept indices in descending score."""
+from __future__ import annotations
+
+import torch
+
+from detectors.box_geometry import bev_iou
+
+
+def _greedy(scores: torch.Tensor, too_close: torch.Tensor, max_keep: int | None) -> torch.Tensor:
+    """too_close: (N, N) bool in the original order."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    close = too_close[order][:, order].cpu()
+    suppressed = torch.zeros(len(order), dtype=torch.bool)
+    kept = []
+    for i in range(len(order)):  # a loop over the kept boxes; each step is vectorised over the rest
+        if suppressed[i]:
+            continue
+        kept.append(i)
+        if max_keep is not None and len(kept) == max_keep:
+            break
+        suppressed |= close[i]
+    return order[torch.tensor(kept, dtype=torch.long, device=order.device)]
+
+
+def circle_nms(boxes: torch.Tensor, scores: torch.Tensor, radius: float, max_keep: int | None = None) -> torch.Tensor:
+    """Keep boxes whose BEV centre lies at least ``radius`` metres from every higher-scoring kept box."""
+    if boxes.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    distance = torch.cdist(boxes[:, :2].double(), boxes[:, :2].double())
+    return _greedy(scores, distance < radius, max_keep)
+
+
+def rotated_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
+                max_keep: int | None = None) -> torch.Tensor:
+    """Keep boxes whose rotated BEV IoU with every higher-scoring kept box is at most ``iou_threshold``."""
+    if boxes.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    return _greedy(scores, bev_iou(boxes, boxes) > iou_threshold, max_keep)
