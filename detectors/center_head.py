@@ -1,0 +1,156 @@
+"""CenterPoint's head: class-group heatmaps and box regressions on the BEV map; its losses and decoding."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectors.center_targets import BEVGrid
+from detectors.nms import circle_nms, rotated_nms
+
+NUSCENES_CLASS_GROUPS = [["car"], ["truck", "construction_vehicle"], ["bus", "trailer"], ["barrier"],
+                         ["motorcycle", "bicycle"], ["pedestrian", "traffic_cone"]]
+# Regression branches and their channels, in the order of the target code (REGRESSION_CODE).
+BRANCHES = {"offset": 2, "height": 1, "log_dims": 3, "rotation": 2, "velocity": 2}
+
+
+def _branch(in_channels: int, head_channels: int, out_channels: int, bias_fill: float | None = None) -> nn.Sequential:
+    final = nn.Conv2d(head_channels, out_channels, 3, padding=1, bias=True)
+    if bias_fill is not None:
+        nn.init.constant_(final.bias, bias_fill)
+    return nn.Sequential(nn.Conv2d(in_channels, head_channels, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(head_channels), nn.ReLU(inplace=True), final)
+
+
+class CenterHead(nn.Module):
+    """A shared 3x3 conv, then per class group: heatmap (one channel per class, bias -2.19 so the
+    initial sigmoid is ~0.1) and the branches offset (2), height (1), log-dims (3), rotation
+    sin/cos (2), velocity (2).
+
+    forward(bev (B, C, H, W)) → one dict per group: {'heatmap': (B, C_g, H, W), branch: (B, c, H, W)}.
+    """
+
+    def __init__(self, in_channels: int, class_groups=NUSCENES_CLASS_GROUPS, shared_channels: int = 64,
+                 head_channels: int = 64, heatmap_bias: float = -2.19):
+        super().__init__()
+        self.class_groups = [list(group) for group in class_groups]
+        self.shared = nn.Sequential(nn.Conv2d(in_channels, shared_channels, 3, padding=1, bias=False),
+                                    nn.BatchNorm2d(shared_channels), nn.ReLU(inplace=True))
+        self.groups = nn.ModuleList()
+        for names in self.class_groups:
+            branches = {"heatmap": _branch(shared_channels, head_channels, len(names), heatmap_bias)}
+            branches.update({name: _branch(shared_channels, head_channels, channels)
+                             for name, channels in BRANCHES.items()})
+            self.groups.append(nn.ModuleDict(branches))
+
+    def forward(self, bev: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        shared = self.shared(bev)
+        return [{name: branch(shared) for name, branch in group.items()} for group in self.groups]
+
+
+def regression_map(prediction: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B, 10, H, W): the branches concatenated in the order of the target code."""
+    return torch.cat([prediction[name] for name in BRANCHES], dim=1)
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, beta: float = 4.0) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss on a Gaussian heatmap, normalised by the positives."""
+    prediction = torch.sigmoid(logits.float()).clamp(1e-4, 1 - 1e-4)
+    positive = target.eq(1).float()
+    negative_weight = torch.pow(1 - target, beta)
+    positive_loss = torch.log(prediction) * torch.pow(1 - prediction, alpha) * positive
+    negative_loss = torch.log(1 - prediction) * torch.pow(prediction, alpha) * negative_weight * (1 - positive)
+    return -(positive_loss.sum() + negative_loss.sum()) / positive.sum().clamp_min(1)
+
+
+def center_loss(predictions: list[dict[str, torch.Tensor]], targets: list[dict[str, torch.Tensor]],
+                code_weights: dict[str, float], heatmap_weight: float = 1.0,
+                regression_weight: float = 0.25) -> dict[str, torch.Tensor]:
+    """Focal heatmap loss plus masked L1 regression, weighted per target component by name.
+
+    targets: per group, batched: heatmap (B, C_g, H, W), indices (B, K), mask (B, K), boxes (B, K, 10).
+    code_weights: a weight for each name of REGRESSION_CODE (missing names are an error).
+    """
+    from detectors.center_targets import REGRESSION_CODE
+
+    missing = set(REGRESSION_CODE) - set(code_weights)
+    unknown = set(code_weights) - set(REGRESSION_CODE)
+    if missing or unknown:
+        raise ValueError(f"code_weights must name exactly {list(REGRESSION_CODE)}; missing {sorted(missing)}, "
+                         f"unknown {sorted(unknown)}")
+    weights = torch.tensor([code_weights[name] for name in REGRESSION_CODE])
+    losses = {}
+    total = 0.0
+    for g, (prediction, target) in enumerate(zip(predictions, targets)):
+        heatmap = focal_loss(prediction["heatmap"], target["heatmap"])
+        regression = regression_map(prediction)
+        batch, channels = regression.shape[:2]
+        gathered = regression.flatten(2).gather(2, target["indices"][:, None, :].expand(-1, channels, -1))
+        gathered = gathered.transpose(1, 2)  # (B, K, 10)
+        mask = target["mask"].unsqueeze(-1).float()
+        l1 = (F.l1_loss(gathered.float() * mask, target["boxes"] * mask, reduction="none")
+              * weights.to(gathered.device)).sum() / mask.sum().clamp_min(1)
+        losses[f"group{g}_heatmap"], losses[f"group{g}_regression"] = heatmap, l1
+        total = total + heatmap_weight * heatmap + regression_weight * l1
+    losses["loss"] = total
+    return losses
+
+
+@dataclass
+class DecodeConfig:
+    """Decoding and NMS settings (per group the same)."""
+    top_k: int = 500
+    score_threshold: float = 0.1
+    post_center_range: tuple = (-61.2, -61.2, -10.0, 61.2, 61.2, 10.0)
+    nms: str = "circle"                       # 'circle' | 'rotated' | 'none'
+    # Metres per group: the square roots of CenterPoint's min_radius [4, 12, 10, 1, 0.85, 0.175], which its
+    # circle NMS compares with squared distances.
+    circle_radius: list = field(default_factory=lambda: [2.0, 3.464, 3.162, 1.0, 0.922, 0.418])
+    iou_threshold: float = 0.2
+    max_boxes: int = 500                      # per sample, over all groups
+
+
+def decode(predictions: list[dict[str, torch.Tensor]], class_groups: list[list[str]], class_names: list[str],
+           grid: BEVGrid, config: DecodeConfig = DecodeConfig()) -> list[dict[str, torch.Tensor]]:
+    """Boxes per sample: {'boxes': (K, 9), 'scores': (K,), 'labels': (K,) into class_names}."""
+    batch = predictions[0]["heatmap"].shape[0]
+    height, width = grid.shape
+    cell_x, cell_y = grid.cell_size
+    x0, y0 = grid.point_cloud_range[0], grid.point_cloud_range[1]
+    low, high = torch.tensor(config.post_center_range[:3]), torch.tensor(config.post_center_range[3:])
+    results = []
+    for b in range(batch):
+        boxes, scores, labels = [], [], []
+        for g, (prediction, names) in enumerate(zip(predictions, class_groups)):
+            heat = torch.sigmoid(prediction["heatmap"][b].float())  # (C_g, H, W)
+            top = torch.topk(heat.flatten(), min(config.top_k, heat.numel()))
+            keep = top.values > config.score_threshold
+            flat = top.indices[keep]
+            group_scores = top.values[keep]
+            cls, cell = flat // (height * width), flat % (height * width)
+            iy, ix = cell // width, cell % width
+            code = regression_map({k: v[b:b + 1] for k, v in prediction.items()})[0].flatten(1)[:, cell].t().float()
+            x = (ix + code[:, 0]) * cell_x + x0
+            y = (iy + code[:, 1]) * cell_y + y0
+            dims = code[:, 3:6].exp()
+            yaw = torch.atan2(code[:, 6], code[:, 7])
+            group_boxes = torch.cat([x[:, None], y[:, None], code[:, 2:3], dims, yaw[:, None], code[:, 8:10]], 1)
+            inside = ((group_boxes[:, :3] >= low) & (group_boxes[:, :3] <= high)).all(1)
+            group_boxes, group_scores, cls = group_boxes[inside], group_scores[inside], cls[inside]
+            if config.nms == "circle":
+                kept = circle_nms(group_boxes, group_scores, config.circle_radius[g])
+            elif config.nms == "rotated":
+                kept = rotated_nms(group_boxes, group_scores, config.iou_threshold)
+            else:
+                kept = torch.argsort(group_scores, descending=True)
+            boxes.append(group_boxes[kept])
+            scores.append(group_scores[kept])
+            labels.append(torch.tensor([class_names.index(names[int(c)]) for c in cls[kept]], dtype=torch.long))
+        boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+        order = torch.argsort(scores, descending=True)[:config.max_boxes]
+        results.append({"boxes": boxes[order], "scores": scores[order], "labels": labels[order]})
+    return results
+
+
