@@ -1,0 +1,157 @@
+"""The assembled CenterPoint detector, built from a config whose geometry is stated once.
+
+points → Voxelizer (mean of each voxel's points) → sparse 3D backbone → height compression →
+SECOND-FPN → CenterHead. The grid, the backbone's input shape, the BEV channels and the head's
+output grid all derive from ``model.geometry`` (range and voxel size) and the backbone's stride.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from backbones.bev import SECONDFPN, height_compression
+from backbones.kernel_map import conv_output_shape
+from backbones.voxel_backbones import build_backbone
+from detectors.center_head import CenterHead, DecodeConfig, center_loss, decode
+from detectors.center_targets import REGRESSION_CODE, BEVGrid, build_targets
+from detectors.config import load_config
+from voxelize.voxelizer import Voxelizer
+
+BACKBONE_STRIDE = 8  # x and y stride of the *8x backbones
+
+
+@dataclass
+class GeometryConfig:
+    point_cloud_range: list[float]   # x0, y0, z0, x1, y1, z1 in metres
+    voxel_size: list[float]          # vx, vy, vz in metres
+
+
+@dataclass
+class VoxelizerConfig:
+    max_points_per_voxel: int = 10
+    max_voxels_train: int = 90000
+    max_voxels_test: int = 120000
+
+
+@dataclass
+class Backbone3DConfig:
+    type: str = "VoxelResBackBone8x"
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    out_channels: int = 128
+    conv_type: str = "subm"
+    backend: str = "torch"
+    site_pruning: dict | None = None
+    activation_topk: int | None = None
+
+
+@dataclass
+class BEVConfig:
+    layer_nums: list[int] = field(default_factory=lambda: [5, 5])
+    layer_strides: list[int] = field(default_factory=lambda: [1, 2])
+    num_filters: list[int] = field(default_factory=lambda: [128, 256])
+    upsample_strides: list[int] = field(default_factory=lambda: [1, 2])
+    upsample_filters: list[int] = field(default_factory=lambda: [256, 256])
+
+
+@dataclass
+class HeadConfig:
+    class_names: list[str]
+    class_groups: list[list[str]]
+    code_weights: dict[str, float]   # one weight per regression target component, by name
+    shared_channels: int = 64
+    head_channels: int = 64
+    heatmap_weight: float = 1.0
+    regression_weight: float = 0.25
+    min_overlap: float = 0.1
+    min_radius: int = 2
+    max_objects: int = 500
+
+
+@dataclass
+class ModelConfig:
+    geometry: GeometryConfig
+    head: HeadConfig
+    num_point_features: int = 5
+    voxelizer: VoxelizerConfig = field(default_factory=VoxelizerConfig)
+    backbone_3d: Backbone3DConfig = field(default_factory=Backbone3DConfig)
+    bev: BEVConfig = field(default_factory=BEVConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+
+@dataclass
+class CenterPointConfig:
+    model: ModelConfig
+
+
+def load_centerpoint_config(path: str, overrides=()) -> CenterPointConfig:
+    """A CenterPoint config from YAML (bases merged, ``a.b=value`` overrides applied, keys checked)."""
+    return load_config(CenterPointConfig, path, overrides)
+
+
+class CenterPoint(nn.Module):
+    """CenterPoint from a :class:`ModelConfig`.
+
+    forward(clouds) → head predictions (one dict per class group) for a list of (N, C) clouds.
+    loss(predictions, targets) → dict of losses; targets from :meth:`targets` (data pipeline).
+    predict(clouds) → per sample {'boxes': (K, 9), 'scores', 'labels'} after decoding and NMS.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        geometry = config.geometry
+        head = config.head
+        for group in head.class_groups:
+            for name in group:
+                if name not in head.class_names:
+                    raise ValueError(f"model.head.class_groups names {name!r}, not in class_names {head.class_names}")
+        self.voxelizers = {mode: Voxelizer(geometry.voxel_size, geometry.point_cloud_range,
+                                           config.voxelizer.max_points_per_voxel, limit)
+                           for mode, limit in (("train", config.voxelizer.max_voxels_train),
+                                               ("test", config.voxelizer.max_voxels_test))}
+        spatial_shape = self.voxelizers["train"].spatial_shape
+        backbone = config.backbone_3d
+        self.backbone_3d = build_backbone(backbone.type, in_channels=config.num_point_features,
+                                          channels=backbone.channels, out_channels=backbone.out_channels,
+                                          conv_type=backbone.conv_type, backend=backbone.backend,
+                                          site_pruning=backbone.site_pruning, activation_topk=backbone.activation_topk)
+        bev_depth = _backbone_output_depth(spatial_shape[0])
+        self.bev_backbone = SECONDFPN(backbone.out_channels * bev_depth, **vars(config.bev))
+        self.head = CenterHead(self.bev_backbone.out_channels, head.class_groups, head.shared_channels,
+                               head.head_channels)
+        stride = BACKBONE_STRIDE * config.bev.layer_strides[0]
+        self.grid = BEVGrid(tuple(geometry.point_cloud_range), tuple(geometry.voxel_size), stride)
+
+    def forward(self, clouds: list) -> list[dict[str, torch.Tensor]]:
+        tensor, _ = self.voxelizers["train" if self.training else "test"].batch(clouds)
+        sparse = self.backbone_3d(tensor).out
+        return self.head(self.bev_backbone(height_compression(sparse)))
+
+    def targets(self, gt_boxes, gt_labels) -> list[dict[str, torch.Tensor]]:
+        """One sample's training targets on this model's head grid."""
+        head = self.config.head
+        return build_targets(gt_boxes, gt_labels, head.class_groups, head.class_names, self.grid,
+                             head.min_overlap, head.min_radius, head.max_objects)
+
+    def loss(self, predictions, batched_targets) -> dict[str, torch.Tensor]:
+        head = self.config.head
+        return center_loss(predictions, batched_targets, head.code_weights, head.heatmap_weight,
+                           head.regression_weight)
+
+    @torch.no_grad()
+    def predict(self, clouds: list) -> list[dict[str, torch.Tensor]]:
+        head = self.config.head
+        return decode(self(clouds), head.class_groups, head.class_names, self.grid, self.config.decode)
+
+
+def _backbone_output_depth(depth: int) -> int:
+    """Height of the backbone output: depth + 1 (as OpenPCDet) through the z strides of conv2..conv_out."""
+    d = depth + 1
+    for kernel, stride, padding in ((3, 2, 1), (3, 2, 1), (3, 2, 0), (3, 2, 0)):
+        d = conv_output_shape((d, 1, 1), (kernel, 1, 1), (stride, 1, 1), (padding, 0, 0), (1, 1, 1))[0]
+    return d
+
+
+__all__ = ["CenterPoint", "CenterPointConfig", "ModelConfig", "REGRESSION_CODE", "load_centerpoint_config"]
