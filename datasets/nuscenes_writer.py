@@ -1,0 +1,195 @@
+"""Writing synthetic scenes as a genuine nuScenes database that the official devkit loads.
+
+Layout (facts in ../shared/nuscenes-format.md): ``<root>/<version>/`` holds the 13 tables and
+``splits.json``; key frames go to ``samples/LIDAR_TOP/`` and sweeps to ``sweeps/LIDAR_TOP/`` as
+float32 x 5 ``.pcd.bin`` files in the sensor frame; a map row points at an (empty) PNG.
+Key frames at 2 Hz, sweeps at 20 Hz; a sweep belongs to the next key frame's sample.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from datasets.atomic_files import write_atomically
+from datasets.synthetic_world import CLASSES, Scene, points_in_box, random_scene, ray_cast
+
+SWEEP_HZ, KEYFRAME_EVERY = 20, 10        # 20 Hz sweeps, every 10th a key frame (2 Hz)
+TRAIN_SPLIT, VAL_SPLIT = "synthetic_train", "synthetic_val"  # custom names: predefined ones are ignored
+ATTRIBUTES = ["vehicle.moving", "vehicle.parked", "vehicle.stopped", "pedestrian.moving", "pedestrian.standing",
+              "pedestrian.sitting_lying_down", "cycle.with_rider", "cycle.without_rider"]
+VISIBILITY = [("1", "v0-40"), ("2", "v40-60"), ("3", "v60-80"), ("4", "v80-100")]
+ANNOTATION_RANGE = 60.0  # metres from the ego; farther objects are not annotated
+
+
+def token(*parts) -> str:
+    """A deterministic 32-hex token from its parts."""
+    return hashlib.md5("/".join(map(str, parts)).encode()).hexdigest()
+
+
+def quaternion_z(yaw: float) -> list[float]:
+    """[w, x, y, z] of a rotation about +z."""
+    return [math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]
+
+
+def yaw_of(rotation: np.ndarray) -> float:
+    return math.atan2(rotation[1, 0], rotation[0, 0])
+
+
+@dataclass
+class DatabaseSummary:
+    root: str
+    version: str
+    scenes: int
+    samples: int
+    sweeps: int
+    annotations: int
+
+
+class NuScenesWriter:
+    """Accumulates the rows of the 13 tables while scenes are added, then writes them."""
+
+    def __init__(self, root: str, version: str = "v1.0-synthetic"):
+        self.root, self.version = root, version
+        self.tables = {name: [] for name in ("category", "attribute", "visibility", "instance", "sensor",
+                                             "calibrated_sensor", "ego_pose", "log", "scene", "sample",
+                                             "sample_data", "sample_annotation", "map")}
+        self.splits = {TRAIN_SPLIT: [], VAL_SPLIT: []}
+        for name, (category, *_rest) in CLASSES.items():
+            self.tables["category"].append({"token": token("category", category), "name": category,
+                                            "description": f"synthetic {name}"})
+        for name in ATTRIBUTES:
+            self.tables["attribute"].append({"token": token("attribute", name), "name": name, "description": ""})
+        for level_token, level in VISIBILITY:
+            self.tables["visibility"].append({"token": level_token, "level": level, "description": ""})
+        self.sensor_token = token("sensor", "LIDAR_TOP")
+        self.tables["sensor"].append({"token": self.sensor_token, "channel": "LIDAR_TOP", "modality": "lidar"})
+        self.sweep_count = 0
+
+    def add_scene(self, scene: Scene, index: int, split: str, rng: np.random.Generator, start_us: int) -> None:
+        name = f"synthetic-{index:04d}"
+        log_token, scene_token = token("log", name), token("scene", name)
+        calibration = token("calibrated_sensor", name)
+        lidar = scene.lidar
+        self.tables["calibrated_sensor"].append({
+            "token": calibration, "sensor_token": self.sensor_token, "translation": list(lidar.mount),
+            "rotation": quaternion_z(lidar.mount_yaw), "camera_intrinsic": []})
+        self.tables["log"].append({"token": log_token, "logfile": name, "vehicle": "synthetic-ego",
+                                   "date_captured": "2026-11-23", "location": "synthetic-city"})
+        self.splits[split].append(name)
+        num_sweeps = int(round(scene.duration * SWEEP_HZ)) + 1
+        keyframes = list(range(0, num_sweeps, KEYFRAME_EVERY))
+        sample_tokens = [token("sample", name, k) for k in keyframes]
+        annotations: dict[int, list[dict]] = {i: [] for i in range(len(scene.objects))}
+        previous_data = ""
+        for step in range(num_sweeps):
+            t = step / SWEEP_HZ
+            timestamp = start_us + int(round(t * 1e6))
+            sweep = ray_cast(scene, t, rng)
+            is_key = step % KEYFRAME_EVERY == 0
+            sample_index = min(-(-step // KEYFRAME_EVERY), len(keyframes) - 1)
+            folder = "samples" if is_key else "sweeps"
+            filename = f"{folder}/LIDAR_TOP/{name}__LIDAR_TOP__{timestamp}.pcd.bin"
+            write_atomically(os.path.join(self.root, filename), sweep.points.tobytes())
+            position, ego_yaw = scene.ego_pose(t)
+            ego_token = token("ego_pose", name, step)
+            self.tables["ego_pose"].append({"token": ego_token, "timestamp": timestamp,
+                                            "translation": [float(position[0]), float(position[1]), 0.0],
+                                            "rotation": quaternion_z(ego_yaw)})
+            data_token = token("sample_data", name, step)
+            self.tables["sample_data"].append({
+                "token": data_token, "sample_token": sample_tokens[sample_index], "ego_pose_token": ego_token,
+                "calibrated_sensor_token": calibration, "timestamp": timestamp, "fileformat": "pcd",
+                "is_key_frame": is_key, "height": 0, "width": 0, "filename": filename, "prev": previous_data,
+                "next": ""})
+            if previous_data:
+                self.tables["sample_data"][-2]["next"] = data_token
+            previous_data = data_token
+            self.sweep_count += 1
+            if is_key:
+                self._add_sample(scene, name, scene_token, sample_tokens, sample_index, timestamp, sweep, t,
+                                 annotations)
+        self._link_annotations(scene, name, annotations)
+        self.tables["scene"].append({"token": scene_token, "log_token": log_token, "nbr_samples": len(keyframes),
+                                     "first_sample_token": sample_tokens[0], "last_sample_token": sample_tokens[-1],
+                                     "name": name, "description": "synthetic street"})
+
+    def _add_sample(self, scene, name, scene_token, sample_tokens, index, timestamp, sweep, t, annotations):
+        self.tables["sample"].append({
+            "token": sample_tokens[index], "timestamp": timestamp, "scene_token": scene_token,
+            "prev": sample_tokens[index - 1] if index else "",
+            "next": sample_tokens[index + 1] if index + 1 < len(sample_tokens) else ""})
+        points_global = sweep.points[:, :3] @ sweep.rotation.T + sweep.origin
+        ego_position, _ = scene.ego_pose(t)
+        for i, (obj, box) in enumerate(zip(scene.objects, sweep.boxes)):
+            if not obj.annotated or np.linalg.norm(box[:2] - ego_position) > ANNOTATION_RANGE:
+                continue
+            category, _size, _speeds, moving, static, _reflectivity = CLASSES[obj.name]
+            attribute = moving if np.linalg.norm(obj.velocity) > 0.2 else static
+            count = int(points_in_box(points_global, box).sum())
+            annotations[i].append({
+                "token": token("annotation", name, i, index), "sample_token": sample_tokens[index],
+                "instance_token": token("instance", name, i),
+                "visibility_token": "4" if count >= 20 else ("3" if count >= 5 else "1"),
+                "attribute_tokens": [token("attribute", attribute)] if attribute else [],
+                "translation": [float(v) for v in box[:3]],
+                "size": [float(box[4]), float(box[3]), float(box[5])],  # w (dy), l (dx), h
+                "rotation": quaternion_z(float(box[6])), "prev": "", "next": "",
+                "num_lidar_pts": count, "num_radar_pts": 0})
+
+    def _link_annotations(self, scene, name, annotations):
+        for i, rows in annotations.items():
+            if not rows:
+                continue
+            for previous, current in zip(rows, rows[1:]):
+                previous["next"], current["prev"] = current["token"], previous["token"]
+            self.tables["sample_annotation"].extend(rows)
+            category = CLASSES[scene.objects[i].name][0]
+            self.tables["instance"].append({"token": token("instance", name, i),
+                                            "category_token": token("category", category),
+                                            "nbr_annotations": len(rows), "first_annotation_token": rows[0]["token"],
+                                            "last_annotation_token": rows[-1]["token"]})
+
+    def finish(self) -> DatabaseSummary:
+        """Write the map file, the tables and splits.json (each atomically)."""
+        map_file = "maps/synthetic-city.png"
+        write_atomically(os.path.join(self.root, map_file), b"")
+        self.tables["map"] = [{"token": token("map", "synthetic-city"), "category": "semantic_prior",
+                               "filename": map_file, "log_tokens": [row["token"] for row in self.tables["log"]]}]
+        folder = os.path.join(self.root, self.version)
+        for name, rows in self.tables.items():
+            write_atomically(os.path.join(folder, f"{name}.json"), json.dumps(rows, indent=0).encode())
+        write_atomically(os.path.join(folder, "splits.json"), json.dumps(self.splits, indent=1).encode())
+        return DatabaseSummary(self.root, self.version, len(self.tables["scene"]), len(self.tables["sample"]),
+                               self.sweep_count, len(self.tables["sample_annotation"]))
+
+
+def make_synthetic_database(root: str, scenes: int, seed: int = 0, keyframes_per_scene: int = 4,
+                            val_fraction: float = 0.25, lidar: str = "hdl32e", version: str = "v1.0-synthetic",
+                            progress=None) -> DatabaseSummary:
+    """Generate ``scenes`` random scenes and write them as a nuScenes database under ``root``.
+
+    The last ``val_fraction`` of the scenes (at least one, when there are two or more) form the
+    ``synthetic_val`` split, the rest ``synthetic_train``. ``progress`` wraps the scene range
+    (e.g. ``tqdm``). Deterministic for a given seed.
+    """
+    from datasets.synthetic_world import LIDARS
+
+    if scenes < 1 or keyframes_per_scene < 1:
+        raise ValueError(f"need scenes >= 1 and keyframes_per_scene >= 1, got {scenes} and {keyframes_per_scene}")
+    if lidar not in LIDARS:
+        raise ValueError(f"unknown lidar {lidar!r}; valid: {sorted(LIDARS)}")
+    writer = NuScenesWriter(root, version)
+    rng = np.random.default_rng(seed)
+    num_val = max(1, round(scenes * val_fraction)) if scenes > 1 else 0
+    duration = (keyframes_per_scene - 1) * KEYFRAME_EVERY / SWEEP_HZ
+    indices = range(scenes) if progress is None else progress(range(scenes))
+    for index in indices:
+        scene = random_scene(rng, duration, LIDARS[lidar])
+        split = VAL_SPLIT if index >= scenes - num_val else TRAIN_SPLIT
+        writer.add_scene(scene, index, split, rng, start_us=1_700_000_000_000_000 + index * 100_000_000)
+    return writer.finish()
