@@ -80,3 +80,36 @@ def test_boxes_are_in_the_lidar_frame_with_dx_along_the_heading(database):
     cars = boxes[frame["gt_labels"] == dataset.class_names.index("car")]
     assert np.all(cars[:, 3] > cars[:, 4])  # cars are longer (dx) than wide (dy)
     assert np.all(np.abs(boxes[:, 2] - boxes[:, 5] / 2 + 1.84) < 0.05)  # standing on the ground
+
+
+def test_ground_truth_exported_as_predictions_scores_ap_one(database, tmp_path):
+    from datasets.nuscenes_export import evaluate_nuscenes, lidar_boxes_to_results, write_results
+
+    root, _ = database
+    dataset = NuScenesDataset(root, "v1.0-synthetic", VAL_SPLIT, num_sweeps=1, cache_dir=root)
+    results = {}
+    for index in range(len(dataset)):
+        info = dataset.infos[index]
+        keep = info.num_lidar_pts > 0
+        results[info.token] = lidar_boxes_to_results(info.token, info.gt_boxes[keep], np.ones(int(keep.sum())),
+                                                     [n for n, k in zip(info.gt_names, keep) if k],
+                                                     info.lidar_to_ego, info.ego_to_global)
+    write_results(str(tmp_path / "results.json"), results)
+    metrics = evaluate_nuscenes(root, "v1.0-synthetic", VAL_SPLIT, str(tmp_path / "results.json"), str(tmp_path))
+    present = {n for info in dataset.infos for n, c in zip(info.gt_names, info.num_lidar_pts) if c > 0}
+    assert {"car", "pedestrian"} <= present
+    for name in present:
+        assert metrics["mean_dist_aps"][name] == pytest.approx(1.0), name
+    errors = metrics["label_tp_errors"]["car"]
+    assert errors["trans_err"] < 1e-3 and errors["scale_err"] < 1e-3 and errors["orient_err"] < 1e-3
+    assert errors["vel_err"] < 1e-3
+
+
+def test_all_empty_predictions_are_handled(database, tmp_path):
+    from datasets.nuscenes_export import evaluate_nuscenes, write_results
+
+    root, _ = database
+    dataset = NuScenesDataset(root, "v1.0-synthetic", VAL_SPLIT, num_sweeps=1, cache_dir=root)
+    write_results(str(tmp_path / "empty.json"), {info.token: [] for info in dataset.infos})
+    metrics = evaluate_nuscenes(root, "v1.0-synthetic", VAL_SPLIT, str(tmp_path / "empty.json"), str(tmp_path))
+    assert metrics["empty"] and metrics["mean_ap"] == 0.0 and metrics["mean_dist_aps"]["car"] == 0.0
