@@ -17,7 +17,7 @@ from voxelize.sparse_tensor import SparseTensor
 
 def activation_ratio(x: torch.Tensor) -> float | None:
     """Fraction of non-zero elements of ``x``; None for an empty tensor."""
-    return float((x != 0).sum()) / x.numel() if x.numel() else None
+    return float(torch.count_nonzero(x)) / x.numel() if x.numel() else None
 
 
 def hoyer_sparsity(x: torch.Tensor) -> float | None:
@@ -25,10 +25,13 @@ def hoyer_sparsity(x: torch.Tensor) -> float | None:
     has the same magnitude, 1 when one element carries everything. None when undefined (n < 2 or
     x all zeros)."""
     n = x.numel()
-    l2 = float(torch.linalg.vector_norm(x.double()))
-    if n < 2 or l2 == 0.0:
+    if n < 2:
         return None
-    l1 = float(x.double().abs().sum())
+    # Norms reduce without a temporary copy (the meter calls this on every layer's activation).
+    l2 = float(torch.linalg.vector_norm(x, 2))
+    if l2 == 0.0:
+        return None
+    l1 = float(torch.linalg.vector_norm(x, 1))
     return (math.sqrt(n) - l1 / l2) / (math.sqrt(n) - 1)
 
 

@@ -199,20 +199,41 @@ class DensificationMeter:
                 kernel_map = module.kernel_map(x)  # spconv backend: count with our own map
         return kernel_map
 
+    @staticmethod
+    def _spconv_pairs(module: SparseConvolution, x: SparseTensor) -> int | None:
+        """True pair count from the map spconv stored under the layer's indice key, if any.
+
+        spconv's SubM maps hold only the offsets before the centre (the rest are their mirror
+        images, the centre pairs every site with itself): true = 2 x stored + N. Its regular maps
+        (and so their inverses) hold every pair."""
+        entry = x.kernel_map_cache.get("spconv_indice_dict", {}).get(module.indice_key) \
+            if module.backend == "spconv" and module.indice_key is not None else None
+        if entry is None or not hasattr(entry, "indice_pair_num"):
+            return None
+        stored = int(entry.indice_pair_num.sum())
+        return 2 * stored + x.num_sites if module.kind == "subm" else stored
+
     def _record_conv(self, module: SparseConvolution, inputs, output: SparseTensor) -> None:
         x = inputs[0]
-        kernel_map = self._kernel_map(module, x)
+        pairs = self._spconv_pairs(module, x) if x.batch_size == 1 or not self.per_sample else None
+        kernel_map = self._kernel_map(module, x) if pairs is None else None
+        pairs = kernel_map.num_pairs if kernel_map is not None else pairs
+        stride = kernel_map.stride if kernel_map is not None else module.stride
+        if module.kind == "inverse" and kernel_map is None:
+            stride = tuple(i // o for i, o in zip(x.tensor_stride, output.tensor_stride))
         channels = module.in_channels * module.out_channels
         volume = math.prod(module.kernel_size)
         record = LayerRecord(
             name=self._names.get(module, type(module).__name__), kind=module.kind,
-            kernel_size=module.kernel_size, stride=kernel_map.stride, tensor_stride=output.tensor_stride,
+            kernel_size=module.kernel_size, stride=stride, tensor_stride=output.tensor_stride,
             channels_in=module.in_channels, channels_out=module.out_channels,
             spatial_shape=output.spatial_shape, batch_size=x.batch_size, sites_in=x.num_sites,
-            sites_out=output.num_sites, pairs=kernel_map.num_pairs, macs=kernel_map.num_pairs * channels,
+            sites_out=output.num_sites, pairs=pairs, macs=pairs * channels,
             dense_macs=x.batch_size * math.prod(output.spatial_shape) * volume * channels)
         out_batch = output.coords[:, 0].long()
-        if self.per_sample:
+        if self.per_sample and x.batch_size == 1:
+            record.samples = [SampleStats(x.num_sites, output.num_sites, pairs, pairs * channels)]
+        elif self.per_sample:
             if id(kernel_map) not in self._pairs_per_sample:
                 map_batch = kernel_map.out_coords[:, 0].long().index_select(0, kernel_map.out_rows)
                 self._pairs_per_sample[id(kernel_map)] = (

@@ -81,8 +81,40 @@ class ModelConfig:
 
 
 @dataclass
+class DatasetConfig:
+    root: str                        # relative to the current directory
+    version: str = "v1.0-trainval"
+    train_split: str = "train"
+    val_split: str = "val"
+    num_sweeps: int = 10
+
+
+@dataclass
+class OptimizerConfig:
+    """Adam(W) with a one-cycle learning rate, as CenterPoint trains."""
+    lr: float = 1e-3                 # the peak of the cycle
+    weight_decay: float = 0.01
+    grad_clip: float = 35.0
+    pct_start: float = 0.4
+    div_factor: float = 10.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 4              # per process
+    num_workers: int = 0
+    seed: int = 0
+    checkpoint_every: int = 0        # steps; 0: at the end of each epoch only
+    log_every: int = 10
+
+
+@dataclass
 class CenterPointConfig:
     model: ModelConfig
+    dataset: DatasetConfig | None = None
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def load_centerpoint_config(path: str, overrides=()) -> CenterPointConfig:

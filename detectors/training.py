@@ -1,0 +1,217 @@
+"""Training and evaluating CenterPoint: one process or ``torchrun`` (DDP, gloo on CPU, nccl on CUDA).
+
+A run folder holds the resolved config, ``log.jsonl`` (one JSON object per logged step), TensorBoard
+scalars when tensorboard is installed, and checkpoints written atomically (temp file, fsync,
+rename). ``resume`` restores model, optimizer, scheduler, epoch, position in the epoch and the RNG
+states, so an interrupted run continues as if it had not stopped (bitwise on CPU).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from datasets.atomic_files import write_atomically
+from datasets.nuscenes_dataset import NuScenesDataset
+from datasets.nuscenes_export import evaluate_nuscenes, lidar_boxes_to_results, write_results
+from detectors.center_targets import build_targets
+from detectors.centerpoint import CenterPoint, CenterPointConfig
+from detectors.config import to_dict
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class TargetDataset(Dataset):
+    """Frames with their CenterPoint targets, built here in the data pipeline."""
+
+    def __init__(self, frames: NuScenesDataset, model: CenterPoint):
+        self.frames = frames
+        self.head = model.config.head
+        self.grid = model.grid
+        if list(frames.class_names) != list(self.head.class_names):
+            raise ValueError(f"dataset classes {frames.class_names} differ from the head's {self.head.class_names}")
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int):
+        frame = self.frames[index]
+        targets = build_targets(frame["gt_boxes"], frame["gt_labels"], self.head.class_groups, self.head.class_names,
+                                self.grid, self.head.min_overlap, self.head.min_radius, self.head.max_objects)
+        return frame["points"], targets
+
+
+def collate(batch):
+    """(list of (N, C) clouds, per group a dict of batched target tensors)."""
+    clouds = [points for points, _ in batch]
+    groups = len(batch[0][1])
+    targets = [{key: torch.stack([sample[1][g][key] for sample in batch]) for key in batch[0][1][g]}
+               for g in range(groups)]
+    return clouds, targets
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_states() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def restore_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomically(path, buffer.getvalue())
+
+
+def distributed_context() -> tuple[int, int]:
+    """(rank, world size); joins the process group when started by torchrun with more than one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_steps: int | None = None,
+          progress: bool = True) -> dict:
+    """Train; returns {'steps': total steps done, 'last_loss': float, 'checkpoint': path}.
+
+    max_steps stops early (after that many optimizer steps in total), for tests and smoke runs.
+    """
+    if config.dataset is None:
+        raise ValueError("the config has no dataset section; training needs dataset.root")
+    rank, world = distributed_context()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() \
+        else torch.device("cpu")
+    seed_everything(config.train.seed)  # the same initial weights on every rank
+    model = CenterPoint(config.model).to(device)
+    frames = NuScenesDataset(config.dataset.root, config.dataset.version, config.dataset.train_split,
+                             config.dataset.num_sweeps, config.model.head.class_names)
+    data = TargetDataset(frames, model)
+    sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=config.train.seed)
+    loader = DataLoader(data, batch_size=config.train.batch_size, sampler=sampler, collate_fn=collate,
+                        num_workers=config.train.num_workers)
+    trainable = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr, betas=(0.95, 0.99),
+                                  weight_decay=config.optimizer.weight_decay)
+    total_steps = config.train.epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.optimizer.lr, total_steps=max(total_steps, 1), pct_start=config.optimizer.pct_start,
+        div_factor=config.optimizer.div_factor, base_momentum=0.85, max_momentum=0.95)
+    checkpoint_path = os.path.join(run_dir, CHECKPOINT)
+    start_epoch, skip, step_total = 0, 0, 0
+    if rank == 0:
+        os.makedirs(run_dir, exist_ok=True)
+        write_atomically(os.path.join(run_dir, "config.yaml"), yaml.safe_dump(to_dict(config), sort_keys=False).encode())
+    if resume and os.path.isfile(checkpoint_path):
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, skip, step_total = state["epoch"], state["step_in_epoch"], state["steps"]
+        restore_rng_states(state["rng"])
+    writer = _tensorboard(run_dir) if rank == 0 else None
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    last_loss = float("nan")
+
+    def checkpoint(epoch: int, step_in_epoch: int) -> None:
+        if rank == 0:
+            save_checkpoint(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                              "scheduler": scheduler.state_dict(), "epoch": epoch,
+                                              "step_in_epoch": step_in_epoch, "steps": step_total,
+                                              "rng": rng_states()})
+
+    log_path = os.path.join(run_dir, "log.jsonl")
+    for epoch in range(start_epoch, config.train.epochs):
+        sampler.set_epoch(epoch)
+        model.train()
+        batches = loader
+        if progress and rank == 0:
+            from tqdm import tqdm
+            batches = tqdm(loader, desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch")
+        for step, (clouds, targets) in enumerate(batches):
+            if epoch == start_epoch and step < skip:
+                continue  # trained on before the interruption (the order is the same: seeded per epoch)
+            targets = [{k: v.to(device) for k, v in group.items()} for group in targets]
+            with torch.autocast(device.type, enabled=use_amp):
+                predictions = trainable(clouds)
+                losses = model.loss(predictions, targets)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(losses["loss"]).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step_total += 1
+            last_loss = float(losses["loss"].detach())
+            if rank == 0 and (step_total % config.train.log_every == 0 or step_total == 1):
+                record = {"epoch": epoch, "step": step_total, "lr": scheduler.get_last_lr()[0], "time": time.time(),
+                          **{k: float(v.detach()) for k, v in losses.items()}}
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                if writer is not None:
+                    for key, value in record.items():
+                        if key not in ("epoch", "step", "time"):
+                            writer.add_scalar(f"train/{key}", value, step_total)
+            if config.train.checkpoint_every and step_total % config.train.checkpoint_every == 0:
+                checkpoint(epoch, step + 1)
+            if max_steps is not None and step_total >= max_steps:
+                checkpoint(epoch, step + 1)
+                return {"steps": step_total, "last_loss": last_loss, "checkpoint": checkpoint_path}
+        checkpoint(epoch + 1, 0)
+    if writer is not None:
+        writer.close()
+    return {"steps": step_total, "last_loss": last_loss, "checkpoint": checkpoint_path}
+
+
+def _tensorboard(run_dir: str):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(os.path.join(run_dir, "tensorboard"))
+
+
+def evaluate(config: CenterPointConfig, checkpoint_path: str, out_dir: str, split: str | None = None) -> dict:
+    """Detect on a split, write the nuScenes results JSON (global frame) and the official metrics."""
+    if config.dataset is None:
+        raise ValueError("the config has no dataset section; evaluation needs dataset.root")
+    split = split or config.dataset.val_split
+    model = CenterPoint(config.model)
+    state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state.get("model", state))
+    model.eval()
+    frames = NuScenesDataset(config.dataset.root, config.dataset.version, split, config.dataset.num_sweeps,
+                             config.model.head.class_names)
+    results = {}
+    names = config.model.head.class_names
+    for index in range(len(frames)):
+        info = frames.infos[index]
+        detections = model.predict([frames.points(index)])[0]
+        results[info.token] = lidar_boxes_to_results(
+            info.token, detections["boxes"].numpy(), detections["scores"].numpy(),
+            [names[int(label)] for label in detections["labels"]], info.lidar_to_ego, info.ego_to_global)
+    os.makedirs(out_dir, exist_ok=True)
+    results_path = os.path.join(out_dir, "results_nusc.json")
+    write_results(results_path, results)
+    metrics = evaluate_nuscenes(config.dataset.root, config.dataset.version, split, results_path, out_dir)
+    return metrics

@@ -1,0 +1,28 @@
+"""Train CenterPoint from a YAML config.
+
+    python tools/train.py CONFIG [a.b=value ...] --out RUN_DIR [--resume] [--max-steps N]
+    torchrun --nproc_per_node=N tools/train.py CONFIG --out RUN_DIR      (DDP; gloo on CPU, nccl on CUDA)
+"""
+import argparse
+import sys
+
+from detectors.centerpoint import load_centerpoint_config
+from detectors.training import train
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("overrides", nargs="*", help="a.b=value settings applied over the config")
+    parser.add_argument("--out", required=True, help="run folder: resolved config, log.jsonl, checkpoints")
+    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    args = parser.parse_args()
+    config = load_centerpoint_config(args.config, args.overrides)
+    result = train(config, args.out, resume=args.resume, max_steps=args.max_steps)
+    print(f"trained {result['steps']} steps; last loss {result['last_loss']:.4f}; checkpoint {result['checkpoint']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
