@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from detectors.box_geometry import bev_iou
+from detectors.box_geometry import bev_iou_pairs
 
 
 def _greedy(scores: torch.Tensor, too_close: torch.Tensor, max_keep: int | None) -> torch.Tensor:
@@ -37,4 +37,11 @@ def rotated_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
     """Keep boxes whose rotated BEV IoU with every higher-scoring kept box is at most ``iou_threshold``."""
     if boxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    return _greedy(scores, bev_iou(boxes, boxes) > iou_threshold, max_keep)
+    # Only pairs whose bounding circles meet can overlap: the IoU is computed for those alone.
+    radius = torch.hypot(boxes[:, 3], boxes[:, 4]).double() / 2
+    near = torch.cdist(boxes[:, :2].double(), boxes[:, :2].double()) < radius[:, None] + radius[None, :]
+    near.fill_diagonal_(False)
+    first, second = near.nonzero(as_tuple=True)
+    overlapping = torch.zeros_like(near)
+    overlapping[first, second] = bev_iou_pairs(boxes[first], boxes[second]) > iou_threshold
+    return _greedy(scores, overlapping, max_keep)
