@@ -1,26 +1,33 @@
-"""The main job on the built-in example and, when present, the real scans in ../shared/data/real.
+"""The main job on the built-in synthetic LiDAR world, start to finish.
 
-    python tools/demo.py --out work/demo [--real-data ../shared/data/real]
+    python tools/demo.py --out work/demo [--real-data ../shared/data/real] [--scenes 40]
 
-Today: voxelize each cloud with its sensor's published geometry, batch them into sparse
-tensors, and print the statistics; the summary is written to OUT/summary.json.
+1. generate the synthetic world as a nuScenes database (reused when already there),
+2. train the small CPU CenterPoint (configs/centerpoint_synthetic_cpu.yaml; a finished run is reused),
+3. evaluate it with the official nuScenes DetectionEval on the synthetic validation split,
+4. write the densification report (SSC vs regular, same trained weights) of a validation frame,
+5. voxelize the real scans of ../shared/data/real when present,
+and print a summary with the paths (also in OUT/summary.json).
 """
 import argparse
+import json
 import os
 import sys
 import time
 
+import torch
+
+from backbones.densification_meter import compare_conv_types, plot_reports
 from datasets import read_points
-from datasets.atomic_files import write_json_atomically
-from datasets.example_scene import example_cloud
+from datasets.atomic_files import write_atomically, write_json_atomically
+from datasets.nuscenes_dataset import NuScenesDataset
+from datasets.nuscenes_writer import make_synthetic_database
+from detectors.centerpoint import CenterPoint, load_centerpoint_config
+from detectors.training import evaluate, train
 from voxelize.presets import preset_voxelizer
 
-REAL_SCANS = [  # (path under the real-data folder, preset)
-    ("kitti/velodyne/000000.bin", "kitti"),
-    ("kitti/velodyne/000001.bin", "kitti"),
-    ("nuscenes/n015-2018-07-24-11-22-45+0800__LIDAR_TOP__1532402927647951.pcd.bin", "nuscenes"),
-    ("nuscenes/sweeps10_float16_N5.bin", "nuscenes"),
-]
+CONFIG = "configs/centerpoint_synthetic_cpu.yaml"
+REAL_SCANS = [("kitti/velodyne/000000.bin", "kitti"), ("nuscenes/sweeps10_float16_N5.bin", "nuscenes")]
 
 
 def main() -> int:
@@ -28,38 +35,70 @@ def main() -> int:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--real-data", default="../shared/data/real",
                         help="folder of the real scans, relative to the current directory (default: %(default)s)")
+    parser.add_argument("--scenes", type=int, default=40)
+    parser.add_argument("--config", default=CONFIG)
     args = parser.parse_args()
+    start = time.perf_counter()
+    timings = {}
 
-    clouds = [("built-in example (HDL-32E-like)", "nuscenes", example_cloud(seed=0))]
+    database = os.path.join(args.out, "synthetic")
+    if not os.path.isfile(os.path.join(database, "v1.0-synthetic", "sample.json")):
+        from tqdm import tqdm
+        summary = make_synthetic_database(database, args.scenes, seed=0,
+                                          progress=lambda r: tqdm(r, desc="synthetic world", unit="scene"))
+        print(f"synthetic world: {summary.scenes} scenes, {summary.samples} key frames, {summary.sweeps} sweeps")
+    timings["generate_s"] = time.perf_counter() - start
+
+    config = load_centerpoint_config(args.config, [f"dataset.root={database}"])
+    run = os.path.join(args.out, "run")
+    checkpoint = os.path.join(run, "checkpoint.pt")
+    finished = os.path.isfile(checkpoint) and \
+        torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"] >= config.train.epochs
+    if not finished:
+        train(config, run, resume=True)
+    timings["train_s"] = time.perf_counter() - start - timings["generate_s"]
+
+    metrics = evaluate(config, checkpoint, os.path.join(args.out, "eval"))
+    timings["evaluate_s"] = time.perf_counter() - start - timings["generate_s"] - timings["train_s"]
+
+    validation = NuScenesDataset(database, config.dataset.version, config.dataset.val_split, config.dataset.num_sweeps,
+                                 config.model.head.class_names)
+    model = CenterPoint(config.model)
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["model"])
+    frame, _ = model.voxelizers["test"].batch([validation.points(0)])
+    reports = compare_conv_types(config.model.backbone_3d.type, frame, state_dict=model.backbone_3d.state_dict(),
+                                 channels=config.model.backbone_3d.channels,
+                                 out_channels=config.model.backbone_3d.out_channels, prune_topk=0.25)
+    densify_json = os.path.join(args.out, "densification.json")
+    densify_png = os.path.join(args.out, "densification.png")
+    write_json_atomically(densify_json, [json.loads(r.to_json()) for r in reports])
+    plot_reports(reports, densify_png)
+    write_atomically(os.path.join(args.out, "densification.txt"), "\n\n".join(r.table() for r in reports).encode())
+
+    real = []
     for relative, preset in REAL_SCANS:
         path = os.path.join(args.real_data, relative)
         if os.path.isfile(path):
-            clouds.append((relative, preset, read_points(path)))
-        else:
-            print(f"skipping absent real scan {path}")
+            real.append(dict(scan=relative, preset=preset, **preset_voxelizer(preset)(read_points(path)).summary()))
 
-    rows = []
-    print(f"\n{'cloud':<60} {'points':>8} {'dropped':>8} {'voxels':>7} {'pts/voxel':>9} {'ms':>6}")
-    for name, preset, points in clouds:
-        voxelizer = preset_voxelizer(preset)
-        start = time.perf_counter()
-        voxels = voxelizer(points)
-        elapsed_ms = (time.perf_counter() - start) * 1e3
-        summary = dict(cloud=name, preset=preset, milliseconds=elapsed_ms, **voxels.summary())
-        rows.append(summary)
-        print(f"{name[-60:]:<60} {summary['points']:>8} {sum(summary['dropped'].values()):>8} "
-              f"{summary['voxels']:>7} {summary['points_per_voxel_mean']:>9.2f} {elapsed_ms:>6.1f}")
-
-    batches = {}
-    for preset in sorted({preset for _, preset, _ in clouds}):
-        tensor, _ = preset_voxelizer(preset).batch([points for _, p, points in clouds if p == preset])
-        batches[preset] = dict(sites_per_sample=tensor.sites_per_sample().tolist(),
-                               spatial_shape=list(tensor.spatial_shape), channels=tensor.num_channels)
-        print(f"\n{preset} batch: {tensor}")
-
-    summary_path = os.path.join(args.out, "summary.json")
-    write_json_atomically(summary_path, {"clouds": rows, "batches": batches})
-    print(f"\nsummary written to {summary_path}")
+    timings["total_s"] = time.perf_counter() - start
+    per_class = metrics["mean_dist_aps"]
+    summary = {"metrics": {"mAP": metrics["mean_ap"], "NDS": metrics["nd_score"], "AP": per_class},
+               "densification_total_gmac": {r.label: r.total_macs / 1e9 for r in reports},
+               "real_scans": real, "timings": timings,
+               "paths": {"database": database, "run": run, "checkpoint": checkpoint,
+                         "metrics": os.path.join(args.out, "eval", "metrics_summary.json"),
+                         "densification": densify_json, "densification_plot": densify_png}}
+    write_json_atomically(os.path.join(args.out, "summary.json"), summary)
+    print(f"\nmAP {metrics['mean_ap']:.3f}  NDS {metrics['nd_score']:.3f}   "
+          f"AP car {per_class['car']:.3f}  pedestrian {per_class['pedestrian']:.3f}")
+    print("densification (validation frame, GMAC): " +
+          ", ".join(f"{r.label} {r.total_macs / 1e9:.2f}" for r in reports))
+    for item in real:
+        print(f"voxelized {item['scan']}: {item['points']} points → {item['voxels']} voxels")
+    print(f"done in {timings['total_s'] / 60:.1f} min; summary in {os.path.join(args.out, 'summary.json')}")
+    for name, path in summary["paths"].items():
+        print(f"  {name:<20} {path}")
     return 0
 
 
