@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from datasets.atomic_files import write_atomically
-from datasets.synthetic_world import CLASSES, Scene, points_in_box, random_scene, ray_cast
+from datasets.boxes import points_in_box
+from datasets.synthetic_world import CLASSES, Scene, random_scene, ray_cast
 
 SWEEP_HZ, KEYFRAME_EVERY = 20, 10        # 20 Hz sweeps, every 10th a key frame (2 Hz)
 TRAIN_SPLIT, VAL_SPLIT = "synthetic_train", "synthetic_val"  # custom names: predefined ones are ignored

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from datasets.boxes import rotation_z
+
 # detection name: (nuScenes category, size dx, dy, dz, speed range m/s when moving, moving attribute,
 # static attribute, reflectivity 0..1)
 CLASSES = {
@@ -90,11 +92,6 @@ class Scene:
         ego_rotation = rotation_z(yaw)
         origin = np.array([*position, 0.0]) + ego_rotation @ mount
         return origin, ego_rotation @ rotation_z(self.lidar.mount_yaw)
-
-
-def rotation_z(yaw: float) -> np.ndarray:
-    c, s = math.cos(yaw), math.sin(yaw)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
 def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = HDL32E) -> Scene:
@@ -237,9 +234,3 @@ def ray_cast(scene: Scene, t: float, rng: np.random.Generator) -> Sweep:
     intensity = np.clip(255.0 * reflectivity[keep] * (0.3 + 0.7 * cosine[keep]) + rng.normal(0, 2, len(points)), 0, 255)
     cloud = np.column_stack([points, intensity, ring[keep]]).astype(np.float32)
     return Sweep(cloud, origin, rotation, boxes)
-
-
-def points_in_box(points_global: np.ndarray, box: np.ndarray, margin: float = 0.0) -> np.ndarray:
-    """(N,) bool: which global-frame points lie inside box (x, y, z, dx, dy, dz, yaw)."""
-    local = (points_global[:, :3] - box[:3]) @ rotation_z(box[6])
-    return (np.abs(local) <= np.asarray(box[3:6]) / 2 + margin).all(axis=1)

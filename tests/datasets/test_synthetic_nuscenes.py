@@ -5,7 +5,7 @@ import pytest
 
 from datasets.nuscenes_dataset import NuScenesDataset
 from datasets.nuscenes_writer import TRAIN_SPLIT, VAL_SPLIT, make_synthetic_database
-from datasets.synthetic_world import points_in_box
+from datasets.boxes import points_in_box
 
 
 @pytest.fixture(scope="module")
