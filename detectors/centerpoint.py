@@ -14,6 +14,7 @@ from torch import nn
 from backbones.bev import SECONDFPN, height_compression
 from backbones.kernel_map import conv_output_shape
 from backbones.voxel_backbones import build_backbone
+from datasets.augmentation import Augmenter
 from detectors.center_head import CenterHead, DecodeConfig, center_loss, decode
 from detectors.center_targets import REGRESSION_CODE, BEVGrid, build_targets
 from detectors.config import load_config
@@ -107,6 +108,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 0        # steps; 0: at the end of each epoch only
     log_every: int = 10
+    augmentation: Augmenter | None = None  # global flips, rotation, scaling, translation; None: off
 
 
 @dataclass

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from datasets.atomic_files import write_atomically
+from datasets.augmentation import Augmenter, sample_rng
 from datasets.nuscenes_dataset import NuScenesDataset
 from datasets.nuscenes_export import evaluate_nuscenes, lidar_boxes_to_results, write_results
 from detectors.center_targets import build_targets
@@ -31,12 +32,15 @@ CHECKPOINT = "checkpoint.pt"
 
 
 class TargetDataset(Dataset):
-    """Frames with their CenterPoint targets, built here in the data pipeline."""
+    """Frames (augmented when an Augmenter is given) with their CenterPoint targets, built here in
+    the data pipeline. Augmentation draws from a generator seeded by (seed, epoch, index)."""
 
-    def __init__(self, frames: NuScenesDataset, model: CenterPoint):
+    def __init__(self, frames: NuScenesDataset, model: CenterPoint, augmenter: Augmenter | None = None,
+                 seed: int = 0):
         self.frames = frames
         self.head = model.config.head
         self.grid = model.grid
+        self.augmenter, self.seed, self.epoch = augmenter, seed, 0
         if list(frames.class_names) != list(self.head.class_names):
             raise ValueError(f"dataset classes {frames.class_names} differ from the head's {self.head.class_names}")
 
@@ -45,9 +49,12 @@ class TargetDataset(Dataset):
 
     def __getitem__(self, index: int):
         frame = self.frames[index]
-        targets = build_targets(frame["gt_boxes"], frame["gt_labels"], self.head.class_groups, self.head.class_names,
+        points, boxes = frame["points"], frame["gt_boxes"]
+        if self.augmenter is not None:
+            points, boxes = self.augmenter(points, boxes, sample_rng(self.seed, self.epoch, index))
+        targets = build_targets(boxes, frame["gt_labels"], self.head.class_groups, self.head.class_names,
                                 self.grid, self.head.min_overlap, self.head.min_radius, self.head.max_objects)
-        return frame["points"], targets
+        return points, targets
 
 
 def collate(batch):
@@ -104,7 +111,7 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
     model = CenterPoint(config.model).to(device)
     frames = NuScenesDataset(config.dataset.root, config.dataset.version, config.dataset.train_split,
                              config.dataset.num_sweeps, config.model.head.class_names)
-    data = TargetDataset(frames, model)
+    data = TargetDataset(frames, model, config.train.augmentation, config.train.seed)
     sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=config.train.seed)
     loader = DataLoader(data, batch_size=config.train.batch_size, sampler=sampler, collate_fn=collate,
                         num_workers=config.train.num_workers)
@@ -142,6 +149,7 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
     log_path = os.path.join(run_dir, "log.jsonl")
     for epoch in range(start_epoch, config.train.epochs):
         sampler.set_epoch(epoch)
+        data.epoch = epoch
         model.train()
         batches = loader
         if progress and rank == 0:

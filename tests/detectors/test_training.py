@@ -30,7 +30,8 @@ def tiny_config(root, *extra):
 
 
 def test_resume_after_an_interruption_gives_the_same_weights(database, tmp_path):
-    config = tiny_config(database)
+    config = tiny_config(database, "train.augmentation={flip_x: 0.5, rotation: [-0.3, 0.3]}")
+    assert config.train.augmentation.flip_x == 0.5 and config.train.augmentation.scaling == [0.95, 1.05]
     straight = train(config, str(tmp_path / "straight"), progress=False)
     assert straight["steps"] == 4  # 3 training frames, batches of 2, 2 epochs
     interrupted = train(config, str(tmp_path / "interrupted"), max_steps=3, progress=False)
