@@ -98,7 +98,7 @@ def distributed_context() -> tuple[int, int]:
 
 def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_steps: int | None = None,
           progress: bool = True) -> dict:
-    """Train; returns {'steps': total steps done, 'last_loss': float, 'checkpoint': path}.
+    """Train; returns {'steps': total steps done, 'last_loss': float, 'checkpoint': path, 'model': the model}.
 
     max_steps stops early (after that many optimizer steps in total), for tests and smoke runs.
     """
@@ -184,11 +184,28 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
                 checkpoint(epoch, step + 1)
             if max_steps is not None and step_total >= max_steps:
                 checkpoint(epoch, step + 1)
-                return {"steps": step_total, "last_loss": last_loss, "checkpoint": checkpoint_path}
+                return _finish(model, world, rank, log_path, writer, step_total, last_loss, checkpoint_path)
         checkpoint(epoch + 1, 0)
+    return _finish(model, world, rank, log_path, writer, step_total, last_loss, checkpoint_path)
+
+
+def _finish(model, world, rank, log_path, writer, steps, last_loss, checkpoint_path) -> dict:
+    """Log the end of the run; under DDP, check that every rank holds the same weights."""
+    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1).cpu()
+    checksums = [checksum]
+    if world > 1:
+        checksums = [torch.zeros_like(checksum) for _ in range(world)]
+        dist.all_gather(checksums, checksum)
+    end = {"event": "end", "steps": steps, "world_size": world,
+           "weight_checksums": [float(c) for c in checksums],
+           "ranks_in_sync": all(torch.equal(c, checksums[0]) for c in checksums)}
+    if rank == 0:
+        with open(log_path, "a") as f:
+            f.write(json.dumps(end) + "\n")
     if writer is not None:
         writer.close()
-    return {"steps": step_total, "last_loss": last_loss, "checkpoint": checkpoint_path}
+    return {"steps": steps, "last_loss": last_loss, "checkpoint": checkpoint_path, "model": model,
+            "ranks_in_sync": end["ranks_in_sync"]}
 
 
 def _tensorboard(run_dir: str):
