@@ -24,10 +24,6 @@ class DroppedPoints:
     def total(self) -> int:
         return self.nonfinite + self.out_of_range + self.voxel_full + self.voxel_limit
 
-    def __add__(self, other: "DroppedPoints") -> "DroppedPoints":
-        return DroppedPoints(self.nonfinite + other.nonfinite, self.out_of_range + other.out_of_range,
-                             self.voxel_full + other.voxel_full, self.voxel_limit + other.voxel_limit)
-
 
 @dataclass
 class Voxels:
@@ -165,9 +161,9 @@ class Voxelizer:
         return tensor, [v.dropped for v in per_cloud]
 
     def _voxelize(self, points: torch.Tensor) -> Voxels:
-        # Gathers and scatters use index_select / index_copy_: 3-4x faster than x[idx] on CPU.
-    # Large fresh temporaries cost page faults on every call (glibc hands them back to the OS),
-        # so the grid is computed in place, row by row in a (3, N) layout.
+        # Gathers and scatters use index_select / index_copy_ (3-4x faster than x[idx] on CPU). Large
+        # fresh temporaries cost page faults on every call (glibc hands them back to the OS), so the
+        # grid is computed in place, row by row in a (3, N) layout.
         device = points.device
         num_input = points.shape[0]
         dropped = DroppedPoints()
