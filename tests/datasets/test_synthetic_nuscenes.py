@@ -113,3 +113,24 @@ def test_all_empty_predictions_are_handled(database, tmp_path):
     write_results(str(tmp_path / "empty.json"), {info.token: [] for info in dataset.infos})
     metrics = evaluate_nuscenes(root, "v1.0-synthetic", VAL_SPLIT, str(tmp_path / "empty.json"), str(tmp_path))
     assert metrics["empty"] and metrics["mean_ap"] == 0.0 and metrics["mean_dist_aps"]["car"] == 0.0
+
+
+def test_cars_at_10_to_30_m_get_as_many_points_as_real_nuscenes_cars(database, real_file):
+    """Realism: the median points per car at 10-30 m within 0.5-2x of the real key frame's."""
+    import json
+
+    info = json.loads(real_file("nuscenes/keyframe_boxes.json").read_text())
+    car = info["metainfo"]["categories"]["car"]
+    real = [i["num_lidar_pts"] for i in info["data_list"][0]["instances"]
+            if i["bbox_label_3d"] == car and 10 <= np.hypot(*i["bbox_3d"][:2]) <= 30]
+    root, _ = database
+    synthetic = []
+    for split in (TRAIN_SPLIT, VAL_SPLIT):
+        dataset = NuScenesDataset(root, "v1.0-synthetic", split, num_sweeps=1, cache_dir=root)
+        for info_ in dataset.infos:
+            for box, name, count in zip(info_.gt_boxes, info_.gt_names, info_.num_lidar_pts):
+                if name == "car" and 10 <= np.hypot(box[0], box[1]) <= 30:
+                    synthetic.append(count)
+    assert real and len(synthetic) >= 10
+    ratio = np.median(synthetic) / np.median(real)
+    assert 0.5 <= ratio <= 2.0, (np.median(synthetic), real)
