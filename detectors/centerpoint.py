@@ -101,6 +101,13 @@ class OptimizerConfig:
 
 
 @dataclass
+class GTSamplingConfig:
+    database: str                    # built from the training split on first use (relative to the cwd)
+    sample_groups: dict[str, int]    # objects pasted per class and frame
+    min_points: int = 5
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 20
     batch_size: int = 4              # per process
@@ -109,6 +116,8 @@ class TrainConfig:
     checkpoint_every: int = 0        # steps; 0: at the end of each epoch only
     log_every: int = 10
     augmentation: Augmenter | None = None  # global flips, rotation, scaling, translation; None: off
+    gt_sampling: GTSamplingConfig | None = None  # copy-paste of training-split objects; None: off
+    cbgs: bool = False                     # class-balanced resampling of the training frames
 
 
 @dataclass

@@ -22,6 +22,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from datasets.atomic_files import write_atomically
 from datasets.augmentation import Augmenter, sample_rng
+from datasets.gt_sampling import GTSampler, build_gt_database, cbgs_indices
 from datasets.nuscenes_dataset import NuScenesDataset
 from datasets.nuscenes_export import evaluate_nuscenes, lidar_boxes_to_results, write_results
 from detectors.center_targets import build_targets
@@ -36,11 +37,11 @@ class TargetDataset(Dataset):
     the data pipeline. Augmentation draws from a generator seeded by (seed, epoch, index)."""
 
     def __init__(self, frames: NuScenesDataset, model: CenterPoint, augmenter: Augmenter | None = None,
-                 seed: int = 0):
+                 seed: int = 0, gt_sampler: GTSampler | None = None):
         self.frames = frames
         self.head = model.config.head
         self.grid = model.grid
-        self.augmenter, self.seed, self.epoch = augmenter, seed, 0
+        self.augmenter, self.gt_sampler, self.seed, self.epoch = augmenter, gt_sampler, seed, 0
         if list(frames.class_names) != list(self.head.class_names):
             raise ValueError(f"dataset classes {frames.class_names} differ from the head's {self.head.class_names}")
 
@@ -49,10 +50,13 @@ class TargetDataset(Dataset):
 
     def __getitem__(self, index: int):
         frame = self.frames[index]
-        points, boxes = frame["points"], frame["gt_boxes"]
+        points, boxes, labels = frame["points"], frame["gt_boxes"], frame["gt_labels"]
+        rng = sample_rng(self.seed, self.epoch, index)
+        if self.gt_sampler is not None:
+            points, boxes, labels = self.gt_sampler(points, boxes, labels, rng)
         if self.augmenter is not None:
-            points, boxes = self.augmenter(points, boxes, sample_rng(self.seed, self.epoch, index))
-        targets = build_targets(boxes, frame["gt_labels"], self.head.class_groups, self.head.class_names,
+            points, boxes = self.augmenter(points, boxes, rng)
+        targets = build_targets(boxes, labels, self.head.class_groups, self.head.class_names,
                                 self.grid, self.head.min_overlap, self.head.min_radius, self.head.max_objects)
         return points, targets
 
@@ -111,7 +115,12 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
     model = CenterPoint(config.model).to(device)
     frames = NuScenesDataset(config.dataset.root, config.dataset.version, config.dataset.train_split,
                              config.dataset.num_sweeps, config.model.head.class_names)
-    data = TargetDataset(frames, model, config.train.augmentation, config.train.seed)
+    data = TargetDataset(frames, model, config.train.augmentation, config.train.seed,
+                         _gt_sampler(config, frames, rank, world))
+    if config.train.cbgs:
+        label_sets = [set(info.gt_names) for info in frames.infos]
+        data = torch.utils.data.Subset(data, cbgs_indices(label_sets, config.model.head.class_names,
+                                                          config.train.seed))
     sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=config.train.seed)
     loader = DataLoader(data, batch_size=config.train.batch_size, sampler=sampler, collate_fn=collate,
                         num_workers=config.train.num_workers)
@@ -149,7 +158,7 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
     log_path = os.path.join(run_dir, "log.jsonl")
     for epoch in range(start_epoch, config.train.epochs):
         sampler.set_epoch(epoch)
-        data.epoch = epoch
+        (data.dataset if isinstance(data, torch.utils.data.Subset) else data).epoch = epoch
         model.train()
         batches = loader
         if progress and rank == 0:
@@ -187,6 +196,18 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
                 return _finish(model, world, rank, log_path, writer, step_total, last_loss, checkpoint_path)
         checkpoint(epoch + 1, 0)
     return _finish(model, world, rank, log_path, writer, step_total, last_loss, checkpoint_path)
+
+
+def _gt_sampler(config: CenterPointConfig, frames: NuScenesDataset, rank: int, world: int) -> GTSampler | None:
+    """The GT sampler of the config, building its database from the training frames when missing."""
+    settings = config.train.gt_sampling
+    if settings is None:
+        return None
+    if rank == 0 and not os.path.isfile(settings.database):
+        build_gt_database(frames, settings.database, settings.min_points)
+    if world > 1:
+        dist.barrier()
+    return GTSampler(settings.database, settings.sample_groups, config.model.head.class_names)
 
 
 def _finish(model, world, rank, log_path, writer, steps, last_loss, checkpoint_path) -> dict:

@@ -85,3 +85,10 @@ def test_torchrun_two_processes_keep_identical_weights(database, tmp_path):
     end = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
     assert end["world_size"] == 2 and end["steps"] == 2
     assert end["ranks_in_sync"] and end["weight_checksums"][0] == end["weight_checksums"][1]
+
+
+def test_gt_sampling_and_cbgs_train(database, tmp_path):
+    config = tiny_config(database, f"train.gt_sampling={{database: {tmp_path / 'gt.pkl'}, sample_groups: {{car: 2}}}}",
+                         "train.cbgs=true")
+    result = train(config, str(tmp_path / "run"), max_steps=2, progress=False)
+    assert result["steps"] == 2 and (tmp_path / "gt.pkl").is_file()
