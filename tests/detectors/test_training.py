@@ -26,7 +26,7 @@ def tiny_config(root, *extra):
         f"dataset.root={root}", "dataset.num_sweeps=1", "model.backbone_3d.channels=[4, 4, 8, 8]",
         "model.backbone_3d.out_channels=8", "model.bev.layer_nums=[1, 1]", "model.bev.num_filters=[8, 8]",
         "model.bev.upsample_filters=[8, 8]", "model.head.shared_channels=8", "model.head.head_channels=8",
-        "train.epochs=2", "train.batch_size=2", "train.log_every=1", *extra])
+        "train.epochs=2", "train.batch_size=2", "train.log_every=1", "train.gt_sampling=null", *extra])
 
 
 def test_resume_after_an_interruption_gives_the_same_weights(database, tmp_path):
@@ -75,7 +75,7 @@ def test_torchrun_two_processes_keep_identical_weights(database, tmp_path):
     overrides = [f"dataset.root={database}", "dataset.num_sweeps=1", "model.backbone_3d.channels=[4, 4, 8, 8]",
                  "model.backbone_3d.out_channels=8", "model.bev.layer_nums=[1, 1]", "model.bev.num_filters=[8, 8]",
                  "model.bev.upsample_filters=[8, 8]", "model.head.shared_channels=8", "model.head.head_channels=8",
-                 "train.batch_size=1", "train.epochs=1"]
+                 "train.batch_size=1", "train.epochs=1", "train.gt_sampling=null"]
     run = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
                str(root / "tools" / "train.py"), CONFIG, *overrides, "--out", str(run), "--max-steps", "2"]
