@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detectors.center_targets import BEVGrid
+from detectors.center_targets import REGRESSION_CODE, BEVGrid
 from detectors.nms import circle_nms, rotated_nms
 
 NUSCENES_CLASS_GROUPS = [["car"], ["truck", "construction_vehicle"], ["bus", "trailer"], ["barrier"],
@@ -73,8 +73,6 @@ def center_loss(predictions: list[dict[str, torch.Tensor]], targets: list[dict[s
     targets: per group, batched: heatmap (B, C_g, H, W), indices (B, K), mask (B, K), boxes (B, K, 10).
     code_weights: a weight for each name of REGRESSION_CODE (missing names are an error).
     """
-    from detectors.center_targets import REGRESSION_CODE
-
     missing = set(REGRESSION_CODE) - set(code_weights)
     unknown = set(code_weights) - set(REGRESSION_CODE)
     if missing or unknown:

@@ -97,12 +97,11 @@ def _convert(hint, value, key: str):
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for option in (a for a in args if a is not type(None)):
             try:
                 return _convert(option, value, key)
-            except ConfigError as error:
-                errors.append(str(error))
+            except ConfigError:
+                continue
         raise ConfigError(f"{key}: {value!r} fits none of {hint}")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):

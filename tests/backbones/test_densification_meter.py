@@ -10,7 +10,7 @@ import torch
 from backbones import SparseConvolution, VoxelBackBone8x, VoxelResBackBone8x, set_backend
 from backbones.activation_sparsity import (KWinnersTakeAll, SiteTopK, activation_ratio, hoyer_sparsity,
                                            hoyer_square_penalty, l1_activation_penalty)
-from backbones.densification_meter import DensificationMeter, compare_conv_types, measure, plot_reports
+from backbones.densification_meter import compare_conv_types, measure, plot_reports
 from conftest import KITTI_SCANS
 from datasets import read_points
 from sparse_inputs import random_sparse
