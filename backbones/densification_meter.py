@@ -272,12 +272,11 @@ def measure(model: nn.Module, tensor: SparseTensor, label: str = "") -> Densific
     return meter.report(label)
 
 
-def compare_conv_types(backbone_type: str, tensor: SparseTensor, backend: str = "torch",
-                       state_dict: dict | None = None, seed: int = 0, prune_topk: float | None = None,
-                       **backbone_kwargs) -> list[DensificationReport]:
+def conv_type_variants(backbone_type: str, in_channels: int, backend: str = "torch", state_dict: dict | None = None,
+                       seed: int = 0, prune_topk: float | None = None, **backbone_kwargs) -> dict[str, nn.Module]:
     """The SSC backbone and its all-regular counterpart (and, with ``prune_topk``, the regular one with
-    top-k site pruning: k sites per sample if >= 1, else that fraction) with the same weights, in eval
-    mode; one report each."""
+    top-k site pruning: k sites per sample if >= 1, else that fraction), by label, with the same
+    weights (``state_dict``, or seeded random ones), in eval mode. Layer names are the same in each."""
     from backbones.voxel_backbones import build_backbone
 
     variants = {"ssc": dict(conv_type="subm"), "regular": dict(conv_type="regular")}
@@ -285,13 +284,21 @@ def compare_conv_types(backbone_type: str, tensor: SparseTensor, backend: str = 
         pruning = {"k": int(prune_topk)} if prune_topk >= 1 else {"fraction": float(prune_topk)}
         variants[f"regular + top-{prune_topk:g} sites"] = dict(conv_type="regular", site_pruning=pruning)
     torch.manual_seed(seed)
-    reports, weights = [], state_dict
+    models, weights = {}, state_dict
     for label, options in variants.items():
-        model = build_backbone(backbone_type, in_channels=tensor.num_channels, backend=backend,
+        model = build_backbone(backbone_type, in_channels=in_channels, backend=backend,
                                **backbone_kwargs, **options).eval()
         if weights is None:
             weights = model.state_dict()
         model.load_state_dict(weights)
-        fresh = SparseTensor(tensor.features, tensor.coords, tensor.spatial_shape, tensor.batch_size, check=False)
-        reports.append(measure(model, fresh, label))
-    return reports
+        models[label] = model
+    return models
+
+
+def compare_conv_types(backbone_type: str, tensor: SparseTensor, backend: str = "torch",
+                       state_dict: dict | None = None, seed: int = 0, prune_topk: float | None = None,
+                       **backbone_kwargs) -> list[DensificationReport]:
+    """One report per variant of :func:`conv_type_variants` on ``tensor``."""
+    models = conv_type_variants(backbone_type, tensor.num_channels, backend, state_dict, seed, prune_topk,
+                                **backbone_kwargs)
+    return [measure(model, tensor.fresh_copy(), label) for label, model in models.items()]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from backbones.activation_sparsity import KWinnersTakeAll, SiteTopK
@@ -204,3 +205,14 @@ def build_backbone(type: str, **kwargs) -> _VoxelBackBone8x:
     if type not in BACKBONES:
         raise ValueError(f"unknown 3D backbone {type!r}; valid: {sorted(BACKBONES)}")
     return BACKBONES[type](**kwargs)
+
+
+def load_backbone_weights(path: str) -> dict:
+    """A backbone state_dict from a file holding it, or a checkpoint {'model': ...} of a detector
+    whose backbone keys start with 'backbone_3d.'."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("model", state)
+    prefix = "backbone_3d."
+    if any(key.startswith(prefix) for key in state):
+        state = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+    return state

@@ -1,4 +1,4 @@
-"""LiDAR datasets: point-file readers (and, later, loaders, the synthetic world, augmentation)."""
+"""LiDAR datasets: point-file readers, nuScenes and KITTI loaders, the synthetic world, augmentation, export."""
 from datasets.point_files import point_file_layout, read_points
 
 __all__ = ["point_file_layout", "read_points"]

@@ -6,7 +6,9 @@
 2. train the small CPU CenterPoint (configs/centerpoint_synthetic_cpu.yaml; a finished run is reused),
 3. evaluate it with the official nuScenes DetectionEval on the synthetic validation split,
 4. write the densification report (SSC vs regular, same trained weights) of a validation frame,
-5. voxelize the real scans of ../shared/data/real when present,
+5. render that frame headless to a PNG: points with GT and predicted boxes, and the active voxels
+   of a stride-1 and a strided layer, SSC next to regular (blue: from the input, orange: added),
+6. voxelize the real scans of ../shared/data/real when present,
 and print a summary with the paths (also in OUT/summary.json).
 """
 import argparse
@@ -24,9 +26,13 @@ from datasets.nuscenes_dataset import NuScenesDataset
 from datasets.nuscenes_writer import make_synthetic_database
 from detectors.centerpoint import CenterPoint, load_centerpoint_config
 from detectors.training import evaluate, train
+from visualization import render_png
+from visualization.views import detector_panels, scene_then_layers
 from voxelize.presets import preset_voxelizer
 
 CONFIG = "configs/centerpoint_synthetic_cpu.yaml"
+DEMO_LAYERS = ["conv1.0.conv1", "conv2.0.0"]   # a stride-1 layer and the first strided one
+DEMO_VIEW = (-25.0, -25.0, 25.0, 25.0)         # metres around the sensor: voxels stay visible
 REAL_SCANS = [("kitti/velodyne/000000.bin", "kitti"), ("nuscenes/sweeps10_float16_N5.bin", "nuscenes")]
 
 
@@ -77,6 +83,12 @@ def main() -> int:
     plot_reports(reports, densify_png)
     write_atomically(os.path.join(args.out, "densification.txt"), "\n\n".join(r.table() for r in reports).encode())
 
+    scene, *layers = detector_panels(config, validation[0], checkpoint, DEMO_LAYERS, extent=DEMO_VIEW,
+                                     footprint=True)
+    active_voxels_png = render_png(scene_then_layers(scene, layers, 2), os.path.join(args.out, "active_voxels.png"),
+                                   size=(1600, 2400), columns=2, extent=DEMO_VIEW)
+    timings["densify_and_visualize_s"] = time.perf_counter() - start - sum(timings.values())
+
     real = []
     for relative, preset in REAL_SCANS:
         path = os.path.join(args.real_data, relative)
@@ -90,7 +102,8 @@ def main() -> int:
                "real_scans": real, "timings": timings,
                "paths": {"database": database, "run": run, "checkpoint": checkpoint,
                          "metrics": os.path.join(args.out, "eval", "metrics_summary.json"),
-                         "densification": densify_json, "densification_plot": densify_png}}
+                         "densification": densify_json, "densification_plot": densify_png,
+                         "active_voxels": active_voxels_png}}
     write_json_atomically(os.path.join(args.out, "summary.json"), summary)
     print(f"\nmAP {metrics['mean_ap']:.3f}  NDS {metrics['nd_score']:.3f}   "
           f"AP car {per_class['car']:.3f}  pedestrian {per_class['pedestrian']:.3f}")

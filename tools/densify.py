@@ -14,25 +14,12 @@ import os
 import re
 import sys
 
-import torch
-
 from backbones.densification_meter import compare_conv_types, plot_reports
-from backbones.voxel_backbones import BACKBONES
+from backbones.voxel_backbones import BACKBONES, load_backbone_weights
 from datasets import read_points
 from datasets.atomic_files import write_atomically, write_json_atomically
 from voxelize.presets import VOXEL_PRESETS
 from voxelize.voxelizer import Voxelizer
-
-
-def load_backbone_weights(path: str) -> dict:
-    """A backbone state_dict from a file holding it, or a checkpoint {'model': ...} of a detector
-    whose backbone keys start with 'backbone_3d.'."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("model", state)
-    prefix = "backbone_3d."
-    if any(key.startswith(prefix) for key in state):
-        state = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
-    return state
 
 
 def main() -> int:

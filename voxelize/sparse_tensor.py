@@ -105,6 +105,12 @@ class SparseTensor:
         out._hash_map = self._hash_map
         return out
 
+    def fresh_copy(self) -> "SparseTensor":
+        """The same features and sites with an empty kernel-map cache: the start of a new lineage, so a
+        second model run on it builds its own maps (its indice keys may mean other convs)."""
+        return SparseTensor(self.features, self.coords, self.spatial_shape, self.batch_size, self.tensor_stride,
+                            check=False)
+
     def dense(self, channels_first: bool = True) -> torch.Tensor:
         """The dense grid: (B, C, D, H, W) (or (B, D, H, W, C)), zero where no site is active."""
         depth, height, width = self.spatial_shape

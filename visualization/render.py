@@ -1,0 +1,207 @@
+"""Showing panels of Open3D geometry: an interactive window, or a headless multi-panel PNG.
+
+A :class:`Panel` is a titled list of geometries with optional text labels at 3D positions (e.g.
+scores). ``render_png`` draws each panel with Open3D's OffscreenRenderer (software Vulkan on a
+machine without a GPU or display) from one shared camera, then tiles them into one PNG with the
+titles and labels written by matplotlib. ``show_window`` puts the panels side by side in one
+interactive Open3D window.
+
+Cameras: 'bev' looks straight down (orthographic, +x up the image, +y to the left); 'chase' looks
+forward along +x from behind and above the sensor (perspective).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import open3d as o3d
+
+CAMERAS = ("bev", "chase")
+BACKGROUND = (1.0, 1.0, 1.0)
+LINE_WIDTH_PIXELS = 2.5  # box edges, about this wide in a bird's-eye view
+
+
+@dataclass
+class Panel:
+    title: str
+    geometries: list = field(default_factory=list)
+    labels: list[tuple[np.ndarray, str]] = field(default_factory=list)   # (xyz, text)
+
+
+def display_available() -> bool:
+    """Whether an interactive window can open (an X11 or Wayland display is set)."""
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def scene_extent(panels: list[Panel]) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) covering every geometry of every panel."""
+    low, high = np.full(3, np.inf), np.full(3, -np.inf)
+    for panel in filter(None, panels):
+        for geometry in panel.geometries:
+            if geometry.is_empty():
+                continue
+            box = geometry.get_axis_aligned_bounding_box()
+            low, high = np.minimum(low, box.min_bound), np.maximum(high, box.max_bound)
+    if not np.isfinite(low).all():
+        return (-1.0, -1.0, 1.0, 1.0)
+    return (low[0], low[1], high[0], high[1])
+
+
+def line_prisms(line_set: o3d.geometry.LineSet, width: float) -> o3d.geometry.TriangleMesh:
+    """The segments of ``line_set`` as square prisms ``width`` metres thick, in the lines' colours.
+
+    Software Vulkan draws lines one pixel wide and drops some of them; prisms render reliably."""
+    points, lines = np.asarray(line_set.points), np.asarray(line_set.lines)
+    start, end = points[lines[:, 0]], points[lines[:, 1]]
+    direction = end - start
+    direction /= np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-12)
+    helper = np.where(np.abs(direction[:, 2:3]) < 0.9, [[0.0, 0.0, 1.0]], [[1.0, 0.0, 0.0]])
+    u = np.cross(direction, helper)
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    v = np.cross(direction, u)
+    ring = np.stack([u + v, -u + v, -u - v, u - v], axis=1) * width / 2               # (L, 4, 3)
+    vertices = np.concatenate([start[:, None] + ring, end[:, None] + ring], axis=1)   # (L, 8, 3)
+    sides = np.array([[i, (i + 1) % 4, 4 + (i + 1) % 4, 4 + i] for i in range(4)])
+    triangles = np.concatenate([sides[:, [0, 1, 2]], sides[:, [0, 2, 3]]])
+    triangles = np.concatenate([triangles, triangles[:, ::-1]])  # both windings: seen from any side
+    triangles = triangles[None] + 8 * np.arange(len(lines))[:, None, None]
+    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices.reshape(-1, 3)),
+                                     o3d.utility.Vector3iVector(triangles.reshape(-1, 3)))
+    colors = np.asarray(line_set.colors) if line_set.has_colors() else np.zeros((len(lines), 3))
+    mesh.vertex_colors = o3d.utility.Vector3dVector(np.repeat(colors, 8, axis=0))
+    return mesh
+
+
+def _unlit() -> "o3d.visualization.rendering.MaterialRecord":
+    material = o3d.visualization.rendering.MaterialRecord()
+    material.shader, material.point_size = "defaultUnlit", 2.0
+    return material
+
+
+def _set_camera(camera, name: str, extent, width: int, height: int) -> None:
+    from open3d.visualization.rendering import Camera
+
+    x0, y0, x1, y1 = extent
+    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2, 0.0])
+    span = max(x1 - x0, y1 - y0, 1e-3)
+    if name == "bev":
+        # Image up = +x, image right = -y: fit both spans, keep the pixels square.
+        half_up = max((x1 - x0) / 2, (y1 - y0) / 2 * height / width) * 1.02
+        half_right = half_up * width / height
+        camera.set_projection(Camera.Projection.Ortho, -half_right, half_right, -half_up, half_up, 0.1, 1000.0)
+        camera.look_at(centre, centre + [0.0, 0.0, 500.0], [1.0, 0.0, 0.0])
+    elif name == "chase":
+        camera.set_projection(50.0, width / height, 0.1, 10 * span, Camera.FovType.Vertical)
+        camera.look_at(centre + [0.15 * span, 0.0, 0.0], centre + [-0.45 * span, 0.0, 0.3 * span], [0.0, 0.0, 1.0])
+    else:
+        raise ValueError(f"unknown camera {name!r}; valid: {list(CAMERAS)}")
+
+
+def project(camera, xyz: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(N, 2) pixel (column, row) of world points (N, 3) seen by an Open3D rendering camera; NaN behind it."""
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    clip = (np.asarray(camera.get_projection_matrix()) @ np.asarray(camera.get_view_matrix())
+            @ np.column_stack([xyz, np.ones(len(xyz))]).T).T
+    pixels = np.full((len(xyz), 2), np.nan)
+    visible = clip[:, 3] > 0
+    ndc = clip[visible, :2] / clip[visible, 3:4]
+    pixels[visible] = np.column_stack([(ndc[:, 0] + 1) / 2 * width, (1 - ndc[:, 1]) / 2 * height])
+    return pixels
+
+
+def render_panel_images(panels: list[Panel], width: int, height: int, camera: str = "bev", extent=None):
+    """(images (H, W, 3) uint8, label pixels [(column, row, text)] per panel), all from one camera."""
+    from open3d.visualization import rendering
+
+    extent = scene_extent(panels) if extent is None else extent
+    line_width = LINE_WIDTH_PIXELS * max(extent[2] - extent[0], extent[3] - extent[1]) / min(width, height)
+    renderer = rendering.OffscreenRenderer(width, height)
+    renderer.scene.view.set_post_processing(False)  # exact colours: no tone mapping
+    renderer.scene.set_background([*BACKGROUND, 1.0])
+    _set_camera(renderer.scene.camera, camera, extent, width, height)
+    material = _unlit()
+    images, labels = [], []
+    for panel in panels:
+        if panel is None:
+            images.append(None)
+            labels.append([])
+            continue
+        renderer.scene.clear_geometry()
+        for index, geometry in enumerate(panel.geometries):
+            if isinstance(geometry, o3d.geometry.LineSet):
+                geometry = line_prisms(geometry, line_width)
+            if not geometry.is_empty():
+                renderer.scene.add_geometry(f"geometry{index}", geometry, material)
+        images.append(np.asarray(renderer.render_to_image()).copy())
+        positions = project(renderer.scene.camera, np.array([xyz for xyz, _ in panel.labels]).reshape(-1, 3),
+                            width, height)
+        labels.append([(c, r, text) for (c, r), (_, text) in zip(positions, panel.labels)
+                       if np.isfinite(c) and 0 <= c < width and 0 <= r < height])
+    return images, labels
+
+
+def render_png(panels: list[Panel], path: str, size=(1600, 900), camera: str = "bev", columns: int | None = None,
+               extent=None) -> str:
+    """Render ``panels`` headless into one PNG of exactly ``size`` (width, height) pixels, tiled in
+    ``columns`` (default: all in one row up to 3, then a grid); a ``None`` panel leaves its cell empty.
+    Written atomically; returns ``path``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not any(panels):
+        raise ValueError("nothing to render: no panels")
+    width, height = int(size[0]), int(size[1])
+    columns = columns or min(len(panels), 3)
+    rows = math.ceil(len(panels) / columns)
+    cell_width, cell_height = width // columns, height // rows
+    if cell_width < 16 or cell_height < 16:
+        raise ValueError(f"image size {width}x{height} is too small for {len(panels)} panels in {columns} columns")
+    images, labels = render_panel_images(panels, cell_width, cell_height, camera, extent)
+
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    for index, image in enumerate(images):
+        if image is None:
+            continue
+        row, column = divmod(index, columns)
+        canvas[row * cell_height:(row + 1) * cell_height, column * cell_width:(column + 1) * cell_width] = image
+    dpi = 100
+    figure = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    figure.figimage(canvas, 0, 0, origin="upper")
+    for index, panel in enumerate(panels):
+        if panel is None:
+            continue
+        row, column = divmod(index, columns)
+        left, top = column * cell_width, row * cell_height
+        figure.text((left + 6) / width, 1 - (top + 6) / height, panel.title, va="top", ha="left", fontsize=9,
+                    bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=2))
+        for x, y, text in labels[index]:
+            figure.text((left + x) / width, 1 - (top + y) / height, text, fontsize=7, ha="center", va="bottom")
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    temporary = os.path.join(folder, f".{name}.tmp.png")
+    figure.savefig(temporary, dpi=dpi)  # then renamed: a reader never sees half a PNG
+    plt.close(figure)
+    os.replace(temporary, path)
+    return path
+
+
+def show_window(panels: list[Panel], columns: int | None = None, title: str = "sparsevox") -> None:
+    """One interactive Open3D window with the panels side by side (bird's-eye layout: columns along -y,
+    rows along -x). The panel order and titles are printed, since the window has no text."""
+    if not display_available():
+        raise RuntimeError("no display (DISPLAY / WAYLAND_DISPLAY unset): render a PNG instead (--save out.png)")
+    x0, y0, x1, y1 = scene_extent(panels)
+    columns = columns or min(len(panels), 3)
+    geometries = []
+    for index, panel in enumerate(panels):
+        if panel is None:
+            continue
+        row, column = divmod(index, columns)
+        shift = np.array([-row * (x1 - x0) * 1.1, -column * (y1 - y0) * 1.1, 0.0])
+        print(f"panel {index + 1} (row {row + 1}, column {column + 1}): {panel.title}")
+        for geometry in panel.geometries:
+            geometries.append(type(geometry)(geometry).translate(shift))
+    o3d.visualization.draw_geometries(geometries, window_name=title)
