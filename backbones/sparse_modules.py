@@ -11,6 +11,7 @@ import math
 import torch
 from torch import nn
 
+from backbones.cross_process_batch_norm import CrossProcessBatchNorm
 from backbones.kernel_map import KernelMap, build_regular_map, build_submanifold_map, triple
 from backbones.sparse_conv_function import sparse_conv
 from voxelize.sparse_tensor import SparseTensor
@@ -218,8 +219,10 @@ def conv_bn(conv: SparseConvolution, bn: nn.modules.batchnorm._BatchNorm, x: Spa
 
 def on_features(module: nn.Module, x: SparseTensor) -> SparseTensor:
     """``module`` applied to the (N, C) features of ``x`` (BatchNorm is skipped when N = 0: batch
-    statistics of nothing are undefined, and the features stay empty either way)."""
-    if x.num_sites == 0 and isinstance(module, nn.modules.batchnorm._BatchNorm):
+    statistics of nothing are undefined, and the features stay empty either way; a cross-process
+    BatchNorm still runs, so that its process joins the others' all-reduce)."""
+    if x.num_sites == 0 and isinstance(module, nn.modules.batchnorm._BatchNorm) \
+            and not isinstance(module, CrossProcessBatchNorm):
         return x
     return x.replace_features(module(x.features))
 

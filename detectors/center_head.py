@@ -55,23 +55,30 @@ def regression_map(prediction: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([prediction[name] for name in BRANCHES], dim=1)
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, beta: float = 4.0) -> torch.Tensor:
-    """CenterNet's penalty-reduced focal loss on a Gaussian heatmap, normalised by the positives."""
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, beta: float = 4.0,
+               normaliser=None) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss on a Gaussian heatmap, divided by the number of positives
+    (at least 1), or by ``normaliser(number of positives)`` when given (see :func:`center_loss`)."""
     prediction = torch.sigmoid(logits.float()).clamp(1e-4, 1 - 1e-4)
     positive = target.eq(1).float()
     negative_weight = torch.pow(1 - target, beta)
     positive_loss = torch.log(prediction) * torch.pow(1 - prediction, alpha) * positive
     negative_loss = torch.log(1 - prediction) * torch.pow(prediction, alpha) * negative_weight * (1 - positive)
-    return -(positive_loss.sum() + negative_loss.sum()) / positive.sum().clamp_min(1)
+    divisor = positive.sum().clamp_min(1) if normaliser is None else normaliser(positive.sum())
+    return -(positive_loss.sum() + negative_loss.sum()) / divisor
 
 
 def center_loss(predictions: list[dict[str, torch.Tensor]], targets: list[dict[str, torch.Tensor]],
                 code_weights: dict[str, float], heatmap_weight: float = 1.0,
-                regression_weight: float = 0.25) -> dict[str, torch.Tensor]:
+                regression_weight: float = 0.25, normaliser=None) -> dict[str, torch.Tensor]:
     """Focal heatmap loss plus masked L1 regression, weighted per target component by name.
 
     targets: per group, batched: heatmap (B, C_g, H, W), indices (B, K), mask (B, K), boxes (B, K, 10).
     code_weights: a weight for each name of REGRESSION_CODE (missing names are an error).
+    normaliser: maps an object count of this batch to the divisor of its loss (default: the count,
+    at least 1). Under DDP: the global batch's count (at least 1) / the number of processes, so that
+    each process's loss is its share of the global batch's loss and the averaged gradients equal
+    one process's on the whole batch.
     """
     missing = set(REGRESSION_CODE) - set(code_weights)
     unknown = set(code_weights) - set(REGRESSION_CODE)
@@ -82,14 +89,15 @@ def center_loss(predictions: list[dict[str, torch.Tensor]], targets: list[dict[s
     losses = {}
     total = 0.0
     for g, (prediction, target) in enumerate(zip(predictions, targets)):
-        heatmap = focal_loss(prediction["heatmap"], target["heatmap"])
+        heatmap = focal_loss(prediction["heatmap"], target["heatmap"], normaliser=normaliser)
         regression = regression_map(prediction)
         batch, channels = regression.shape[:2]
         gathered = regression.flatten(2).gather(2, target["indices"][:, None, :].expand(-1, channels, -1))
         gathered = gathered.transpose(1, 2)  # (B, K, 10)
         mask = target["mask"].unsqueeze(-1).float()
+        divisor = mask.sum().clamp_min(1) if normaliser is None else normaliser(mask.sum())
         l1 = (F.l1_loss(gathered.float() * mask, target["boxes"] * mask, reduction="none")
-              * weights.to(gathered.device)).sum() / mask.sum().clamp_min(1)
+              * weights.to(gathered.device)).sum() / divisor
         losses[f"group{g}_heatmap"], losses[f"group{g}_regression"] = heatmap, l1
         total = total + heatmap_weight * heatmap + regression_weight * l1
     losses["loss"] = total

@@ -17,7 +17,7 @@ from backbones.voxel_backbones import build_backbone
 from datasets.augmentation import Augmenter
 from detectors.center_head import CenterHead, DecodeConfig, center_loss, decode
 from detectors.center_targets import REGRESSION_CODE, BEVGrid, build_targets
-from detectors.config import load_config
+from detectors.config import ConfigError, load_config
 from voxelize.voxelizer import Voxelizer
 
 BACKBONE_STRIDE = 8  # x and y stride of the *8x backbones
@@ -81,13 +81,24 @@ class ModelConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
 
+DATASET_TYPES = ("nuscenes", "kitti")
+
+
 @dataclass
 class DatasetConfig:
+    """``type`` nuscenes: ``root`` is a database in the nuScenes layout (``version``, splits of the devkit,
+    ``num_sweeps``). ``type`` kitti: ``root`` is a KITTI object folder (velodyne/, label_2/, calib/), a
+    split names ``ImageSets/{split}.txt`` when present, else every frame; version and num_sweeps unused."""
     root: str                        # relative to the current directory
+    type: str = "nuscenes"           # one of DATASET_TYPES
     version: str = "v1.0-trainval"
     train_split: str = "train"
     val_split: str = "val"
     num_sweeps: int = 10
+
+    def __post_init__(self):
+        if self.type not in DATASET_TYPES:
+            raise ConfigError(f"dataset.type must be one of {list(DATASET_TYPES)}, got {self.type!r}")
 
 
 @dataclass
@@ -178,10 +189,11 @@ class CenterPoint(nn.Module):
         return build_targets(gt_boxes, gt_labels, head.class_groups, head.class_names, self.grid,
                              head.min_overlap, head.min_radius, head.max_objects)
 
-    def loss(self, predictions, batched_targets) -> dict[str, torch.Tensor]:
+    def loss(self, predictions, batched_targets, normaliser=None) -> dict[str, torch.Tensor]:
+        """The losses; ``normaliser`` as in :func:`detectors.center_head.center_loss` (DDP)."""
         head = self.config.head
         return center_loss(predictions, batched_targets, head.code_weights, head.heatmap_weight,
-                           head.regression_weight)
+                           head.regression_weight, normaliser)
 
     @torch.no_grad()
     def predict(self, clouds: list) -> list[dict[str, torch.Tensor]]:

@@ -97,10 +97,13 @@ def _convert(hint, value, key: str):
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        for option in (a for a in args if a is not type(None)):
+        options = [a for a in args if a is not type(None)]
+        for option in options:
             try:
                 return _convert(option, value, key)
             except ConfigError:
+                if len(options) == 1:
+                    raise  # X | None: the error of X itself says what is wrong
                 continue
         raise ConfigError(f"{key}: {value!r} fits none of {hint}")
     if origin in (list, tuple):

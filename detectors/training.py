@@ -20,9 +20,11 @@ import yaml
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from datasets.atomic_files import write_atomically
+from backbones.cross_process_batch_norm import convert_to_cross_process_batch_norm
+from datasets.atomic_files import write_atomically, write_json_atomically
 from datasets.augmentation import Augmenter, sample_rng
 from datasets.gt_sampling import GTSampler, build_gt_database, cbgs_indices
+from datasets.kitti_eval import evaluate_detector_on_kitti
 from datasets.nuscenes_dataset import NuScenesDataset
 from datasets.nuscenes_export import evaluate_nuscenes, lidar_boxes_to_results, write_results
 from detectors.center_targets import build_targets
@@ -92,6 +94,13 @@ def save_checkpoint(path: str, state: dict) -> None:
     write_atomically(path, buffer.getvalue())
 
 
+def global_share(count: torch.Tensor) -> torch.Tensor:
+    """This process's share of a loss divisor: the count over all processes (at least 1) / their number."""
+    total = count.detach().clone()
+    dist.all_reduce(total)
+    return total.clamp_min(1) / dist.get_world_size()
+
+
 def distributed_context() -> tuple[int, int]:
     """(rank, world size); joins the process group when started by torchrun with more than one process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -124,7 +133,13 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
     sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=config.train.seed)
     loader = DataLoader(data, batch_size=config.train.batch_size, sampler=sampler, collate_fn=collate,
                         num_workers=config.train.num_workers)
-    trainable = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    if world > 1:
+        # Batch statistics and loss normalisers over the global batch: the same training as one process.
+        model = convert_to_cross_process_batch_norm(model)
+        trainable = torch.nn.parallel.DistributedDataParallel(model)
+    else:
+        trainable = model
+    normaliser = global_share if world > 1 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr, betas=(0.95, 0.99),
                                   weight_decay=config.optimizer.weight_decay)
     total_steps = config.train.epochs * len(loader)
@@ -156,6 +171,7 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
                                               "rng": rng_states()})
 
     log_path = os.path.join(run_dir, "log.jsonl")
+    timing = {"data_time": 0.0, "step_time": 0.0, "steps": 0}
     for epoch in range(start_epoch, config.train.epochs):
         sampler.set_epoch(epoch)
         (data.dataset if isinstance(data, torch.utils.data.Subset) else data).epoch = epoch
@@ -164,13 +180,16 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
         if progress and rank == 0:
             from tqdm import tqdm
             batches = tqdm(loader, desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch")
+        fetched = time.perf_counter()
         for step, (clouds, targets) in enumerate(batches):
+            started = time.perf_counter()
             if epoch == start_epoch and step < skip:
+                fetched = time.perf_counter()
                 continue  # trained on before the interruption (the order is the same: seeded per epoch)
             targets = [{k: v.to(device) for k, v in group.items()} for group in targets]
             with torch.autocast(device.type, enabled=use_amp):
                 predictions = trainable(clouds)
-                losses = model.loss(predictions, targets)
+                losses = model.loss(predictions, targets, normaliser)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses["loss"]).backward()
             scaler.unscale_(optimizer)
@@ -180,9 +199,16 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
             scheduler.step()
             step_total += 1
             last_loss = float(losses["loss"].detach())
+            timing["data_time"] += started - fetched   # waiting for the loader
+            timing["step_time"] += time.perf_counter() - started
+            timing["steps"] += 1
             if rank == 0 and (step_total % config.train.log_every == 0 or step_total == 1):
+                # Seconds per step since the last record: waiting for data, and the rest of the step.
                 record = {"epoch": epoch, "step": step_total, "lr": scheduler.get_last_lr()[0], "time": time.time(),
-                          **{k: float(v.detach()) for k, v in losses.items()}}
+                          **{k: float(v.detach()) for k, v in losses.items()},
+                          "data_time": timing["data_time"] / timing["steps"],
+                          "step_time": timing["step_time"] / timing["steps"]}
+                timing = {"data_time": 0.0, "step_time": 0.0, "steps": 0}
                 with open(log_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
                 if writer is not None:
@@ -194,6 +220,7 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
             if max_steps is not None and step_total >= max_steps:
                 checkpoint(epoch, step + 1)
                 return _finish(model, world, rank, log_path, writer, step_total, last_loss, checkpoint_path)
+            fetched = time.perf_counter()
         checkpoint(epoch + 1, 0)
     return _finish(model, world, rank, log_path, writer, step_total, last_loss, checkpoint_path)
 
@@ -238,7 +265,8 @@ def _tensorboard(run_dir: str):
 
 
 def evaluate(config: CenterPointConfig, checkpoint_path: str, out_dir: str, split: str | None = None) -> dict:
-    """Detect on a split, write the nuScenes results JSON (global frame) and the official metrics."""
+    """Detect on a split and score it. nuScenes: write the results JSON (global frame) and the official
+    metrics. KITTI: BEV and 3D AP (R40, datasets.kitti_eval), written to ``metrics_kitti.json``."""
     if config.dataset is None:
         raise ValueError("the config has no dataset section; evaluation needs dataset.root")
     split = split or config.dataset.val_split
@@ -246,6 +274,11 @@ def evaluate(config: CenterPointConfig, checkpoint_path: str, out_dir: str, spli
     state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     model.load_state_dict(state.get("model", state))
     model.eval()
+    if config.dataset.type == "kitti":
+        metrics = evaluate_detector_on_kitti(lambda points: model.predict([points])[0], config.dataset.root, split,
+                                             config.model.head.class_names, config.model.num_point_features)
+        write_json_atomically(os.path.join(out_dir, "metrics_kitti.json"), metrics)
+        return metrics
     frames = NuScenesDataset(config.dataset.root, config.dataset.version, split, config.dataset.num_sweeps,
                              config.model.head.class_names)
     results = {}

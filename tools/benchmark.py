@@ -3,12 +3,15 @@
     python tools/benchmark.py voxelize [--real-data ../shared/data/real] [--repeats 7] [--threads 1 2]
     python tools/benchmark.py conv [--real-data ../shared/data/real] [--repeats 5] [--threads 1 2]
     python tools/benchmark.py meter [--real-data ../shared/data/real] [--repeats 5] [--threads 2]
+    python tools/benchmark.py train --database work/synthetic [--config configs/centerpoint_nuscenes_voxel01.yaml]
+        [--steps 6] [--workers 0 2] [--backends torch spconv]
 """
 import argparse
 import os
 import sys
 
 from backbones.benchmark import benchmark_conv, benchmark_meter, conv_table, meter_table
+from detectors.benchmark import benchmark_training, training_table
 from voxelize.benchmark import benchmark_voxelize, machine_description, voxelize_table
 
 REAL_CLOUDS = {  # benchmark -> [(path under the real-data folder, voxel preset)]
@@ -35,7 +38,20 @@ def main() -> int:
                              help="timed runs per side (median reported)")
         command.add_argument("--threads", type=int, nargs="+", default=[2] if name == "meter" else [1, 2],
                              help="torch thread counts to time")
+    training = sub.add_parser("train", help="training step time vs data-loading time on a synthetic database")
+    training.add_argument("--database", required=True, help="a synthetic nuScenes database (tools/make_synthetic.py)")
+    training.add_argument("--config", default="configs/centerpoint_nuscenes_voxel01.yaml")
+    training.add_argument("--steps", type=int, default=6, help="timed steps per run (one warm-up step more)")
+    training.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts")
+    training.add_argument("--backends", nargs="+", default=["torch", "spconv"], choices=["torch", "spconv"])
     args = parser.parse_args()
+
+    if args.benchmark == "train":
+        synthetic = [f"dataset.root={args.database}", "dataset.version=v1.0-synthetic",
+                     "dataset.train_split=synthetic_train", "dataset.val_split=synthetic_val"]
+        print(f"machine: {machine_description()}\n")
+        print(training_table(benchmark_training(args.config, synthetic, args.backends, args.workers, args.steps)))
+        return 0
 
     clouds = [(os.path.join(args.real_data, rel), preset) for rel, preset in REAL_CLOUDS[args.benchmark]]
     missing = [path for path, _ in clouds if not os.path.isfile(path)]

@@ -1,13 +1,15 @@
-"""Evaluate a CenterPoint checkpoint with the official nuScenes metric.
+"""Evaluate a CenterPoint checkpoint: the official nuScenes metric, or KITTI BEV / 3D AP (R40).
 
     python tools/evaluate.py CONFIG CHECKPOINT [a.b=value ...] --out DIR [--split NAME]
 
-Writes DIR/results_nusc.json (global frame) and the devkit's metrics_summary.json, and prints
-mAP, NDS and the per-class AP.
+dataset.type nuscenes: writes DIR/results_nusc.json (global frame) and the devkit's
+metrics_summary.json, and prints mAP, NDS and the per-class AP.
+dataset.type kitti: writes DIR/metrics_kitti.json and prints the AP table per class and difficulty.
 """
 import argparse
 import sys
 
+from datasets.kitti_eval import format_table
 from detectors.centerpoint import load_centerpoint_config
 from detectors.training import evaluate
 
@@ -22,6 +24,9 @@ def main() -> int:
     args = parser.parse_args()
     config = load_centerpoint_config(args.config, args.overrides)
     metrics = evaluate(config, args.checkpoint, args.out, args.split)
+    if config.dataset.type == "kitti":
+        print(format_table(metrics))
+        return 0
     print(f"mAP {metrics['mean_ap']:.4f}  NDS {metrics['nd_score']:.4f}")
     for name, ap in metrics["mean_dist_aps"].items():
         print(f"  {name:<22} AP {ap:.4f}")

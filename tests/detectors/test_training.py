@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from datasets.nuscenes_writer import make_synthetic_database
-from detectors.centerpoint import load_centerpoint_config
-from detectors.training import evaluate, train
+from detectors.centerpoint import CenterPoint, load_centerpoint_config
+from detectors.training import evaluate, seed_everything, train
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "centerpoint_synthetic_cpu.yaml")
 
@@ -21,12 +21,14 @@ def database(tmp_path_factory):
     return str(root)
 
 
+TINY = ["dataset.num_sweeps=1", "model.backbone_3d.channels=[4, 4, 8, 8]", "model.backbone_3d.out_channels=8",
+        "model.bev.layer_nums=[1, 1]", "model.bev.num_filters=[8, 8]", "model.bev.upsample_filters=[8, 8]",
+        "model.head.shared_channels=8", "model.head.head_channels=8", "train.gt_sampling=null", "train.log_every=1"]
+
+
 def tiny_config(root, *extra):
-    return load_centerpoint_config(CONFIG, [
-        f"dataset.root={root}", "dataset.num_sweeps=1", "model.backbone_3d.channels=[4, 4, 8, 8]",
-        "model.backbone_3d.out_channels=8", "model.bev.layer_nums=[1, 1]", "model.bev.num_filters=[8, 8]",
-        "model.bev.upsample_filters=[8, 8]", "model.head.shared_channels=8", "model.head.head_channels=8",
-        "train.epochs=2", "train.batch_size=2", "train.log_every=1", "train.gt_sampling=null", *extra])
+    return load_centerpoint_config(CONFIG, [f"dataset.root={root}", *TINY, "train.epochs=2", "train.batch_size=2",
+                                            *extra])
 
 
 def test_resume_after_an_interruption_gives_the_same_weights(database, tmp_path):
@@ -46,6 +48,7 @@ def test_resume_after_an_interruption_gives_the_same_weights(database, tmp_path)
     assert (run / "config.yaml").is_file()
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log[:-1]] == [1, 2, 3, 4] and all("loss" in entry for entry in log[:-1])
+    assert all(entry["data_time"] >= 0 and entry["step_time"] > 0 for entry in log[:-1])
     assert log[-1]["event"] == "end" and log[-1]["world_size"] == 1
 
 
@@ -64,27 +67,37 @@ def test_training_without_a_dataset_section_is_refused(tmp_path):
         train(config, str(tmp_path))
 
 
-def test_torchrun_two_processes_keep_identical_weights(database, tmp_path):
-    """DDP with gloo on CPU: each rank trains on its half of every global batch; after the steps the
-    ranks hold bitwise-identical weights (gradients were averaged). Equality with a one-process run
-    is not asserted: BatchNorm statistics are per process under DDP (SyncBatchNorm is GPU-only)."""
+def test_torchrun_two_processes_train_as_one_process_with_the_global_batch(database, tmp_path):
+    """DDP with gloo on CPU, one frame per process: the ranks end bitwise identical, and equal (to
+    float tolerance) to one process training on both frames at once — BatchNorm statistics and the
+    loss normalisers are taken over the global batch (cross-process BatchNorm, averaged counts)."""
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[2]
-    overrides = [f"dataset.root={database}", "dataset.num_sweeps=1", "model.backbone_3d.channels=[4, 4, 8, 8]",
-                 "model.backbone_3d.out_channels=8", "model.bev.layer_nums=[1, 1]", "model.bev.num_filters=[8, 8]",
-                 "model.bev.upsample_filters=[8, 8]", "model.head.shared_channels=8", "model.head.head_channels=8",
-                 "train.batch_size=1", "train.epochs=1", "train.gt_sampling=null"]
     run = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-               str(root / "tools" / "train.py"), CONFIG, *overrides, "--out", str(run), "--max-steps", "2"]
+               str(root / "tools" / "train.py"), CONFIG, *TINY, f"dataset.root={database}", "train.batch_size=1",
+               "train.epochs=1", "--out", str(run), "--max-steps", "1"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     completed = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
     end = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
-    assert end["world_size"] == 2 and end["steps"] == 2
+    assert end["world_size"] == 2 and end["steps"] == 1
     assert end["ranks_in_sync"] and end["weight_checksums"][0] == end["weight_checksums"][1]
+
+    single = train(tiny_config(database, "train.batch_size=2", "train.epochs=1"), str(tmp_path / "one"), max_steps=1,
+                   progress=False)
+    seed_everything(0)  # the initial weights train() starts from (config seed 0)
+    initial = CenterPoint(tiny_config(database).model)
+    ddp_state = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+    one_state = torch.load(single["checkpoint"], weights_only=False)["model"]
+    moved = 0
+    for key, value in one_state.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(ddp_state[key], value, rtol=1e-4, atol=1e-5, msg=key)
+            moved += not torch.equal(value, initial.state_dict()[key])
+    assert moved > 20  # the step changed the weights (and the running statistics) that were compared
 
 
 def test_gt_sampling_and_cbgs_train(database, tmp_path):
