@@ -129,6 +129,10 @@ class TrainConfig:
     augmentation: Augmenter | None = None  # global flips, rotation, scaling, translation; None: off
     gt_sampling: GTSamplingConfig | None = None  # copy-paste of training-split objects; None: off
     cbgs: bool = False                     # class-balanced resampling of the training frames
+    # GT boxes with fewer key-frame LiDAR points are no training targets (as OpenPCDet's
+    # FILTER_MIN_POINTS_IN_GT): the official evaluation drops them, so learning to fire on them
+    # only teaches false positives.
+    min_points_in_gt: int = 1
 
 
 @dataclass

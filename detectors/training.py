@@ -39,8 +39,9 @@ class TargetDataset(Dataset):
     the data pipeline. Augmentation draws from a generator seeded by (seed, epoch, index)."""
 
     def __init__(self, frames: NuScenesDataset, model: CenterPoint, augmenter: Augmenter | None = None,
-                 seed: int = 0, gt_sampler: GTSampler | None = None):
+                 seed: int = 0, gt_sampler: GTSampler | None = None, min_points_in_gt: int = 0):
         self.frames = frames
+        self.min_points_in_gt = min_points_in_gt
         self.head = model.config.head
         self.grid = model.grid
         self.augmenter, self.gt_sampler, self.seed, self.epoch = augmenter, gt_sampler, seed, 0
@@ -53,6 +54,9 @@ class TargetDataset(Dataset):
     def __getitem__(self, index: int):
         frame = self.frames[index]
         points, boxes, labels = frame["points"], frame["gt_boxes"], frame["gt_labels"]
+        if self.min_points_in_gt > 0:
+            visible = np.asarray(frame["meta"]["num_lidar_pts"]) >= self.min_points_in_gt
+            boxes, labels = boxes[visible], labels[visible]
         rng = sample_rng(self.seed, self.epoch, index)
         if self.gt_sampler is not None:
             points, boxes, labels = self.gt_sampler(points, boxes, labels, rng)
@@ -125,7 +129,7 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
     frames = NuScenesDataset(config.dataset.root, config.dataset.version, config.dataset.train_split,
                              config.dataset.num_sweeps, config.model.head.class_names)
     data = TargetDataset(frames, model, config.train.augmentation, config.train.seed,
-                         _gt_sampler(config, frames, rank, world))
+                         _gt_sampler(config, frames, rank, world), config.train.min_points_in_gt)
     if config.train.cbgs:
         label_sets = [set(info.gt_names) for info in frames.infos]
         data = torch.utils.data.Subset(data, cbgs_indices(label_sets, config.model.head.class_names,
