@@ -22,12 +22,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from backbones.activation_sparsity import KWinnersTakeAll, activation_ratio, hoyer_sparsity
+from backbones.activation_sparsity import KWinnersTakeAll, activation_statistics
 from backbones.kernel_map import KernelMap
 from backbones.sparse_modules import SparseConvolution
 from voxelize.sparse_tensor import SparseTensor
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, KWinnersTakeAll)
+NON_NEGATIVE_ACTIVATIONS = (nn.ReLU, nn.ReLU6)
 
 
 @dataclass
@@ -256,11 +257,11 @@ class DensificationMeter:
         else:
             return
         features = output.detach()
-        record.active_ratio, record.hoyer = activation_ratio(features), hoyer_sparsity(features)
+        non_negative = isinstance(module, NON_NEGATIVE_ACTIVATIONS)
+        record.active_ratio, record.hoyer = activation_statistics(features, non_negative)
         if self.per_sample and record.batch_size > 1:
             for b, sample in enumerate(record.samples):
-                rows = features[batch == b]
-                sample.active_ratio, sample.hoyer = activation_ratio(rows), hoyer_sparsity(rows)
+                sample.active_ratio, sample.hoyer = activation_statistics(features[batch == b], non_negative)
         elif self.per_sample and record.samples:
             record.samples[0].active_ratio, record.samples[0].hoyer = record.active_ratio, record.hoyer
 

@@ -133,6 +133,10 @@ class TrainConfig:
     # FILTER_MIN_POINTS_IN_GT): the official evaluation drops them, so learning to fire on them
     # only teaches false positives.
     min_points_in_gt: int = 1
+    # After the last epoch, replace BatchNorm's running statistics by their exact values over this
+    # many training batches (PreciseBN); 0: keep the moving averages. For short runs, whose
+    # averages (momentum 0.01) lag behind the weights.
+    precise_bn_batches: int = 0
 
 
 @dataclass

@@ -226,7 +226,33 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
                 return _finish(model, world, rank, log_path, writer, step_total, last_loss, checkpoint_path)
             fetched = time.perf_counter()
         checkpoint(epoch + 1, 0)
+    if config.train.precise_bn_batches > 0:
+        recompute_batch_norm_statistics(model, (clouds for clouds, _ in loader), config.train.precise_bn_batches)
+        checkpoint(config.train.epochs, 0)
     return _finish(model, world, rank, log_path, writer, step_total, last_loss, checkpoint_path)
+
+
+@torch.no_grad()
+def recompute_batch_norm_statistics(model: torch.nn.Module, batches, limit: int) -> int:
+    """PreciseBN: every BatchNorm's running mean and variance become the average over up to ``limit``
+    batches (model inputs) of their batch statistics, with the weights as they are now. Returns the
+    number of batches used. The model's mode and the layers' momenta are restored."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta, was_training = [m.momentum for m in norms], model.training
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches
+    model.train()
+    used = 0
+    for inputs in batches:
+        if used == limit:
+            break
+        model(inputs)
+        used += 1
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.train(was_training)
+    return used
 
 
 def _gt_sampler(config: CenterPointConfig, frames: NuScenesDataset, rank: int, world: int) -> GTSampler | None:

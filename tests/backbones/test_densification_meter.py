@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from backbones import SparseConvolution, VoxelBackBone8x, VoxelResBackBone8x, set_backend
-from backbones.activation_sparsity import (KWinnersTakeAll, SiteTopK, activation_ratio, hoyer_sparsity,
-                                           hoyer_square_penalty, l1_activation_penalty)
+from backbones.activation_sparsity import (KWinnersTakeAll, SiteTopK, activation_ratio, activation_statistics,
+                                           hoyer_sparsity, hoyer_square_penalty, l1_activation_penalty)
 from backbones.densification_meter import compare_conv_types, measure, plot_reports
 from conftest import KITTI_SCANS
 from datasets import read_points
@@ -113,6 +113,22 @@ def test_activation_measures_follow_their_formulas():
     assert hoyer_sparsity(torch.tensor([0.0, 5.0, 0.0])) == pytest.approx(1.0)
     assert hoyer_sparsity(torch.ones(8)) == pytest.approx(0.0, abs=1e-6)
     assert hoyer_sparsity(torch.zeros(4)) is None and activation_ratio(torch.zeros(0)) is None
+    # The meter's fused version gives the same numbers, with or without the non-negative shortcut.
+    assert activation_statistics(x) == pytest.approx((activation_ratio(x), hoyer_sparsity(x)))
+    relu = torch.relu(torch.randn(500, 7, dtype=torch.float64))
+    expected = (np.count_nonzero(relu.numpy()) / relu.numel(),
+                (np.sqrt(relu.numel()) - relu.numpy().sum() / np.sqrt((relu.numpy() ** 2).sum()))
+                / (np.sqrt(relu.numel()) - 1))
+    assert activation_statistics(relu, non_negative=True) == pytest.approx(expected)
+
+
+def test_nonzero_counts_stay_exact_beyond_float32_integers():
+    ones = (1 << 24) + 3   # float32 cannot count past 2**24 one by one
+    x = torch.zeros(ones + 5)
+    x[:ones] = 1e-30        # tiny but non-zero
+    assert activation_statistics(x, non_negative=True)[0] == ones / x.numel()
+    x[7] = float("nan")     # counted as non-zero, as torch.count_nonzero does
+    assert activation_ratio(x) == ones / x.numel()
 
 
 def test_meter_records_the_activation_after_each_conv():

@@ -105,3 +105,17 @@ def test_gt_sampling_and_cbgs_train(database, tmp_path):
                          "train.cbgs=true")
     result = train(config, str(tmp_path / "run"), max_steps=2, progress=False)
     assert result["steps"] == 2 and (tmp_path / "gt.pkl").is_file()
+
+
+def test_precise_batch_norm_takes_the_average_of_the_batch_statistics():
+    from detectors.training import recompute_batch_norm_statistics
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4, momentum=0.01)).eval()
+    batches = [torch.randn(8, 3) * (i + 1) for i in range(3)]
+    with torch.no_grad():
+        features = [model[0](batch) for batch in batches]
+    used = recompute_batch_norm_statistics(model, iter(batches + batches), limit=3)
+    assert used == 3 and not model.training and model[1].momentum == 0.01
+    torch.testing.assert_close(model[1].running_mean, torch.stack([f.mean(0) for f in features]).mean(0))
+    torch.testing.assert_close(model[1].running_var, torch.stack([f.var(0) for f in features]).mean(0))
