@@ -13,12 +13,14 @@ def classes_the_devkit_counts(root: str) -> set[str]:
     """The detection classes of the split's GT after the devkit's own filters (class range, no points)."""
     from nuscenes import NuScenes
     from nuscenes.eval.common.config import config_factory
-    from nuscenes.eval.common.loaders import add_center_dist, filter_eval_boxes, load_gt
+    from nuscenes.eval.common.loaders import add_center_dist, filter_eval_boxes, load_gt_of_sample_tokens
     from nuscenes.eval.detection.data_classes import DetectionBox
+    from nuscenes.eval.detection.evaluate import get_samples_of_custom_split
 
     nusc = NuScenes(version="v1.0-synthetic", dataroot=root, verbose=False)
     config = config_factory("detection_cvpr_2019")
-    boxes = load_gt(nusc, TRAIN_SPLIT, DetectionBox, verbose=False)
+    tokens = get_samples_of_custom_split(split_name=TRAIN_SPLIT, nusc=nusc)
+    boxes = load_gt_of_sample_tokens(nusc, tokens, DetectionBox, verbose=False)
     boxes = filter_eval_boxes(nusc, add_center_dist(nusc, boxes), config.class_range, verbose=False)
     return {box.detection_name for token in boxes.sample_tokens for box in boxes[token]}
 

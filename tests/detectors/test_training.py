@@ -92,11 +92,19 @@ def test_torchrun_two_processes_train_as_one_process_with_the_global_batch(datab
     initial = CenterPoint(tiny_config(database).model)
     ddp_state = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
     one_state = torch.load(single["checkpoint"], weights_only=False)["model"]
-    moved = 0
+    # Adam's first step moves each weight by about lr * sign(gradient): a weight whose gradient is at
+    # float-noise level may step the other way. So: all within one step of each other, and all but a
+    # handful equal to float tolerance (the gradients themselves agree to ~1e-5 relative).
+    step = 2 * 0.003 / 10  # twice the first learning rate of the one-cycle schedule (lr / div_factor)
+    moved = mismatched = total = 0
     for key, value in one_state.items():
         if value.is_floating_point():
-            torch.testing.assert_close(ddp_state[key], value, rtol=1e-4, atol=1e-5, msg=key)
+            difference = (ddp_state[key] - value).abs()
+            assert difference.max() <= step, key
+            mismatched += int((difference > 1e-5 + 1e-4 * value.abs()).sum())
+            total += value.numel()
             moved += not torch.equal(value, initial.state_dict()[key])
+    assert mismatched <= total // 1000, f"{mismatched} of {total} weights differ"
     assert moved > 20  # the step changed the weights (and the running statistics) that were compared
 
 
