@@ -90,8 +90,8 @@ def main() -> int:
                                                        extent=args.view_range)]
         if args.layers:
             panels += active_voxel_panels(frame["points"], preset_voxelizer(args.preset), args.backbone, args.layers,
-                                          args.variants, args.view_range, args.max_cubes, footprint=args.camera == "bev",
-                                          seed=args.seed)
+                                          args.variants, args.view_range, args.max_cubes,
+                                          footprint=args.camera == "bev", seed=args.seed)
     if not panels:
         parser.error("nothing to draw: give --layers, or leave out --no-scene")
 

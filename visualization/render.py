@@ -7,7 +7,8 @@ titles and labels written by matplotlib. ``show_window`` puts the panels side by
 interactive Open3D window.
 
 Cameras: 'bev' looks straight down (orthographic, +x up the image, +y to the left); 'chase' looks
-forward along +x from behind and above the sensor (perspective).
+forward along +x at the drawn region from behind and above it (perspective; with the default
+extent, which is centred on the sensor, that is a view over the sensor's shoulder).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import open3d as o3d
+from open3d.visualization import rendering
 
 CAMERAS = ("bev", "chase")
 BACKGROUND = (1.0, 1.0, 1.0)
@@ -74,15 +76,13 @@ def line_prisms(line_set: o3d.geometry.LineSet, width: float) -> o3d.geometry.Tr
     return mesh
 
 
-def _unlit() -> "o3d.visualization.rendering.MaterialRecord":
-    material = o3d.visualization.rendering.MaterialRecord()
+def _unlit() -> rendering.MaterialRecord:
+    material = rendering.MaterialRecord()
     material.shader, material.point_size = "defaultUnlit", 2.0
     return material
 
 
 def _set_camera(camera, name: str, extent, width: int, height: int) -> None:
-    from open3d.visualization.rendering import Camera
-
     x0, y0, x1, y1 = extent
     centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2, 0.0])
     span = max(x1 - x0, y1 - y0, 1e-3)
@@ -90,10 +90,11 @@ def _set_camera(camera, name: str, extent, width: int, height: int) -> None:
         # Image up = +x, image right = -y: fit both spans, keep the pixels square.
         half_up = max((x1 - x0) / 2, (y1 - y0) / 2 * height / width) * 1.02
         half_right = half_up * width / height
-        camera.set_projection(Camera.Projection.Ortho, -half_right, half_right, -half_up, half_up, 0.1, 1000.0)
+        camera.set_projection(rendering.Camera.Projection.Ortho, -half_right, half_right, -half_up, half_up,
+                              0.1, 1000.0)
         camera.look_at(centre, centre + [0.0, 0.0, 500.0], [1.0, 0.0, 0.0])
     elif name == "chase":
-        camera.set_projection(50.0, width / height, 0.1, 10 * span, Camera.FovType.Vertical)
+        camera.set_projection(50.0, width / height, 0.1, 10 * span, rendering.Camera.FovType.Vertical)
         camera.look_at(centre + [0.15 * span, 0.0, 0.0], centre + [-0.45 * span, 0.0, 0.3 * span], [0.0, 0.0, 1.0])
     else:
         raise ValueError(f"unknown camera {name!r}; valid: {list(CAMERAS)}")
@@ -113,8 +114,6 @@ def project(camera, xyz: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def render_panel_images(panels: list[Panel], width: int, height: int, camera: str = "bev", extent=None):
     """(images (H, W, 3) uint8, label pixels [(column, row, text)] per panel), all from one camera."""
-    from open3d.visualization import rendering
-
     extent = scene_extent(panels) if extent is None else extent
     line_width = LINE_WIDTH_PIXELS * max(extent[2] - extent[0], extent[3] - extent[1]) / min(width, height)
     renderer = rendering.OffscreenRenderer(width, height)

@@ -59,7 +59,8 @@ def detector_panels(config, frame: dict, checkpoint: str | None = None, layer_na
         if checkpoint is not None:
             detections = model.predict([frame["points"]])[0]
             keep = detections["scores"] >= score_threshold
-            predicted = dict(pred_boxes=detections["boxes"][keep].numpy(), pred_scores=detections["scores"][keep].tolist(),
+            predicted = dict(pred_boxes=detections["boxes"][keep].numpy(),
+                             pred_scores=detections["scores"][keep].tolist(),
                              pred_names=[names[int(label)] for label in detections["labels"][keep]])
         title = "points, GT boxes" + (f", predictions (darker, score >= {score_threshold:g})" if predicted else "")
         panels.append(scene_panel(frame["points"], frame.get("gt_boxes"),

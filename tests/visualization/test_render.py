@@ -15,16 +15,17 @@ from visualization.scene_geometry import FACE_SHADES, SITE_ADDED, SITE_FROM_INPU
 from voxelize import Voxelizer
 
 ROOT = Path(__file__).resolve().parents[2]
-VOXELIZER = dict(voxel_size=[0.2, 0.2, 0.2], point_cloud_range=[-8.0, -8.0, -2.0, 8.0, 8.0, 2.0], max_points_per_voxel=5,
-                 max_voxels=20000)
+VOXELIZER = dict(voxel_size=[0.2, 0.2, 0.2], point_cloud_range=[-8.0, -8.0, -2.0, 8.0, 8.0, 2.0],
+                 max_points_per_voxel=5, max_voxels=20000)
 
 
 def street(seed=0, count=3000) -> np.ndarray:
     """A ground patch, a wall and a box-shaped object: x, y, z, intensity."""
     rng = np.random.default_rng(seed)
     ground = np.column_stack([rng.uniform(-7, 7, count), rng.uniform(-7, 7, count), np.full(count, -1.5)])
-    wall = np.column_stack([rng.uniform(-7, 7, count // 3), np.full(count // 3, 6.0), rng.uniform(-1.5, 1.5, count // 3)])
-    car = np.column_stack([rng.uniform(1, 5, count // 3), rng.uniform(-2, 0, count // 3), rng.uniform(-1.5, 0, count // 3)])
+    third = count // 3
+    wall = np.column_stack([rng.uniform(-7, 7, third), np.full(third, 6.0), rng.uniform(-1.5, 1.5, third)])
+    car = np.column_stack([rng.uniform(1, 5, third), rng.uniform(-2, 0, third), rng.uniform(-1.5, 0, third)])
     xyz = np.concatenate([ground, wall, car])
     return np.column_stack([xyz, rng.uniform(0, 1, len(xyz))]).astype(np.float32)
 
