@@ -70,9 +70,9 @@ def convert_to_cross_process_batch_norm(module: nn.Module) -> nn.Module:
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, CrossProcessBatchNorm):
         converted = CrossProcessBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
                                           module.track_running_stats)
-        converted.load_state_dict(module.state_dict())
-        converted.train(module.training)
-        return converted.to(next(iter(module.state_dict().values())).device) if module.state_dict() else converted
+        converted.load_state_dict(module.state_dict())  # copies onto converted's tensors, then moved
+        device = next(iter(module.state_dict().values())).device if module.state_dict() else None
+        return converted.train(module.training).to(device)
     for name, child in module.named_children():
         setattr(module, name, convert_to_cross_process_batch_norm(child))
     return module

@@ -55,22 +55,26 @@ def regression_map(prediction: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([prediction[name] for name in BRANCHES], dim=1)
 
 
+def at_least_one(count: torch.Tensor) -> torch.Tensor:
+    """The default loss divisor for ``count`` objects: the count, at least 1."""
+    return count.clamp_min(1)
+
+
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, beta: float = 4.0,
-               normaliser=None) -> torch.Tensor:
+               normaliser=at_least_one) -> torch.Tensor:
     """CenterNet's penalty-reduced focal loss on a Gaussian heatmap, divided by the number of positives
-    (at least 1), or by ``normaliser(number of positives)`` when given (see :func:`center_loss`)."""
+    passed through ``normaliser`` (see :func:`center_loss`)."""
     prediction = torch.sigmoid(logits.float()).clamp(1e-4, 1 - 1e-4)
     positive = target.eq(1).float()
     negative_weight = torch.pow(1 - target, beta)
     positive_loss = torch.log(prediction) * torch.pow(1 - prediction, alpha) * positive
     negative_loss = torch.log(1 - prediction) * torch.pow(prediction, alpha) * negative_weight * (1 - positive)
-    divisor = positive.sum().clamp_min(1) if normaliser is None else normaliser(positive.sum())
-    return -(positive_loss.sum() + negative_loss.sum()) / divisor
+    return -(positive_loss.sum() + negative_loss.sum()) / normaliser(positive.sum())
 
 
 def center_loss(predictions: list[dict[str, torch.Tensor]], targets: list[dict[str, torch.Tensor]],
                 code_weights: dict[str, float], heatmap_weight: float = 1.0,
-                regression_weight: float = 0.25, normaliser=None) -> dict[str, torch.Tensor]:
+                regression_weight: float = 0.25, normaliser=at_least_one) -> dict[str, torch.Tensor]:
     """Focal heatmap loss plus masked L1 regression, weighted per target component by name.
 
     targets: per group, batched: heatmap (B, C_g, H, W), indices (B, K), mask (B, K), boxes (B, K, 10).
@@ -95,9 +99,8 @@ def center_loss(predictions: list[dict[str, torch.Tensor]], targets: list[dict[s
         gathered = regression.flatten(2).gather(2, target["indices"][:, None, :].expand(-1, channels, -1))
         gathered = gathered.transpose(1, 2)  # (B, K, 10)
         mask = target["mask"].unsqueeze(-1).float()
-        divisor = mask.sum().clamp_min(1) if normaliser is None else normaliser(mask.sum())
         l1 = (F.l1_loss(gathered.float() * mask, target["boxes"] * mask, reduction="none")
-              * weights.to(gathered.device)).sum() / divisor
+              * weights.to(gathered.device)).sum() / normaliser(mask.sum())
         losses[f"group{g}_heatmap"], losses[f"group{g}_regression"] = heatmap, l1
         total = total + heatmap_weight * heatmap + regression_weight * l1
     losses["loss"] = total

@@ -15,7 +15,7 @@ from backbones.bev import SECONDFPN, height_compression
 from backbones.kernel_map import conv_output_shape
 from backbones.voxel_backbones import build_backbone
 from datasets.augmentation import Augmenter
-from detectors.center_head import CenterHead, DecodeConfig, center_loss, decode
+from detectors.center_head import CenterHead, DecodeConfig, at_least_one, center_loss, decode
 from detectors.center_targets import REGRESSION_CODE, BEVGrid, build_targets
 from detectors.config import ConfigError, load_config
 from voxelize.voxelizer import Voxelizer
@@ -197,7 +197,7 @@ class CenterPoint(nn.Module):
         return build_targets(gt_boxes, gt_labels, head.class_groups, head.class_names, self.grid,
                              head.min_overlap, head.min_radius, head.max_objects)
 
-    def loss(self, predictions, batched_targets, normaliser=None) -> dict[str, torch.Tensor]:
+    def loss(self, predictions, batched_targets, normaliser=at_least_one) -> dict[str, torch.Tensor]:
         """The losses; ``normaliser`` as in :func:`detectors.center_head.center_loss` (DDP)."""
         head = self.config.head
         return center_loss(predictions, batched_targets, head.code_weights, head.heatmap_weight,

@@ -27,6 +27,7 @@ from datasets.gt_sampling import GTSampler, build_gt_database, cbgs_indices
 from datasets.kitti_eval import evaluate_detector_on_kitti
 from datasets.nuscenes_dataset import NuScenesDataset
 from datasets.nuscenes_export import evaluate_nuscenes, lidar_boxes_to_results, write_results
+from detectors.center_head import at_least_one
 from detectors.center_targets import build_targets
 from detectors.centerpoint import CenterPoint, CenterPointConfig
 from detectors.config import to_dict
@@ -121,6 +122,9 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
     """
     if config.dataset is None:
         raise ValueError("the config has no dataset section; training needs dataset.root")
+    if config.dataset.type != "nuscenes":
+        raise ValueError(f"training reads nuScenes-format databases (dataset.type nuscenes), got dataset.type "
+                         f"{config.dataset.type!r}; KITTI data can be evaluated, not trained on")
     rank, world = distributed_context()
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() \
         else torch.device("cpu")
@@ -143,7 +147,7 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
         trainable = torch.nn.parallel.DistributedDataParallel(model)
     else:
         trainable = model
-    normaliser = global_share if world > 1 else None
+    normaliser = global_share if world > 1 else at_least_one
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr, betas=(0.95, 0.99),
                                   weight_decay=config.optimizer.weight_decay)
     total_steps = config.train.epochs * len(loader)

@@ -16,8 +16,7 @@ seen from above (bev) each (y, x) column is one cube, blue when any site in it c
 import argparse
 import sys
 
-from backbones.densification_meter import conv_type_variants
-from backbones.voxel_backbones import BACKBONES
+from backbones.voxel_backbones import BACKBONES, build_backbone
 from datasets import read_points
 from datasets.kitti_dataset import KittiDataset
 from datasets.nuscenes_dataset import NuScenesDataset
@@ -68,8 +67,8 @@ def main() -> int:
                                   config.dataset.num_sweeps, config.model.head.class_names)
         if args.list_layers:
             backbone = config.model.backbone_3d
-            model = conv_type_variants(backbone.type, config.model.num_point_features, channels=backbone.channels,
-                                       out_channels=backbone.out_channels)["ssc"]
+            model = build_backbone(backbone.type, in_channels=config.model.num_point_features,
+                                   channels=backbone.channels, out_channels=backbone.out_channels)
             print("\n".join(sparse_layer_names(model)))
             return 0
         panels = detector_panels(config, dataset[args.index], args.checkpoint, args.layers, args.variants,
@@ -83,7 +82,7 @@ def main() -> int:
         else:
             frame, names = {"points": read_points(args.scan), "gt_boxes": None}, []
         if args.list_layers:
-            print("\n".join(sparse_layer_names(conv_type_variants(args.backbone, 4)["ssc"])))
+            print("\n".join(sparse_layer_names(build_backbone(args.backbone, in_channels=4))))
             return 0
         panels = [] if args.no_scene else [scene_panel(frame["points"], frame["gt_boxes"], names,
                                                        title="points" + (", GT boxes" if names else ""),

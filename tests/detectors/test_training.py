@@ -65,6 +65,9 @@ def test_training_without_a_dataset_section_is_refused(tmp_path):
     config = load_centerpoint_config(CONFIG, ["dataset=null"])
     with pytest.raises(ValueError, match="no dataset section"):
         train(config, str(tmp_path))
+    kitti = load_centerpoint_config(CONFIG, ["dataset.type=kitti", f"dataset.root={tmp_path}"])
+    with pytest.raises(ValueError, match="dataset.type 'kitti'"):
+        train(kitti, str(tmp_path))
 
 
 def test_torchrun_two_processes_train_as_one_process_with_the_global_batch(database, tmp_path):

@@ -98,6 +98,9 @@ def test_visualize_tool_writes_the_png(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "tools" / "visualize.py"), "--scan", str(scan), "--layers",
                           "conv7"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert bad.returncode != 0 and "valid layer names" in bad.stderr
+    names = subprocess.run([sys.executable, str(ROOT / "tools" / "visualize.py"), "--scan", str(scan), "--list-layers"],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert names.returncode == 0 and names.stdout.split()[:2] == ["conv_input.0", "conv1.0.conv1"]
 
 
 def test_footprint_shows_each_column_once_blue_when_it_covers_the_input():
