@@ -15,9 +15,10 @@ from backbones.bev import SECONDFPN, height_compression
 from backbones.kernel_map import conv_output_shape
 from backbones.voxel_backbones import build_backbone
 from datasets.augmentation import Augmenter
+from datasets.base import DatasetConfig  # one subclass per dataset.type (datasets.dataset_types)
 from detectors.center_head import CenterHead, DecodeConfig, at_least_one, center_loss, decode
 from detectors.center_targets import REGRESSION_CODE, BEVGrid, build_targets
-from detectors.config import ConfigError, load_config
+from detectors.config import load_config
 from voxelize.voxelizer import Voxelizer
 
 BACKBONE_STRIDE = 8  # x and y stride of the *8x backbones
@@ -79,26 +80,6 @@ class ModelConfig:
     backbone_3d: Backbone3DConfig = field(default_factory=Backbone3DConfig)
     bev: BEVConfig = field(default_factory=BEVConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
-
-
-DATASET_TYPES = ("nuscenes", "kitti")
-
-
-@dataclass
-class DatasetConfig:
-    """``type`` nuscenes: ``root`` is a database in the nuScenes layout (``version``, splits of the devkit,
-    ``num_sweeps``). ``type`` kitti: ``root`` is a KITTI object folder (velodyne/, label_2/, calib/), a
-    split names ``ImageSets/{split}.txt`` when present, else every frame; version and num_sweeps unused."""
-    root: str                        # relative to the current directory
-    type: str = "nuscenes"           # one of DATASET_TYPES
-    version: str = "v1.0-trainval"
-    train_split: str = "train"
-    val_split: str = "val"
-    num_sweeps: int = 10
-
-    def __post_init__(self):
-        if self.type not in DATASET_TYPES:
-            raise ConfigError(f"dataset.type must be one of {list(DATASET_TYPES)}, got {self.type!r}")
 
 
 @dataclass
@@ -183,7 +164,10 @@ class CenterPoint(nn.Module):
         self.bev_backbone = SECONDFPN(backbone.out_channels * bev_depth, **vars(config.bev))
         self.head = CenterHead(self.bev_backbone.out_channels, head.class_groups, head.shared_channels,
                                head.head_channels)
-        stride = BACKBONE_STRIDE * config.bev.layer_strides[0]
+        stride = BACKBONE_STRIDE * config.bev.layer_strides[0] // config.bev.upsample_strides[0]
+        if stride * config.bev.upsample_strides[0] != BACKBONE_STRIDE * config.bev.layer_strides[0]:
+            raise ValueError(f"model.bev.upsample_strides[0] {config.bev.upsample_strides[0]} must divide the BEV "
+                             f"stride {BACKBONE_STRIDE * config.bev.layer_strides[0]}")
         self.grid = BEVGrid(tuple(geometry.point_cloud_range), tuple(geometry.voxel_size), stride)
 
     def forward(self, clouds: list) -> list[dict[str, torch.Tensor]]:

@@ -1,15 +1,16 @@
-"""Evaluate a CenterPoint checkpoint: the official nuScenes metric, or KITTI BEV / 3D AP (R40).
+"""Evaluate a CenterPoint checkpoint with the evaluator of the config's dataset type.
 
     python tools/evaluate.py CONFIG CHECKPOINT [a.b=value ...] --out DIR [--split NAME]
 
 dataset.type nuscenes: writes DIR/results_nusc.json (global frame) and the devkit's
 metrics_summary.json, and prints mAP, NDS and the per-class AP.
 dataset.type kitti: writes DIR/metrics_kitti.json and prints the AP table per class and difficulty.
+dataset.type custom: writes DIR/metrics_custom.json and prints BEV / 3D / centre-distance AP per class.
 """
 import argparse
 import sys
 
-from datasets.kitti_eval import format_table
+from datasets.dataset_types import format_metrics
 from detectors.centerpoint import load_centerpoint_config
 from detectors.training import evaluate
 
@@ -24,12 +25,7 @@ def main() -> int:
     args = parser.parse_args()
     config = load_centerpoint_config(args.config, args.overrides)
     metrics = evaluate(config, args.checkpoint, args.out, args.split)
-    if config.dataset.type == "kitti":
-        print(format_table(metrics))
-        return 0
-    print(f"mAP {metrics['mean_ap']:.4f}  NDS {metrics['nd_score']:.4f}")
-    for name, ap in metrics["mean_dist_aps"].items():
-        print(f"  {name:<22} AP {ap:.4f}")
+    print(format_metrics(config.dataset, metrics))
     return 0
 
 
