@@ -174,9 +174,9 @@ class CustomEvaluator(Evaluator):
         if not (len(boxes) == len(scores) == len(labels)):
             raise ValueError(f"detections: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels")
         overlaps = {"bev": bev_iou(boxes, gt_boxes), "3d": iou_3d(boxes, gt_boxes)}
-        # The matcher keeps pairs whose overlap exceeds the threshold, preferring the largest: a
-        # negated distance under a negated threshold is "nearer than d", preferring the nearest.
-        negated_distance = -centre_distances(boxes, gt_boxes)
+        # The matcher keeps pairs whose overlap in [0, 1] exceeds the threshold, preferring the largest:
+        # closeness 1 / (1 + distance) above 1 / (1 + d) is "nearer than d", preferring the nearest.
+        closeness = 1.0 / (1.0 + centre_distances(boxes, gt_boxes))
         for index, name in enumerate(self.class_names):
             gt_flags = np.where(gt_labels == index, 0, -1).astype(np.int8)
             det_flags = np.where(labels == index, 0, -1).astype(np.int8)
@@ -185,7 +185,7 @@ class CustomEvaluator(Evaluator):
                     overlaps[metric], scores, gt_flags, det_flags, self.iou_thresholds[name]))
             for distance in self.distances:
                 self.frames.setdefault((name, f"distance_{distance:g}"), []).append(frame_operating_points(
-                    negated_distance, scores, gt_flags, det_flags, -distance))
+                    closeness, scores, gt_flags, det_flags, 1.0 / (1.0 + distance)))
         self.num_frames += 1
         self.num_detections += len(scores)
 
