@@ -23,7 +23,7 @@ from torch.utils.data.distributed import DistributedSampler
 from backbones.cross_process_batch_norm import convert_to_cross_process_batch_norm
 from datasets.atomic_files import write_atomically
 from datasets.augmentation import Augmenter, sample_rng
-from datasets.base import DetectionDataset
+from datasets.base import DetectionDataset, check_frame
 from datasets.dataset_types import build_dataset, build_evaluator
 from datasets.gt_sampling import GTSampler, build_gt_database, cbgs_indices
 from detectors.center_head import at_least_one
@@ -53,6 +53,7 @@ class TargetDataset(Dataset):
 
     def __getitem__(self, index: int):
         frame = self.frames[index]
+        check_frame(frame, self.frames.class_names, self.frames.num_point_features, where=f"training frame {index}")
         points, boxes, labels = frame["points"], frame["gt_boxes"], frame["gt_labels"]
         if self.min_points_in_gt > 0:
             visible = frame["num_points_in_gt"] >= self.min_points_in_gt
