@@ -10,9 +10,11 @@ import colorsys
 import zlib
 
 import numpy as np
-import open3d as o3d
 
 from datasets.boxes import box_corners
+from optional_dependencies import require
+
+o3d = require("open3d", "the Open3D views")
 
 # Box edges over the corners of datasets.boxes.UNIT_CORNERS: bottom ring, top ring, verticals.
 BOX_EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4],
