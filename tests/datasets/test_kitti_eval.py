@@ -141,7 +141,8 @@ def test_two_ground_truths_three_detections_give_the_hand_computed_ap():
     cars = [obj("Car", 10.0), obj("Car", 20.0)]
     far = obj("Car", 40.0)
     # Scores 0.9 (TP), 0.8 (FP), 0.7 (TP): (r, p) = (1/2, 1), (1/2, 1/2), (1, 2/3) → AP = (20 + 20 * 2/3) / 40.
-    metrics = evaluate_kitti([frame(cars)], [detections([cars[0], far, cars[1]], [0.9, 0.8, 0.7])])
+    metrics = evaluate_kitti([frame(cars)], [detections([cars[0], far, cars[1]], [0.9, 0.8, 0.7])],
+                             sampling="every_point")
     for metric in ("bev", "3d"):
         for level in ("easy", "moderate", "hard"):
             assert ap(metrics, metric=metric, level=level) == pytest.approx(100 * (20 + 40 / 3) / 40)
@@ -153,7 +154,7 @@ def test_two_ground_truths_three_detections_give_the_hand_computed_ap():
     first, second = [obj("Car", 10.0), obj("Car", 20.0), obj("Car", 30.0)], [obj("Car", 10.0), obj("Car", 20.0)]
     metrics = evaluate_kitti([frame(first), frame(second)],
                              [detections([first[0], far, second[1]], [0.9, 0.7, 0.6]),
-                              detections([second[0]], [0.8])])
+                              detections([second[0]], [0.8])], sampling="every_point")
     assert ap(metrics) == pytest.approx(100 * (16 + 8 * 0.75) / 40)
     assert metrics["recall"]["Car"]["3d"]["easy"] == pytest.approx(0.6)
 
@@ -164,7 +165,7 @@ def test_ground_truth_as_detections_scores_100_and_dropping_half_halves_recall()
                obj("Pedestrian", 22.0, truncated=0.4, size=(0.8, 0.6, 1.7)),
                obj("Cyclist", 15.0, size=(1.8, 0.6, 1.7)), obj("Van", 50.0), obj("Truck", 60.0, size=(10, 2.5, 3))]
     truth = [frame(objects, dont_care=[[0, 0, 50, 50]])]
-    metrics = evaluate_kitti(truth, [detections(objects, np.ones(len(objects)))])
+    metrics = evaluate_kitti(truth, [detections(objects, np.ones(len(objects)))], sampling="every_point")
     assert metrics["num_gt"] == {"Car": {"easy": 2, "moderate": 4, "hard": 4},
                                  "Pedestrian": {"easy": 1, "moderate": 1, "hard": 2},
                                  "Cyclist": {"easy": 1, "moderate": 1, "hard": 1}}
@@ -173,7 +174,7 @@ def test_ground_truth_as_detections_scores_100_and_dropping_half_halves_recall()
             assert set(metrics["ap"][class_name][metric].values()) == {100.0}, (class_name, metric)
     # Keep the 2 cars counted at easy, drop the others: recall 1 at easy, 1/2 at moderate and hard.
     kept = [objects[0], objects[3]]
-    metrics = evaluate_kitti(truth, [detections(kept, [0.9, 0.8])])
+    metrics = evaluate_kitti(truth, [detections(kept, [0.9, 0.8])], sampling="every_point")
     assert metrics["recall"]["Car"]["3d"] == {"easy": 1.0, "moderate": 0.5, "hard": 0.5}
     assert ap(metrics, level="easy") == 100.0 and ap(metrics, level="moderate") == pytest.approx(50.0)
 
@@ -184,7 +185,7 @@ def test_iou_threshold_is_per_class():
         gt = obj(name, 10.0)
         shifted = (name, [10.0 + math.cos(0.3), math.sin(0.3), *gt[1][2:]], gt[2])   # yaw 0.3
         assert bev_iou(np.array([gt[1]]), np.array([shifted[1]]))[0, 0] == pytest.approx(0.6)
-        metrics = evaluate_kitti([frame([gt])], [detections([shifted], [0.9])])
+        metrics = evaluate_kitti([frame([gt])], [detections([shifted], [0.9])], sampling="every_point")
         assert ap(metrics, name) == expected and ap(metrics, name, metric="bev") == expected
 
 
@@ -196,28 +197,30 @@ def test_ignored_ground_truth_and_detections_are_neither_fp_nor_fn():
     # Detections on the hard-only car and on the Van are assigned to ignored GTs: no FP at easy.
     def as_car(labelled):
         return ("Car", *labelled[1:])
-    metrics = evaluate_kitti(truth, [detections([valid, as_car(occluded), as_car(van)], [0.7, 0.9, 0.8])])
+    metrics = evaluate_kitti(truth, [detections([valid, as_car(occluded), as_car(van)], [0.7, 0.9, 0.8])],
+                             sampling="every_point")
     assert ap(metrics, level="easy") == 100.0 and metrics["num_gt"]["Car"]["easy"] == 1
     assert ap(metrics, level="hard") == 100.0 and metrics["num_gt"]["Car"]["hard"] == 2
     # Missing the hard-only car is no FN at easy, but one at hard.
-    metrics = evaluate_kitti(truth, [detections([valid], [0.9])])
+    metrics = evaluate_kitti(truth, [detections([valid], [0.9])], sampling="every_point")
     assert metrics["recall"]["Car"]["3d"]["easy"] == 1.0 and metrics["recall"]["Car"]["3d"]["hard"] == 0.5
 
     # A Car detection on a Truck (not a neighbouring class) is an FP: (0, 0) then (1, 1/2) → AP 50.
-    metrics = evaluate_kitti(truth, [detections([valid, as_car(truck)], [0.8, 0.9])])
+    metrics = evaluate_kitti(truth, [detections([valid, as_car(truck)], [0.8, 0.9])], sampling="every_point")
     assert ap(metrics) == pytest.approx(50.0)
 
     # A Car detection with no GT, inside the DontCare box: an FP in BEV/3D as in the official code,
     # ignored when the 2D DontCare rule is applied to BEV/3D too.
     in_dont_care = ("Car", [60.0, 0.0, -1.0, 4.0, 1.8, 1.6, 0.3], [510.0, 160.0, 590.0, 240.0])
-    metrics = evaluate_kitti(truth, [detections([valid, in_dont_care], [0.8, 0.9])])
+    metrics = evaluate_kitti(truth, [detections([valid, in_dont_care], [0.8, 0.9])], sampling="every_point")
     assert ap(metrics) == pytest.approx(50.0)
-    metrics = evaluate_kitti(truth, [detections([valid, in_dont_care], [0.8, 0.9])], dont_care_in_3d=True)
+    metrics = evaluate_kitti(truth, [detections([valid, in_dont_care], [0.8, 0.9])], dont_care_in_3d=True,
+                             sampling="every_point")
     assert ap(metrics) == 100.0 and ap(metrics, metric="bev") == 100.0
 
     # A detection lower than 40 px is ignored at easy (no FP), counted at moderate (>= 25 px).
     small = ("Car", [60.0, 0.0, -1.0, 4.0, 1.8, 1.6, 0.3], [700.0, 100.0, 740.0, 130.0])
-    metrics = evaluate_kitti(truth, [detections([valid, small], [0.8, 0.9])])
+    metrics = evaluate_kitti(truth, [detections([valid, small], [0.8, 0.9])], sampling="every_point")
     assert ap(metrics, level="easy") == 100.0 and ap(metrics, level="moderate") == pytest.approx(50.0)
 
 
@@ -309,7 +312,7 @@ def test_real_frames_ground_truth_as_detections_and_half_of_them(real_file):
         return out
 
     everything = [np.ones(len(m["annotations"]["names"]), bool) for m in truth]
-    metrics = evaluate_kitti(truth, as_detections(everything))
+    metrics = evaluate_kitti(truth, as_detections(everything), sampling="every_point")
     assert metrics["num_detections_outside_image"] == 0 and metrics["frames_with_assumed_image_size"] == 2
     # Counted here (oracle: the difficulty table on the raw label fields): the pedestrian of 000000 at
     # every level; the car of 000001 is 21.6 px high and the cyclist's occlusion is 3: never counted.
@@ -332,7 +335,7 @@ def test_real_frames_ground_truth_as_detections_and_half_of_them(real_file):
     # Every second labelled object dropped (the pedestrian among them): its recall and AP fall to 0.
     order = np.cumsum([0] + [len(k) for k in everything])
     half = [np.arange(order[i], order[i + 1]) % 2 == 1 for i in range(len(truth))]
-    metrics = evaluate_kitti(truth, as_detections(half))
+    metrics = evaluate_kitti(truth, as_detections(half), sampling="every_point")
     assert metrics["recall"]["Pedestrian"]["3d"] == {"easy": 0.0, "moderate": 0.0, "hard": 0.0}
     assert metrics["ap"]["Pedestrian"]["3d"]["moderate"] == 0.0 and metrics["num_detections"] == 2
 
