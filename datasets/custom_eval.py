@@ -124,6 +124,12 @@ class CustomEvaluator:
             raise ValueError(f"ground truth of frame {frame_id!r} registered twice")
         self._truth[frame_id] = (boxes, labels)
 
+    def add_frame(self, frame_id, frame: dict) -> None:
+        """Register the ground truth of a dataset frame ``{'points', 'gt_boxes', 'gt_labels', 'meta'}``."""
+        if not isinstance(frame, dict) or "gt_boxes" not in frame or "gt_labels" not in frame:
+            raise ValueError(f"frame {frame_id!r}: expected a dataset frame with 'gt_boxes' and 'gt_labels'")
+        self.add_ground_truth(frame_id, frame["gt_boxes"], frame["gt_labels"])
+
     def process(self, frame_id, pred_boxes, scores, labels) -> None:
         """A frame's detections: pred_boxes (K, >=7) (velocities ignored), scores (K,), labels (K,)
         class indices; arrays or tensors. Call it once for every frame with GT, with K = 0 when nothing

@@ -63,8 +63,11 @@ rectified camera frame, whose vertical axis is tilted from the LiDAR's by a frac
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
+from datasets.atomic_files import write_json_atomically
 from datasets.box_overlaps import as_boxes, bev_iou, box_overlaps, image_box_overlap_of_first, image_iou, iou_3d
 from datasets.boxes import box_corners
 from datasets.detection_matching import (R40_RECALLS, SAMPLINGS, DetectionCurve, frame_operating_points,
@@ -74,7 +77,7 @@ from datasets.kitti_dataset import DEFAULT_IMAGE_SIZE, KittiDataset, split_ids
 __all__ = ["CLASSES", "DIFFICULTIES", "METRICS", "SAMPLINGS", "bev_iou", "iou_3d", "image_iou",
            "image_box_overlap_of_first", "frame_operating_points", "r40_average_precision", "image_boxes",
            "observation_angles", "ground_truth_flags", "detection_flags", "evaluated_classes", "evaluate_kitti",
-           "evaluate_detector_on_kitti", "format_table"]
+           "evaluate_detector_on_kitti", "format_table", "KittiEvaluator"]
 
 CLASSES = ("Car", "Pedestrian", "Cyclist")
 IOU_THRESHOLDS = {"Car": 0.7, "Pedestrian": 0.5, "Cyclist": 0.5}
@@ -413,3 +416,75 @@ def format_table(metrics: dict) -> str:
         lines.append(f"({metrics['frames_with_assumed_image_size']} frames without image_2/: image size "
                      f"assumed {width}x{height})")
     return "\n".join(lines)
+
+
+class KittiEvaluator:
+    """The evaluator contract on KITTI frames: register each frame's ground truth, process its
+    detections, then :meth:`evaluate` (:func:`evaluate_kitti`, written to ``metrics_kitti.json``).
+
+    class_names: the detector's classes (labels index them); the KITTI classes among them are
+    evaluated. sampling, dont_care_in_3d: as :func:`evaluate_kitti`.
+    """
+
+    METRICS_FILE = "metrics_kitti.json"
+
+    def __init__(self, class_names, sampling: str = "official", dont_care_in_3d: bool = False):
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {list(SAMPLINGS)}, got {sampling!r}")
+        self.class_names = [str(name) for name in class_names]
+        self.classes = evaluated_classes(self.class_names)
+        self.sampling, self.dont_care_in_3d = sampling, dont_care_in_3d
+        self._truth: dict[str, dict] = {}
+        self._detections: dict[str, dict] = {}
+
+    def add_ground_truth(self, frame_id, meta: dict) -> None:
+        """Register a frame: ``meta`` of :class:`datasets.kitti_dataset.KittiDataset` (annotations,
+        DontCare boxes, calibration, image size)."""
+        frame_id = str(frame_id)
+        if frame_id in self._truth:
+            raise ValueError(f"ground truth of frame {frame_id!r} registered twice")
+        if not isinstance(meta, dict) or "annotations" not in meta:
+            raise ValueError(f"ground truth of frame {frame_id!r}: expected a KittiDataset frame's meta with "
+                             "'annotations'")
+        self._truth[frame_id] = meta
+
+    def add_frame(self, frame_id, frame: dict) -> None:
+        """Register the ground truth of a dataset frame ``{'points', 'gt_boxes', 'gt_labels', 'meta'}``."""
+        self.add_ground_truth(frame_id, frame.get("meta") if isinstance(frame, dict) else None)
+
+    def process(self, frame_id, pred_boxes, scores, labels) -> None:
+        """A frame's detections: pred_boxes (K, >=7) LiDAR frame, scores (K,), labels (K,) indices into
+        class_names; arrays or tensors. Call it for every registered frame (K = 0 when none)."""
+        frame_id = str(frame_id)
+        if frame_id in self._detections:
+            raise ValueError(f"detections of frame {frame_id!r} processed twice")
+        boxes, scores, labels = (np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+                                 for v in (pred_boxes, scores, labels))
+        boxes = boxes.astype(np.float64).reshape(0, 7) if boxes.size == 0 else boxes.astype(np.float64)
+        scores, labels = scores.astype(np.float64).reshape(-1), labels.reshape(-1)
+        if boxes.ndim != 2 or boxes.shape[1] < 7 or len(boxes) != len(scores) or len(labels) != len(scores):
+            raise ValueError(f"detections of frame {frame_id!r}: need boxes (K, >=7), scores (K,), labels (K,); "
+                             f"got {boxes.shape}, {scores.shape}, {labels.shape}")
+        if len(labels) and ((labels != np.round(labels)).any() or labels.min() < 0
+                            or labels.max() >= len(self.class_names)):
+            raise ValueError(f"detections of frame {frame_id!r}: labels must be indices into {self.class_names}, "
+                             f"got {sorted(set(labels.tolist()))}")
+        self._detections[frame_id] = {"boxes": boxes, "scores": scores,
+                                      "names": [self.class_names[int(label)] for label in labels]}
+
+    def evaluate(self, out_dir: str | None = None) -> dict:
+        """:func:`evaluate_kitti` over the registered frames (in registration order); with ``out_dir``
+        also written to ``out_dir/metrics_kitti.json``."""
+        unknown = [f for f in self._detections if f not in self._truth]
+        missing = [f for f in self._truth if f not in self._detections]
+        if unknown or missing:
+            raise ValueError(f"frames processed without ground truth: {unknown[:3]}; frames with ground truth "
+                             f"never processed: {missing[:3]} (call process with empty arrays for no detections)")
+        if not self._truth:
+            raise ValueError("nothing to evaluate: no frame was registered")
+        frames = list(self._truth)
+        metrics = evaluate_kitti([self._truth[f] for f in frames], [self._detections[f] for f in frames],
+                                 self.classes, self.dont_care_in_3d, self.sampling)
+        if out_dir is not None:
+            write_json_atomically(os.path.join(out_dir, self.METRICS_FILE), metrics)
+        return metrics

@@ -13,11 +13,11 @@ import torch
 from shapely.geometry import Polygon
 
 from conftest import KITTI_SCANS, REAL_DATA
-from datasets.kitti_dataset import KittiDataset, read_label_rows, split_ids
 from datasets.detection_matching import DetectionCurve
-from datasets.kitti_eval import (bev_iou, evaluate_detector_on_kitti, evaluate_kitti, evaluated_classes,
-                                 format_table, frame_operating_points, image_boxes, iou_3d, observation_angles,
-                                 r40_average_precision)
+from datasets.kitti_dataset import KittiDataset, read_label_rows, split_ids
+from datasets.kitti_eval import (KittiEvaluator, bev_iou, evaluate_detector_on_kitti, evaluate_kitti,
+                                 evaluated_classes, format_table, frame_operating_points, image_boxes, iou_3d,
+                                 observation_angles, r40_average_precision)
 from detectors.centerpoint import CenterPoint, load_centerpoint_config
 from detectors.config import ConfigError
 from detectors.training import evaluate
@@ -648,3 +648,32 @@ def test_official_sampling_equals_the_procedure_redone_threshold_by_threshold():
         r40, r11 = official_ap_oracle(frames, 0.7)
         assert 100 * result["r40"] == pytest.approx(r40, abs=1e-9), trial
         assert 100 * result["r11"] == pytest.approx(r11, abs=1e-9), trial
+
+
+def test_kitti_evaluator_contract_gives_what_evaluate_kitti_gives(tmp_path):
+    write_kitti(tmp_path, frames=2)
+    dataset = KittiDataset(str(tmp_path))
+    evaluator = KittiEvaluator(["Car", "Pedestrian", "Cyclist", "Van"])
+    truths, found = [], []
+    for index in range(len(dataset)):
+        frame = dataset[index]
+        count = len(frame["gt_boxes"])
+        evaluator.add_frame(frame["meta"]["id"], frame)
+        evaluator.process(frame["meta"]["id"], torch.from_numpy(frame["gt_boxes"]), torch.full((count,), 0.8),
+                          torch.from_numpy(frame["gt_labels"]))
+        truths.append(frame["meta"])
+        found.append({"boxes": frame["gt_boxes"], "scores": np.full(count, 0.8),
+                      "names": [["Car", "Pedestrian", "Cyclist"][label] for label in frame["gt_labels"]]})
+    metrics = evaluator.evaluate(str(tmp_path / "eval"))
+    assert json.loads((tmp_path / "eval" / "metrics_kitti.json").read_text()) == json.loads(json.dumps(metrics))
+    assert json.loads(json.dumps(metrics)) == json.loads(json.dumps(evaluate_kitti(truths, found)))
+    # Two cars found with tied scores: the two matched scores fill slots 0 and 1 → 2.5 at R40.
+    assert metrics["num_gt"]["Car"]["moderate"] == 2 and metrics["classes"] == ["Car", "Pedestrian", "Cyclist"]
+    assert ap(metrics, metric="3d", level="moderate") == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="frame '000000' processed twice"):
+        evaluator.process("000000", np.zeros((0, 7)), [], [])
+    with pytest.raises(ValueError, match=r"labels must be indices into \['Car', 'Pedestrian', 'Cyclist', 'Van'\]"):
+        evaluator.process("x", np.ones((1, 7)), [0.5], [4])
+    with pytest.raises(ValueError, match=r"frames processed without ground truth: \['y'\]"):
+        evaluator.process("y", np.zeros((0, 7)), [], [])
+        evaluator.evaluate()
