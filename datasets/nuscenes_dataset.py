@@ -17,6 +17,7 @@ import numpy as np
 
 from datasets.atomic_files import write_atomically
 from datasets.point_files import read_points
+from optional_dependencies import require
 
 DETECTION_CLASSES = ["car", "truck", "construction_vehicle", "bus", "trailer", "barrier", "motorcycle", "bicycle",
                      "pedestrian", "traffic_cone"]
@@ -75,6 +76,7 @@ class NuScenesDataset:
         return len(self.infos)
 
     def _build_infos(self) -> list[SampleInfo]:
+        require("nuscenes", "reading nuScenes databases")
         from nuscenes.eval.detection.utils import category_to_detection_name
         from nuscenes.nuscenes import NuScenes
         from nuscenes.utils.splits import get_scenes_of_split

@@ -4,7 +4,8 @@
 
 dataset.type nuscenes: writes DIR/results_nusc.json (global frame) and the devkit's
 metrics_summary.json, and prints mAP, NDS and the per-class AP.
-dataset.type kitti: writes DIR/metrics_kitti.json and prints the AP table per class and difficulty.
+dataset.type kitti: writes DIR/metrics_kitti.json and prints 2D, BEV and 3D AP and AOS at R40 and R11 per
+class and difficulty, with the official score-threshold sampling.
 dataset.type custom: writes DIR/metrics_custom.json and prints BEV / 3D / centre-distance AP per class.
 """
 import argparse
