@@ -11,13 +11,15 @@ A *frame* is a dict:
   else counted with :func:`datasets.boxes.points_in_box` on ``points``);
 - ``meta``: a dict the type's evaluator reads (ids, calibration, transforms); training never does.
 
-A dataset type is three things, entered in the table of :mod:`datasets.dataset_types`: a config
+A dataset type is four things, entered in the table of :mod:`datasets.dataset_types`: a config
 dataclass (a subclass of :class:`DatasetConfig` holding the type's options, checked when the
-config is loaded), a :class:`DetectionDataset` and an :class:`Evaluator`.
+config is loaded), a :class:`DetectionDataset`, a factory of its :class:`Evaluator`, and the
+function that prints the evaluator's metrics.
 """
 from __future__ import annotations
 
 import abc
+import typing
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,22 +74,20 @@ class DetectionDataset(abc.ABC):
         without loading points)."""
 
 
-class Evaluator(abc.ABC):
-    """Scores detections: :meth:`add` once per frame, then :meth:`evaluate`."""
+class Evaluator(typing.Protocol):
+    """Scores detections, frame by frame: :meth:`add_frame` and :meth:`process` for every frame (in
+    either order), then :meth:`evaluate`. The KITTI and custom evaluators of
+    :mod:`datasets.kitti_eval` and :mod:`datasets.custom_eval` have this shape."""
 
-    @abc.abstractmethod
-    def add(self, frame: dict, detections: dict) -> None:
-        """One frame (as the dataset gave it) and the detector's output on its points:
-        {'boxes': (K, 9) LiDAR frame, 'scores': (K,), 'labels': (K,) into the class names}."""
+    def add_frame(self, frame_id: str, frame: dict) -> None:
+        """Register a frame's ground truth: the frame as the dataset gave it."""
 
-    @abc.abstractmethod
-    def evaluate(self, out_dir: str) -> dict:
-        """The metrics of every frame added (JSON-ready); writes them, and any result files, to out_dir."""
+    def process(self, frame_id: str, pred_boxes, scores, labels) -> None:
+        """The detector's output on that frame's points: boxes (K, 9) LiDAR frame, scores (K,),
+        labels (K,) indices into the class names (K = 0 when nothing was detected)."""
 
-    @staticmethod
-    @abc.abstractmethod
-    def format(metrics: dict) -> str:
-        """The metrics of :meth:`evaluate` as a short text table."""
+    def evaluate(self, out_dir: str | None = None) -> dict:
+        """The metrics of every registered frame (JSON-ready); written under ``out_dir`` when given."""
 
 
 def count_points_in_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:

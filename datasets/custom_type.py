@@ -10,10 +10,10 @@ names come from the model (``model.head.class_names``); a label of a class the c
 detects nor lists in ``dataset.ignore_classes`` is an error, so a typo cannot drop boxes silently.
 The point columns are ``dataset.point_features`` (x, y, z first), one per model input feature.
 
-Evaluation (:class:`CustomEvaluator`) scores every labelled box with the KITTI matcher without its
-difficulty rules: BEV and 3D AP at a per-class IoU threshold, and centre-distance AP (a detection
-matches a box whose BEV centre is nearer than d metres) at each of ``distance_thresholds``; AP is
-the mean over recall 1/40..40/40 of the best precision at that recall or more, in [0, 1].
+Evaluation (:class:`datasets.custom_eval.CustomEvaluator`) scores every labelled box: BEV and 3D AP
+with the KITTI matcher without its difficulty rules at a per-class IoU threshold
+(``dataset.iou_thresholds``, else ``default_iou_threshold``), and nuScenes' centre-distance AP at
+each of ``distance_thresholds``; fractions in [0, 1].
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from datasets.atomic_files import write_json_atomically
-from datasets.base import DatasetConfig, DetectionDataset, Evaluator, count_points_in_boxes
-from datasets.kitti_eval import _curve, bev_iou, frame_operating_points, iou_3d, r40_average_precision
+from datasets.base import DatasetConfig, DetectionDataset, count_points_in_boxes
+from datasets.custom_eval import CustomEvaluator
+from datasets.detection_matching import SAMPLINGS
 
 POINT_SUFFIXES = (".npy", ".bin")
 
@@ -37,8 +37,11 @@ class CustomConfig(DatasetConfig):
     iou_thresholds: dict[str, float] = field(default_factory=dict)  # per class; others default_iou_threshold
     default_iou_threshold: float = 0.5
     distance_thresholds: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0])   # metres
+    sampling: str = "every_point"    # IoU AP at every operating point, or KITTI's 'official' <= 41 thresholds
 
     def __post_init__(self):
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"dataset.sampling must be one of {list(SAMPLINGS)}, got {self.sampling!r}")
         if list(self.point_features[:3]) != ["x", "y", "z"]:
             raise ValueError(f"dataset.point_features must start with x, y, z, got {self.point_features}")
         if len(set(self.point_features)) != len(self.point_features):
@@ -144,84 +147,10 @@ class CustomDataset(DetectionDataset):
         return [set(self._labels(i)[1]) & set(self.class_names) for i in range(len(self))]
 
 
-def centre_distances(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
-    """(M, N) BEV distances in metres between the centres of boxes (M, >=2) and (N, >=2)."""
-    boxes1, boxes2 = np.asarray(boxes1, dtype=np.float64), np.asarray(boxes2, dtype=np.float64)
-    return np.linalg.norm(boxes1[:, None, :2] - boxes2[None, :, :2], axis=-1)
-
-
-class CustomEvaluator(Evaluator):
-    """BEV / 3D / centre-distance AP over every labelled box (module docstring), to ``metrics_custom.json``."""
-
-    def __init__(self, config: CustomConfig, split: str, class_names):
-        self.class_names = list(class_names)
-        self.iou_thresholds = {name: config.iou_thresholds.get(name, config.default_iou_threshold)
-                               for name in self.class_names}
-        unknown = sorted(set(config.iou_thresholds) - set(self.class_names))
-        if unknown:
-            raise ValueError(f"dataset.iou_thresholds names {unknown}, not among the classes {self.class_names}")
-        self.distances = list(config.distance_thresholds)
-        self.frames: dict[tuple, list] = {}
-        self.num_frames = self.num_detections = 0
-
-    def add(self, frame: dict, detections: dict) -> None:
-        gt_boxes = np.asarray(frame["gt_boxes"], dtype=np.float64).reshape(-1, 9)
-        gt_labels = np.asarray(frame["gt_labels"]).astype(np.int64).reshape(-1)
-        boxes = np.asarray(detections["boxes"], dtype=np.float64)
-        boxes = boxes.reshape(-1, boxes.shape[-1] if boxes.size else 9)
-        scores = np.asarray(detections["scores"], dtype=np.float64).reshape(-1)
-        labels = np.asarray(detections["labels"]).astype(np.int64).reshape(-1)
-        if not (len(boxes) == len(scores) == len(labels)):
-            raise ValueError(f"detections: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels")
-        overlaps = {"bev": bev_iou(boxes, gt_boxes), "3d": iou_3d(boxes, gt_boxes)}
-        # The matcher keeps pairs whose overlap in [0, 1] exceeds the threshold, preferring the largest:
-        # closeness 1 / (1 + distance) above 1 / (1 + d) is "nearer than d", preferring the nearest.
-        closeness = 1.0 / (1.0 + centre_distances(boxes, gt_boxes))
-        for index, name in enumerate(self.class_names):
-            gt_flags = np.where(gt_labels == index, 0, -1).astype(np.int8)
-            det_flags = np.where(labels == index, 0, -1).astype(np.int8)
-            for metric in ("bev", "3d"):
-                self.frames.setdefault((name, metric), []).append(frame_operating_points(
-                    overlaps[metric], scores, gt_flags, det_flags, self.iou_thresholds[name]))
-            for distance in self.distances:
-                self.frames.setdefault((name, f"distance_{distance:g}"), []).append(frame_operating_points(
-                    closeness, scores, gt_flags, det_flags, 1.0 / (1.0 + distance)))
-        self.num_frames += 1
-        self.num_detections += len(scores)
-
-    def evaluate(self, out_dir: str) -> dict:
-        if not self.num_frames:
-            raise ValueError("no frames to evaluate: add() was never called")
-        ap, num_gt = {}, {}
-        for name in self.class_names:
-            ap[name] = {}
-            for (class_name, metric), frames in self.frames.items():
-                if class_name != name:
-                    continue
-                recall, precision, count = _curve(frames)
-                num_gt[name] = count
-                ap[name][metric] = r40_average_precision(recall, precision) / 100.0 if count else None
-            distance_aps = [ap[name][f"distance_{d:g}"] for d in self.distances]
-            ap[name]["distance"] = None if None in distance_aps else float(np.mean(distance_aps))
-        counted = [name for name in self.class_names if num_gt.get(name)]
-        mean_ap = {metric: float(np.mean([ap[n][metric] for n in counted])) if counted else None
-                   for metric in ("bev", "3d", "distance")}
-        metrics = {"protocol": "custom: KITTI matcher without difficulties, AP over recall 1/40..40/40, in [0, 1]",
-                   "iou_thresholds": self.iou_thresholds, "distance_thresholds": self.distances,
-                   "ap": ap, "mean_ap": mean_ap, "num_gt": num_gt, "num_frames": self.num_frames,
-                   "num_detections": self.num_detections}
-        write_json_atomically(os.path.join(out_dir, "metrics_custom.json"), metrics)
-        return metrics
-
-    @staticmethod
-    def format(metrics: dict) -> str:
-        columns = ("bev", "3d", "distance")
-        lines = [f"custom AP ({metrics['num_frames']} frames, {metrics['num_detections']} detections)",
-                 f"{'class':<22}{'GT':>7}" + "".join(f"{c:>10}" for c in columns)]
-        for name, values in metrics["ap"].items():
-            cells = "".join(f"{values[c]:>10.4f}" if values[c] is not None else f"{'-':>10}" for c in columns)
-            lines.append(f"{name:<22}{metrics['num_gt'].get(name, 0):>7}{cells}")
-        mean = metrics["mean_ap"]
-        lines.append(f"{'mean':<22}{'':>7}" + "".join(f"{mean[c]:>10.4f}" if mean[c] is not None else f"{'-':>10}"
-                                                       for c in columns))
-        return "\n".join(lines)
+def custom_evaluator(config: CustomConfig, split: str, class_names) -> CustomEvaluator:
+    """The custom evaluator (:class:`datasets.custom_eval.CustomEvaluator`) with the config's thresholds."""
+    unknown = sorted(set(config.iou_thresholds) - set(class_names))
+    if unknown:
+        raise ValueError(f"dataset.iou_thresholds names {unknown}, not among the classes {list(class_names)}")
+    thresholds = {name: config.iou_thresholds.get(name, config.default_iou_threshold) for name in class_names}
+    return CustomEvaluator(class_names, thresholds, config.distance_thresholds, config.sampling)

@@ -1,31 +1,35 @@
-"""The table of dataset types: config name → (config dataclass, dataset, evaluator).
+"""The table of dataset types: ``dataset.type`` → its config, dataset, evaluator and metrics table.
 
 Adding a dataset type is one module (a :class:`datasets.base.DatasetConfig` subclass with the
-type's options, a :class:`datasets.base.DetectionDataset`, an :class:`datasets.base.Evaluator`)
-plus one entry here; ``tests/datasets/test_dataset_contract.py`` then checks its frames. Training,
-evaluation and the tools only call :func:`build_dataset` and :func:`build_evaluator`.
+type's options, a :class:`datasets.base.DetectionDataset`, a factory of an evaluator) plus one entry
+here; ``tests/datasets/test_dataset_contract.py`` then checks its frames and its evaluator.
+Training, evaluation and the tools only call :func:`build_dataset`, :func:`build_evaluator` and
+:func:`format_metrics`.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from datasets import custom_eval, kitti_eval
 from datasets.base import DatasetConfig, DetectionDataset, Evaluator
-from datasets.custom_type import CustomConfig, CustomDataset, CustomEvaluator
-from datasets.kitti_type import KittiConfig, KittiEvaluator, KittiFrames
+from datasets.custom_type import CustomConfig, CustomDataset, custom_evaluator
+from datasets.kitti_type import KittiConfig, KittiFrames, kitti_evaluator
 from datasets.nuscenes_type import NuScenesConfig, NuScenesEvaluator, NuScenesFrames
 
 
 @dataclass(frozen=True)
 class DatasetType:
-    config: type      # a DatasetConfig subclass: the type's options
-    dataset: type     # DetectionDataset subclass, built as dataset(config, split, class_names)
-    evaluator: type   # Evaluator subclass, built as evaluator(config, split, class_names)
+    config: type                 # a DatasetConfig subclass: the type's options
+    dataset: type                # a DetectionDataset, built as dataset(config, split, class_names)
+    evaluator: Callable          # (config, split, class_names) → an Evaluator
+    format: Callable             # the evaluator's metrics dict → text
 
 
 DATASET_TYPES = {
-    "nuscenes": DatasetType(NuScenesConfig, NuScenesFrames, NuScenesEvaluator),
-    "kitti": DatasetType(KittiConfig, KittiFrames, KittiEvaluator),
-    "custom": DatasetType(CustomConfig, CustomDataset, CustomEvaluator),
+    "nuscenes": DatasetType(NuScenesConfig, NuScenesFrames, NuScenesEvaluator, NuScenesEvaluator.format),
+    "kitti": DatasetType(KittiConfig, KittiFrames, kitti_evaluator, kitti_eval.format_table),
+    "custom": DatasetType(CustomConfig, CustomDataset, custom_evaluator, custom_eval.format_table),
 }
 
 
@@ -54,4 +58,4 @@ def build_evaluator(config: DatasetConfig, split: str, class_names) -> Evaluator
 
 def format_metrics(config: DatasetConfig, metrics: dict) -> str:
     """The metrics of the type's evaluator as text."""
-    return _entry(config).evaluator.format(metrics)
+    return _entry(config).format(metrics)

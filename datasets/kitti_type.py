@@ -4,7 +4,8 @@ scored by :mod:`datasets.kitti_eval`.
 
 Options (``dataset.``): ``fov_crop`` (default true): keep only the points that project into the
 image of camera 2, as the benchmark does — KITTI labels only what that camera sees, so points
-outside it would teach the detector to call every unlabelled car there background. A split names
+outside it would teach the detector to call every unlabelled car there background. ``sampling``:
+the evaluator's score-threshold sampling (``official``, or ``every_point``). A split names
 ``ImageSets/<split>.txt``. Points are x, y, z, reflectance.
 """
 from __future__ import annotations
@@ -14,16 +15,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datasets.atomic_files import write_json_atomically
-from datasets.base import DatasetConfig, DetectionDataset, Evaluator, count_points_in_boxes
+from datasets.base import DatasetConfig, DetectionDataset, count_points_in_boxes
+from datasets.detection_matching import SAMPLINGS
 from datasets.kitti_dataset import DEFAULT_IMAGE_SIZE, KittiDataset, read_label_rows, split_ids
-from datasets.kitti_eval import evaluate_kitti, evaluated_classes, format_table
+from datasets.kitti_eval import KittiEvaluator
 
 
 @dataclass
 class KittiConfig(DatasetConfig):
     type: str = "kitti"
     fov_crop: bool = True
+    sampling: str = "official"       # AP: the benchmark's <= 41 score thresholds, or 'every_point'
+
+    def __post_init__(self):
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"dataset.sampling must be one of {list(SAMPLINGS)}, got {self.sampling!r}")
 
 
 def in_camera_view(points: np.ndarray, calibration: dict[str, np.ndarray], image_size=DEFAULT_IMAGE_SIZE,
@@ -77,28 +83,6 @@ class KittiFrames(DetectionDataset):
         return sets
 
 
-class KittiEvaluator(Evaluator):
-    """BEV and 3D AP per class and difficulty (:func:`datasets.kitti_eval.evaluate_kitti`), written to
-    ``metrics_kitti.json``."""
-
-    def __init__(self, config: KittiConfig, split: str, class_names):
-        self.class_names = list(class_names)
-        self.classes = evaluated_classes(self.class_names)
-        self.truths: list[dict] = []
-        self.detections: list[dict] = []
-
-    def add(self, frame: dict, detections: dict) -> None:
-        labels = np.asarray(detections["labels"]).astype(np.int64).reshape(-1)
-        self.truths.append(frame["meta"])
-        self.detections.append({"boxes": np.asarray(detections["boxes"], dtype=np.float64),
-                                "scores": np.asarray(detections["scores"], dtype=np.float64),
-                                "names": [self.class_names[label] for label in labels]})
-
-    def evaluate(self, out_dir: str) -> dict:
-        metrics = evaluate_kitti(self.truths, self.detections, self.classes)
-        write_json_atomically(os.path.join(out_dir, "metrics_kitti.json"), metrics)
-        return metrics
-
-    @staticmethod
-    def format(metrics: dict) -> str:
-        return format_table(metrics)
+def kitti_evaluator(config: KittiConfig, split: str, class_names) -> KittiEvaluator:
+    """The KITTI evaluator (:class:`datasets.kitti_eval.KittiEvaluator`) with the config's sampling."""
+    return KittiEvaluator(class_names, sampling=config.sampling)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datasets.base import DatasetConfig, DetectionDataset, Evaluator
+from datasets.base import DatasetConfig, DetectionDataset
 from datasets.nuscenes_dataset import NuScenesDataset
 from datasets.nuscenes_export import evaluate_nuscenes, lidar_boxes_to_results, write_results
 
@@ -48,21 +48,39 @@ class NuScenesFrames(DetectionDataset):
         return [set(info.gt_names) for info in self.source.infos]
 
 
-class NuScenesEvaluator(Evaluator):
-    """Detections → ``results_nusc.json`` (global frame) → the devkit's metrics (``metrics_summary.json``)."""
+class NuScenesEvaluator:
+    """The evaluator contract (:class:`datasets.base.Evaluator`) for nuScenes: detections →
+    ``results_nusc.json`` (global frame) → the devkit's metrics (``metrics_summary.json``)."""
 
     def __init__(self, config: NuScenesConfig, split: str, class_names):
         self.config, self.split, self.class_names = config, split, list(class_names)
+        self._poses: dict[str, dict] = {}
         self.results: dict[str, list[dict]] = {}
 
-    def add(self, frame: dict, detections: dict) -> None:
-        meta = frame["meta"]
-        labels = np.asarray(detections["labels"]).astype(np.int64).reshape(-1)
+    def add_frame(self, frame_id, frame: dict) -> None:
+        """Register a frame: its sample token and LiDAR poses (``meta``) place its detections."""
+        frame_id = str(frame_id)
+        if frame_id in self._poses:
+            raise ValueError(f"frame {frame_id!r} registered twice")
+        self._poses[frame_id] = frame["meta"]
+
+    def process(self, frame_id, pred_boxes, scores, labels) -> None:
+        frame_id = str(frame_id)
+        if frame_id not in self._poses:
+            raise ValueError(f"detections of frame {frame_id!r}, which was never registered with add_frame")
+        meta = self._poses[frame_id]
+        boxes, scores, labels = (np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+                                 for v in (pred_boxes, scores, labels))
+        labels = labels.astype(np.int64).reshape(-1)
         self.results[meta["token"]] = lidar_boxes_to_results(
-            meta["token"], np.asarray(detections["boxes"]), np.asarray(detections["scores"]),
+            meta["token"], boxes.reshape(len(labels), -1), scores.reshape(-1),
             [self.class_names[label] for label in labels], meta["lidar_to_ego"], meta["ego_to_global"])
 
-    def evaluate(self, out_dir: str) -> dict:
+    def evaluate(self, out_dir: str | None = None) -> dict:
+        if len(self.results) != len(self._poses):
+            raise ValueError(f"{len(self._poses)} frames registered, {len(self.results)} processed")
+        if out_dir is None:
+            raise ValueError("the nuScenes devkit evaluates a results file: give out_dir")
         os.makedirs(out_dir, exist_ok=True)
         results_path = os.path.join(out_dir, "results_nusc.json")
         write_results(results_path, self.results)

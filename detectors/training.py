@@ -318,6 +318,7 @@ def evaluate(config: CenterPointConfig, checkpoint_path: str, out_dir: str, spli
     for index in range(len(frames)):
         frame = frames[index]
         detections = model.predict([frame["points"]])[0]
-        evaluator.add(frame, {key: value.numpy() for key, value in detections.items()})
+        evaluator.add_frame(str(index), frame)
+        evaluator.process(str(index), detections["boxes"], detections["scores"], detections["labels"])
     os.makedirs(out_dir, exist_ok=True)
     return evaluator.evaluate(out_dir)

@@ -1,13 +1,13 @@
-"""dataset.type custom: the OpenPCDet-style layout read with clear errors, its evaluator against
-known answers, and training + evaluation end to end on the synthetic world written in that layout."""
+"""dataset.type custom: the OpenPCDet-style layout read with clear errors, the evaluator built from
+the config's thresholds, and training + evaluation end to end on the synthetic world in that layout."""
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from datasets.custom_type import CustomConfig, CustomDataset, CustomEvaluator
-from datasets.dataset_types import build_dataset
+from datasets.custom_type import CustomConfig, CustomDataset, custom_evaluator
+from datasets.dataset_types import build_dataset, build_evaluator
 from datasets.layout_writers import write_custom_frames
 from datasets.nuscenes_dataset import DETECTION_CLASSES
 from datasets.nuscenes_type import NuScenesConfig
@@ -64,39 +64,20 @@ def test_bad_layouts_get_errors_naming_the_file(tmp_path):
         CustomDataset(CustomConfig(root=str(tmp_path)), "train", ["car"])
 
 
-def detections_of(boxes: np.ndarray, labels, scores=None) -> dict:
-    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 9)
-    return {"boxes": boxes, "labels": np.asarray(labels, dtype=np.int64),
-            "scores": np.ones(len(boxes)) if scores is None else np.asarray(scores)}
-
-
-def test_evaluator_known_answers(tmp_path):
+def test_the_evaluator_takes_the_configs_thresholds(tmp_path):
     config = CustomConfig(root="unused", iou_thresholds={"car": 0.7}, distance_thresholds=[0.5, 2.0])
-    gt = np.array([[10, 0, 0, 4, 2, 1.5, 0, 0, 0], [20, 5, 0, 4, 2, 1.5, 1, 0, 0], [5, 5, 0, 0.7, 0.7, 1.8, 0, 0, 0]],
-                  dtype=np.float32)
-    frame = {"gt_boxes": gt, "gt_labels": np.array([0, 0, 1])}
-    perfect = CustomEvaluator(config, "val", ["car", "pedestrian"])
-    perfect.add(frame, detections_of(gt, [0, 0, 1]))
-    metrics = perfect.evaluate(str(tmp_path / "perfect"))
-    for name in ("car", "pedestrian"):
-        assert metrics["ap"][name]["3d"] == metrics["ap"][name]["bev"] == metrics["ap"][name]["distance"] == 1.0
-    assert metrics["num_gt"] == {"car": 2, "pedestrian": 1} and (tmp_path / "perfect" / "metrics_custom.json").is_file()
-    # Both cars moved 1 m along x: BEV IoU 3/5 < 0.7 and centre distance 1 m (> 0.5 m, < 2 m);
-    # the pedestrian found with the wrong class, and a false car far away.
-    moved = gt.copy()
-    moved[:2, 0] += 1.0
-    shifted = CustomEvaluator(config, "val", ["car", "pedestrian"])
-    shifted.add(frame, detections_of(np.vstack([moved, [[40, 0, 0, 4, 2, 1.5, 0, 0, 0]]]), [0, 0, 0, 0],
-                                     [0.9, 0.8, 0.7, 0.95]))
-    metrics = shifted.evaluate(str(tmp_path / "shifted"))
-    car = metrics["ap"]["car"]
-    assert car["bev"] == car["3d"] == 0.0
-    assert car["distance_0.5"] == 0.0
-    # At 2 m: ranked 0.95 (FP), 0.9 (TP), 0.8 (TP): precision 2/3 at recall 1 → AP 2/3.
-    assert car["distance_2"] == pytest.approx(2 / 3) and car["distance"] == pytest.approx(1 / 3)
-    assert metrics["ap"]["pedestrian"]["3d"] == 0.0
+    evaluator = custom_evaluator(config, "val", ["car", "pedestrian"])
+    gt = np.array([[10, 0, 0, 4, 2, 1.5, 0, 0, 0], [5, 5, 0, 0.7, 0.7, 1.8, 0, 0, 0]], dtype=np.float32)
+    moved = gt + np.array([0.6, 0, 0, 0, 0, 0, 0, 0, 0], dtype=np.float32)   # 0.6 m off: BEV IoU 0.74 car, 0.07
+    evaluator.add_frame("a", {"gt_boxes": gt, "gt_labels": np.array([0, 1])})
+    evaluator.process("a", moved, np.array([0.9, 0.8]), np.array([0, 1]))
+    metrics = evaluator.evaluate(str(tmp_path))
+    assert metrics["iou_thresholds"] == {"car": 0.7, "pedestrian": 0.5}
+    assert metrics["ap"]["car"]["bev"] == 1.0 and metrics["ap"]["pedestrian"]["bev"] == 0.0
+    assert metrics["distance_ap"]["car"] == pytest.approx({"0.5": 0.0, "2.0": 1.0})
+    assert (tmp_path / "metrics_custom.json").is_file()
     with pytest.raises(ValueError, match=r"dataset.iou_thresholds names \['truck'\]"):
-        CustomEvaluator(CustomConfig(root="x", iou_thresholds={"truck": 0.5}), "val", ["car"])
+        custom_evaluator(CustomConfig(root="x", iou_thresholds={"truck": 0.5}), "val", ["car"])
 
 
 @pytest.fixture
@@ -128,14 +109,14 @@ def test_train_and_evaluate_on_the_synthetic_world_in_the_custom_layout(tmp_path
     metrics = evaluate(config, result["checkpoint"], str(tmp_path / "eval"))
     assert metrics["num_frames"] == 2 and (tmp_path / "eval" / "metrics_custom.json").is_file()
     assert metrics["num_gt"]["car"] > 0
-    for name in ("car", "pedestrian"):
-        for metric in ("bev", "3d", "distance"):
-            assert 0.0 <= metrics["ap"][name][metric] <= 1.0
+    for metric in ("bev", "3d", "distance"):
+        assert 0.0 <= metrics["mean_ap"][metric] <= 1.0
     # The same frames with their GT as detections score AP 1.
     frames = build_dataset(config.dataset, "val", config.model.head.class_names)
-    evaluator = CustomEvaluator(config.dataset, "val", config.model.head.class_names)
+    evaluator = build_evaluator(config.dataset, "val", config.model.head.class_names)
     for index in range(len(frames)):
         frame = frames[index]
-        evaluator.add(frame, detections_of(frame["gt_boxes"], frame["gt_labels"]))
+        evaluator.add_frame(index, frame)
+        evaluator.process(index, frame["gt_boxes"], np.ones(len(frame["gt_boxes"])), frame["gt_labels"])
     perfect = evaluator.evaluate(str(tmp_path / "perfect"))
-    assert perfect["mean_ap"] == {"bev": 1.0, "3d": 1.0, "distance": 1.0}
+    assert perfect["mean_ap"] == pytest.approx({"bev": 1.0, "3d": 1.0, "distance": 1.0})

@@ -11,7 +11,7 @@ from conftest import REAL_DATA
 from datasets.base import check_frame
 from datasets.boxes import points_in_box
 from datasets.custom_type import CustomConfig
-from datasets.dataset_types import DATASET_TYPES, build_dataset, build_evaluator
+from datasets.dataset_types import DATASET_TYPES, build_dataset, build_evaluator, format_metrics
 from datasets.kitti_type import KittiConfig
 from datasets.layout_writers import write_custom_frames
 from datasets.nuscenes_dataset import DETECTION_CLASSES
@@ -103,13 +103,13 @@ def test_evaluators_take_frames_and_write_their_metrics(type_name, synthetic, tm
     evaluator = build_evaluator(config, split, class_names)
     for index in range(len(dataset)):
         frame = dataset[index]
-        evaluator.add(frame, {"boxes": frame["gt_boxes"], "scores": np.ones(len(frame["gt_boxes"])),
-                              "labels": frame["gt_labels"]})
+        evaluator.add_frame(str(index), frame)
+        evaluator.process(str(index), frame["gt_boxes"], np.ones(len(frame["gt_boxes"])), frame["gt_labels"])
     out = tmp_path / "eval"
     metrics = evaluator.evaluate(str(out))
     assert isinstance(metrics, dict) and metrics
     assert any(name.startswith("metrics") and name.endswith(".json") for name in os.listdir(out))
-    assert evaluator.format(metrics).strip()
+    assert format_metrics(config, metrics).strip()
 
 
 def test_config_loading_checks_each_types_options():
