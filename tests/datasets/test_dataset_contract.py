@@ -3,6 +3,7 @@ dtypes, the box convention against the points (every box with points contains th
 box turned by 90 degrees holds fewer), label sets, and the evaluator's
 contract (metrics dict and files)."""
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,7 +117,7 @@ def test_config_loading_checks_each_types_options():
     from detectors.centerpoint import load_centerpoint_config
     from detectors.config import ConfigError
 
-    config = "configs/centerpoint_synthetic_cpu.yaml"
+    config = str(Path(__file__).resolve().parents[2] / "configs" / "centerpoint_synthetic_cpu.yaml")
     with pytest.raises(ConfigError, match=r"unknown keys dataset.num_sweeps, dataset.version; valid keys of dataset"):
         load_centerpoint_config(config, ["dataset.type=kitti"])
     with pytest.raises(ConfigError, match=r"dataset.num_sweeps must be >= 1"):
