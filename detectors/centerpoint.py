@@ -12,15 +12,12 @@ import torch
 from torch import nn
 
 from backbones.bev import SECONDFPN, height_compression
-from backbones.kernel_map import conv_output_shape
 from backbones.voxel_backbones import build_backbone
 from datasets.augmentation import Augmenter
 from detectors.center_head import CenterHead, DecodeConfig, at_least_one, center_loss, decode
 from detectors.center_targets import REGRESSION_CODE, BEVGrid, build_targets
 from detectors.config import ConfigError, load_config
 from voxelize.voxelizer import Voxelizer
-
-BACKBONE_STRIDE = 8  # x and y stride of the *8x backbones
 
 
 @dataclass
@@ -179,11 +176,15 @@ class CenterPoint(nn.Module):
                                           channels=backbone.channels, out_channels=backbone.out_channels,
                                           conv_type=backbone.conv_type, backend=backbone.backend,
                                           site_pruning=backbone.site_pruning, activation_topk=backbone.activation_topk)
-        bev_depth = _backbone_output_depth(spatial_shape[0])
-        self.bev_backbone = SECONDFPN(backbone.out_channels * bev_depth, **vars(config.bev))
+        bev_depth = self.backbone_3d.output_shape(spatial_shape)[0]
+        self.bev_backbone = SECONDFPN(self.backbone_3d.out_channels * bev_depth, **vars(config.bev))
         self.head = CenterHead(self.bev_backbone.out_channels, head.class_groups, head.shared_channels,
                                head.head_channels)
-        stride = BACKBONE_STRIDE * config.bev.layer_strides[0]
+        _, stride_y, stride_x = self.backbone_3d.output_stride
+        if stride_y != stride_x:
+            raise ValueError(f"{backbone.type} strides y and x differently ({stride_y} vs {stride_x}); the BEV "
+                             f"head needs square cells")
+        stride = stride_x * config.bev.layer_strides[0]
         self.grid = BEVGrid(tuple(geometry.point_cloud_range), tuple(geometry.voxel_size), stride)
 
     def forward(self, clouds: list) -> list[dict[str, torch.Tensor]]:
@@ -207,14 +208,6 @@ class CenterPoint(nn.Module):
     def predict(self, clouds: list) -> list[dict[str, torch.Tensor]]:
         head = self.config.head
         return decode(self(clouds), head.class_groups, head.class_names, self.grid, self.config.decode)
-
-
-def _backbone_output_depth(depth: int) -> int:
-    """Height of the backbone output: depth + 1 (as OpenPCDet) through the z strides of conv2..conv_out."""
-    d = depth + 1
-    for kernel, stride, padding in ((3, 2, 1), (3, 2, 1), (3, 2, 0), (3, 2, 0)):
-        d = conv_output_shape((d, 1, 1), (kernel, 1, 1), (stride, 1, 1), (padding, 0, 0), (1, 1, 1))[0]
-    return d
 
 
 __all__ = ["CenterPoint", "CenterPointConfig", "ModelConfig", "REGRESSION_CODE", "load_centerpoint_config"]
