@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from backbones.activation_sparsity import KWinnersTakeAll, SiteTopK
+from backbones.kernel_map import conv_output_shape
 from backbones.sparse_modules import (SparseConv3d, SparseModule, SparseSequential, SubMConv3d, conv_bn, on_features,
                                       set_backend)
 from voxelize.sparse_tensor import SparseTensor
@@ -134,13 +135,27 @@ class _VoxelBackBone8x(SparseModule):
     def build_stages(self, channels, options: BlockOptions):
         raise NotImplementedError
 
+    @staticmethod
+    def padded_shape(spatial_shape) -> tuple[int, int, int]:
+        """The grid the convs run on: as OpenPCDet, one extra z layer, so a 40-voxel height falls
+        41 → 21 → 11 → 5 → 2."""
+        depth, height, width = spatial_shape
+        return depth + 1, height, width
+
+    def output_shape(self, spatial_shape) -> tuple[int, int, int]:
+        """(D, H, W) of ``forward(x).out`` for an input on the grid ``spatial_shape`` (D, H, W): the
+        strided convs walked in order. ValueError when the grid is too small to leave an output."""
+        shape = self.padded_shape(spatial_shape)
+        for module in self.modules():  # registration order is the order forward runs them
+            if isinstance(module, SparseConv3d):
+                shape = conv_output_shape(shape, module.kernel_size, module.stride, module.padding, module.dilation)
+        return shape
+
     def forward(self, x: SparseTensor) -> BackboneOutput:
         """``x``: the voxelized tensor at stride 1 on the voxelizer's grid (D, H, W)."""
         if x.num_channels != self.in_channels:
             raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, got {x.num_channels}")
-        # As OpenPCDet: one extra z layer, so a 40-voxel height falls 41 → 21 → 11 → 5 → 2.
-        depth, height, width = x.spatial_shape
-        x = SparseTensor(x.features, x.coords, (depth + 1, height, width), x.batch_size, x.tensor_stride,
+        x = SparseTensor(x.features, x.coords, self.padded_shape(x.spatial_shape), x.batch_size, x.tensor_stride,
                          check=False)
         x_conv1 = self.conv1(self.conv_input(x))
         x_conv2 = self.conv2(x_conv1)
