@@ -117,7 +117,7 @@ class DecodeConfig:
     """Decoding and NMS settings (per group the same)."""
     top_k: PositiveInt = 500
     score_threshold: Probability = 0.1
-    post_center_range: Annotated[tuple[float, ...], Length(6)] = (-61.2, -61.2, -10.0, 61.2, 61.2, 10.0)
+    post_center_range: Annotated[list[float], Length(6)] = (-61.2, -61.2, -10.0, 61.2, 61.2, 10.0)
     nms: Literal[NMS_KINDS] = "circle"
     # Metres per group: the square roots of CenterPoint's min_radius [4, 12, 10, 1, 0.85, 0.175], which its
     # circle NMS compares with squared distances.

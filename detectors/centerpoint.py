@@ -2,12 +2,16 @@
 
 points → Voxelizer (mean of each voxel's points) → sparse 3D backbone → height compression →
 SECOND-FPN → CenterHead. The grid, the backbone's input shape, the BEV channels and the head's
-output grid all derive from ``model.geometry`` (range and voxel size) and the backbone's stride.
+output grid all derive from ``model.geometry`` (range and voxel size) and the networks' strides.
+
+A config is checked when it is built (at load time): the range must hold a whole number of voxels
+per axis, and that grid must pass the 3D backbone's strided convs, the BEV network's levels and the
+head so that every head cell covers the same whole number of voxels (:func:`model_shapes`, which asks
+the networks for their output shapes); string options are closed sets; numbers have their ranges.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
@@ -273,6 +277,7 @@ class _ShapeModel:
 
     def __init__(self, model: ModelConfig):
         backbone, bev = model.backbone_3d, model.bev
+        self.answers: dict = {}  # (axis kind, voxels) → fits; the nearest-value search asks many times
         with torch.device("meta"):
             try:
                 self.backbone = build_backbone(backbone.type, in_channels=model.num_point_features,
@@ -301,19 +306,22 @@ class _ShapeModel:
             return None, str(error)
         return (cells.pop(), "") if len(cells) == 1 else (None, f"the head's branches give {sorted(cells)} cells")
 
-    @functools.lru_cache(maxsize=None)
     def xy_fits(self, voxels: int) -> bool:
         """Whether a grid of ``voxels`` along x (or y) maps onto whole head cells of ``factor`` voxels."""
-        return voxels >= 1 and voxels % self.factor == 0 and self.xy_cells(voxels)[0] == voxels // self.factor
+        if ("xy", voxels) not in self.answers:
+            self.answers["xy", voxels] = voxels >= 1 and voxels % self.factor == 0 and \
+                self.xy_cells(voxels)[0] == voxels // self.factor
+        return self.answers["xy", voxels]
 
-    @functools.lru_cache(maxsize=None)
     def z_fits(self, voxels: int) -> bool:
         """Whether a grid of ``voxels`` along z survives the 3D backbone's downsampling."""
-        try:
-            self.backbone.output_shape((voxels, self.REFERENCE_GRID, self.REFERENCE_GRID))
-        except ValueError:
-            return False
-        return voxels >= 1
+        if ("z", voxels) not in self.answers:
+            try:
+                self.backbone.output_shape((voxels, self.REFERENCE_GRID, self.REFERENCE_GRID))
+                self.answers["z", voxels] = voxels >= 1
+            except ValueError:
+                self.answers["z", voxels] = False
+        return self.answers["z", voxels]
 
 
 def model_shapes(model: ModelConfig) -> ModelShapes:
@@ -343,8 +351,9 @@ def model_shapes(model: ModelConfig) -> ModelShapes:
 
 def _misfit(shapes: _ShapeModel, axis: int, voxels: int) -> str:
     if axis == 2:
-        return (f"gives {voxels} voxels, too few for the 3D backbone's downsampling in z (at least "
-                f"{next(n for n in range(1, 4097) if shapes.z_fits(n))} voxels)")
+        least = next((n for n in range(1, 4097) if shapes.z_fits(n)), None)
+        return (f"gives {voxels} voxels, too few for the 3D backbone's downsampling in z"
+                + (f" (at least {least} voxels)" if least else ""))
     valid = [n for n in range(1, 1025) if shapes.xy_fits(n)]
     multiples = valid and all(n % valid[0] == 0 for n in valid) and len(valid) == 1024 // valid[0]
     period = valid[0] if multiples else None
@@ -422,8 +431,8 @@ class CenterPoint(nn.Module):
         self.head = CenterHead(self.bev_backbone.out_channels, head.class_groups, head.shared_channels,
                                head.head_channels)
         self.grid = BEVGrid(tuple(geometry.point_cloud_range), tuple(geometry.voxel_size), shapes.out_size_factor)
-        if self.grid.shape != shapes.bev:  # the decoder's grid and the head's map are one and the same
-            raise AssertionError(f"BEV grid {self.grid.shape} differs from the head's map {shapes.bev}")
+        if self.grid.shape != shapes.bev:  # the decoder's grid and the head's map must be one and the same
+            raise RuntimeError(f"internal: BEV grid {self.grid.shape} differs from the head's map {shapes.bev}")
 
     def forward(self, clouds: list) -> list[dict[str, torch.Tensor]]:
         tensor, _ = self.voxelizers["train" if self.training else "test"].batch(clouds)
@@ -448,4 +457,5 @@ class CenterPoint(nn.Module):
         return decode(self(clouds), head.class_groups, head.class_names, self.grid, self.config.decode)
 
 
-__all__ = ["CenterPoint", "CenterPointConfig", "ModelConfig", "REGRESSION_CODE", "load_centerpoint_config"]
+__all__ = ["CenterPoint", "CenterPointConfig", "ModelConfig", "ModelShapes", "REGRESSION_CODE",
+           "load_centerpoint_config", "model_shapes"]

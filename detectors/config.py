@@ -206,11 +206,12 @@ def from_dict(schema, data, where: str = ""):
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping for {schema.__name__}, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(schema)}
-    unknown = sorted((k for k in data if k not in fields), key=repr)
+    unknown = sorted((k for k in data if k not in fields), key=str)
     if unknown:
         guesses = [f"{_join(where, str(k))} -> {close[0]!r}" for k in unknown
                    if (close := difflib.get_close_matches(str(k), fields, 1))]
-        raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(_join(where, str(k)) for k in unknown)}; "
+        names = ", ".join(_join(where, str(k)) for k in unknown)
+        raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {names}; "
                           f"valid keys{' of ' + where if where else ''}: {sorted(fields)}"
                           + (f" (did you mean {', '.join(guesses)}?)" if guesses else ""))
     hints = typing.get_type_hints(schema, include_extras=True)
@@ -272,7 +273,8 @@ def _convert(hint, value, key: str):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         if not args:
             return dict(value)
-        return {_convert(args[0], k, f"{key} (key {k!r})"): _convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
+        return {_convert(args[0], k, f"{key} (key {k!r})"): _convert(args[1], v, f"{key}.{k}")
+                for k, v in value.items()}
     if hint is typing.Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
