@@ -220,7 +220,8 @@ def _read_npy(path: str) -> PointFile:
         if head and all(byte in _PRINTABLE for byte in head):
             raise ValueError(f"{path}: a text file (starts {head[:40].decode('ascii')!r}), not an .npy array; "
                              f"load it with np.loadtxt and save it with np.save")
-        raise ValueError(f"{path}: not an .npy file (no NUMPY header{'; a pickle?' if head[:1] == b'\x80' else ''})")
+        pickle_hint = "; a pickle?" if head[:1] == b"\x80" else ""
+        raise ValueError(f"{path}: not an .npy file (no NUMPY header{pickle_hint})")
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as error:
@@ -236,13 +237,13 @@ def _read_npy(path: str) -> PointFile:
         raise ValueError(f"{path}: a structured array with fields {array.dtype.names}; save a plain (N, C) float "
                          f"array (x, y, z first) instead")
     if array.ndim != 2:
-        raise ValueError(f"{path}: expected a 2-D float array (N, C) with {MIN_CHANNELS} <= C <= {MAX_CHANNELS}, "
+        raise ValueError(f"{path}: expected a 2-D float array (N, C>={MIN_CHANNELS}) with C <= {MAX_CHANNELS}, "
                          f"got {array.dtype} {array.shape}")
     if not MIN_CHANNELS <= array.shape[1] <= MAX_CHANNELS:
         hint = ""
         if MIN_CHANNELS <= array.shape[0] <= MAX_CHANNELS and array.shape[1] > MAX_CHANNELS:
             hint = f"; it looks transposed (channels first): save points.T, shape {array.shape[::-1]}"
-        raise ValueError(f"{path}: expected a 2-D float array (N, C) with {MIN_CHANNELS} <= C <= {MAX_CHANNELS}, "
+        raise ValueError(f"{path}: expected a 2-D float array (N, C>={MIN_CHANNELS}) with C <= {MAX_CHANNELS}, "
                          f"got {array.dtype} {array.shape}{hint}")
     if not np.issubdtype(array.dtype, np.floating):
         raise ValueError(f"{path}: expected a float array (N, C>=3), got {array.dtype} {array.shape}")
