@@ -73,6 +73,11 @@ def check_nuscenes_root(root: str, version: str) -> str:
     if missing:
         raise ValueError(f"{folder} is not a complete nuScenes database: missing table(s) "
                          f"{', '.join(t + '.json' for t in missing)}")
+    maps = _read_json(os.path.join(folder, "map.json"))
+    absent = [row.get("filename") for row in maps if not os.path.isfile(os.path.join(root, row.get("filename", "")))]
+    if absent:   # the devkit loads every map mask and asserts otherwise
+        raise ValueError(f"{root}: map file(s) {', '.join(map(str, absent[:3]))} named in {version}/map.json are "
+                         f"missing (copy the maps/ folder with the tables)")
     return folder
 
 
