@@ -141,14 +141,14 @@ def _read_raw(path: str, point_width, dtype, check_values: bool) -> PointFile:
         raise ValueError(f"{path}: size {raw.size} bytes is not a whole number of points of {point_width} x "
                          f"{dtype.name} ({point_bytes} bytes each){_suggestion(fits, path)}")
     columns = raw_columns(path, point_width)
-    points = raw.view(dtype).reshape(-1, point_width)
+    points = raw.view(dtype).reshape(-1, point_width).astype(np.float32)
     if check_values:
         problem = implausibility(points, columns)
         if problem:
             fits = [fit for fit in _plausible_layouts(raw, path) if fit != (dtype, point_width)]
             raise ValueError(f"{path}: read as {dtype.name} x {point_width} ({', '.join(columns)}), the values are "
                              f"implausible: {problem}{_suggestion(fits, path)}")
-    return PointFile(points.astype(np.float32), columns, layout)
+    return PointFile(points, columns, layout)
 
 
 def implausibility(points: np.ndarray, columns: tuple[str, ...], extra_non_negative: bool = False) -> str | None:
@@ -158,14 +158,15 @@ def implausibility(points: np.ndarray, columns: tuple[str, ...], extra_non_negat
     elongation are), used to rank candidate layouts of a misread file."""
     if len(points) == 0:
         return "no points"
-    values = points.astype(np.float64)
-    finite = np.isfinite(values)
-    if not finite.all():
-        column = int(np.nonzero(~finite.all(axis=0))[0][0])
-        return f"{int((~finite).sum())} values are NaN or infinite (first in column {column}, {columns[column]})"
+    values = points if points.dtype.itemsize >= 4 else points.astype(np.float32)
+    by_column = np.ascontiguousarray(values.T)   # numpy reduces (C, N) rows far faster than (N, C) columns
+    if not np.isfinite(by_column).all():
+        bad = ~np.isfinite(by_column)
+        column = int(np.nonzero(bad.any(axis=1))[0][0])
+        return f"{int(bad.sum())} values are NaN or infinite (first in column {column}, {columns[column]})"
+    lows, highs = by_column.min(axis=1).astype(np.float64), by_column.max(axis=1).astype(np.float64)
     for index, name in enumerate(columns):
-        column = values[:, index]
-        low, high = float(column.min()), float(column.max())
+        low, high = float(lows[index]), float(highs[index])
         if name in ("x", "y", "z"):
             if max(-low, high) > MAX_COORDINATE_M:
                 return f"{name} reaches {max(-low, high):.4g} m, beyond {MAX_COORDINATE_M:g} m"
@@ -173,14 +174,33 @@ def implausibility(points: np.ndarray, columns: tuple[str, ...], extra_non_negat
             if low < 0 or high > MAX_INTENSITY:
                 return f"column {index} (intensity) spans {low:.4g}..{high:.4g}, expected 0..{MAX_INTENSITY:g}"
         elif name == "ring":
-            if low < 0 or high > MAX_RING or not np.array_equal(column, np.round(column)):
+            if low < 0 or high > MAX_RING or not np.array_equal(by_column[index], np.round(by_column[index])):
                 return f"column {index} (ring) spans {low:.4g}..{high:.4g}, expected whole numbers 0..{MAX_RING}"
         elif max(-low, high) > MAX_EXTRA_VALUE or (extra_non_negative and low < 0):
             return f"column {index} ({name}) spans {low:.4g}..{high:.4g}"
-    if len(values) > 1:
-        extent = float((values[:, :3].max(axis=0) - values[:, :3].min(axis=0)).max())
-        if extent < MIN_EXTENT_M:
-            return f"all {len(values)} points lie within {MIN_EXTENT_M * 100:g} cm of each other"
+    if len(values) > 1 and float((highs[:3] - lows[:3]).max()) < MIN_EXTENT_M:
+        return f"all {len(values)} points lie within {MIN_EXTENT_M * 100:g} cm of each other"
+    return _repeating_blocks(values)
+
+
+def _repeating_blocks(values: np.ndarray) -> str | None:
+    """A row that holds several points (a 4-value layout read 8 wide) passes every range check; it
+    shows as blocks of columns with the same value ranges as the first block (x, y, z, ...)."""
+    width = values.shape[1]
+    if width < 2 * MIN_CHANNELS:
+        return None
+    sample = values[:: max(1, len(values) // 20000)]
+    quantiles = np.percentile(sample, [10, 50, 90], axis=0)           # (3, width), robust to outliers
+    for block in range(MIN_CHANNELS, width // 2 + 1):
+        if width % block:
+            continue
+        first = quantiles[:, :block]
+        span = np.maximum(first[2] - first[0], 1e-6)
+        same = all(np.all(np.abs(quantiles[:, start:start + block] - first) <= 0.2 * span)
+                   for start in range(block, width, block))
+        if same:
+            return (f"every row repeats the value ranges of its first {block} columns {width // block} times: "
+                    f"{width // block} points of {block} values per row")
     return None
 
 
