@@ -134,6 +134,8 @@ def split_scene_names(root: str, version: str, split: str) -> list[str]:
 
 def check_class_names(class_names) -> list[str]:
     """``class_names`` as a list, each a nuScenes detection class, no repeats."""
+    if isinstance(class_names, str):
+        raise ValueError(f"class_names must be a list of names, got the string {class_names!r}")
     names = list(class_names)
     unknown = [name for name in names if name not in DETECTION_CLASSES]
     if not names or unknown:

@@ -33,6 +33,8 @@ FLOAT32_COORDINATE_TOLERANCE_M = 0.01
 _CANDIDATE_DTYPES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.float64))
 _CANDIDATE_WIDTHS = range(3, 9)
 _PRINTABLE = frozenset(range(32, 127)) | {9, 10, 13}
+_MAGIC = [(b"\x93NUMPY", "an .npy array", ".npy"), (b"VERSION", "a PCD file", ".pcd"), (b"LASF", "a LAS/LAZ file", ".las"),
+          (b"PK\x03\x04", "a zip or .npz archive", ".npz (and load it with numpy)")]
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,9 @@ def point_file_layout(path: str) -> tuple[np.dtype, int]:
       10-sweep ``sweeps10_float16_N5.bin`` (x, y, z, intensity, time lag).
     - any other ``*.bin``: KITTI velodyne, float32 x 4 (x, y, z, reflectance).
     """
-    name = os.path.basename(path)
+    name = os.path.basename(path).lower()
     dtype = np.dtype(np.float16 if "float16" in name else np.float32)
-    width_match = _WIDTH_IN_NAME.search(name)
+    width_match = _WIDTH_IN_NAME.search(os.path.basename(path))
     if width_match:
         return dtype, int(width_match.group(1))
     if name.endswith(".pcd.bin"):
@@ -67,7 +69,7 @@ def point_file_layout(path: str) -> tuple[np.dtype, int]:
 def raw_columns(path: str, width: int) -> tuple[str, ...]:
     """Column names of a raw file read with ``width`` values per point: x, y, z, intensity, then
     'ring' for a nuScenes ``*.pcd.bin`` of width 5, else 'value4', 'value5', ..."""
-    if os.path.basename(path).endswith(".pcd.bin") and width == 5:
+    if os.path.basename(path).lower().endswith(".pcd.bin") and width == 5:
         return ("x", "y", "z", "intensity", "ring")
     return ("x", "y", "z", "intensity", *(f"value{i}" for i in range(4, width)))[:width]
 
@@ -132,6 +134,9 @@ def _read_raw(path: str, point_width, dtype, check_values: bool) -> PointFile:
     if raw.size == 0:
         raise ValueError(f"{path}: empty file (0 bytes), no points")
     head = raw[:512].tobytes()
+    for magic, kind, suffix in _MAGIC:
+        if head.startswith(magic) or (kind == "a PCD file" and head.startswith(b"# .PCD")):
+            raise ValueError(f"{path}: is {kind} (its header says so), not raw binary points; name it *{suffix}")
     if all(byte in _PRINTABLE for byte in head):
         raise ValueError(f"{path}: looks like a text file (starts {head[:40].decode('ascii')!r}), not raw binary "
                          f"points; convert it to .bin (float32) or .npy")

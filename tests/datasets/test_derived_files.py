@@ -184,3 +184,21 @@ def test_a_database_of_another_dataset_is_refused_by_the_sampler(database, tmp_p
     ensure_gt_database(val, gt_path)
     with pytest.raises(ValueError, match=r"stale: built with other dataset, point_files"):
         GTSampler(gt_path, {"car": 1}, train.class_names, expected_key=gt_database_key(train, 5))
+
+
+def test_an_unwritable_cache_costs_time_not_correctness(database, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.warns(UserWarning, match=r"could not write the info cache .*a-file"):
+        dataset = NuScenesDataset(str(database), VERSION, VAL_SPLIT, num_sweeps=1, cache_dir=str(blocker))
+    assert boxes_of(dataset) == boxes_of(fresh(database, VAL_SPLIT, tmp_path, num_sweeps=1))
+
+
+def test_an_npz_with_object_members_is_not_a_derived_file(tmp_path):
+    path = tmp_path / "gt.npz"
+    np.savez(path, derived_file_key=np.array('{"kind": "gt_database", "format": 2}'),
+             names=np.array([{"x": 1}], dtype=object))
+    with pytest.raises(derived_files.NotADerivedFile, match="not a readable sparsevox derived file"):
+        derived_files.read_derived_file(str(path))
+    with pytest.raises(TypeError, match="holds Python objects"):
+        derived_files.write_derived_file(str(tmp_path / "x.npz"), {}, {"names": np.array([None], dtype=object)})

@@ -225,3 +225,22 @@ def test_las_and_laz_read_back_the_cloud(real_file, tmp_path, suffix):
     (tmp_path / f"junk{suffix}").write_bytes(b"LASF" + bytes(300))
     with pytest.raises(ValueError, match=rf"junk{suffix}: not a readable LAS/LAZ file"):
         read_points(str(tmp_path / f"junk{suffix}"))
+
+
+def test_self_describing_files_named_bin_are_named(real_file, tmp_path):
+    from pypcd4 import PointCloud
+
+    points = kitti(real_file)[:2000]
+    np.save(tmp_path / "a.npy", points)
+    PointCloud.from_points(points, ("x", "y", "z", "intensity"), (np.float32,) * 4).save(tmp_path / "a.pcd")
+    np.savez(tmp_path / "a.npz", points=points)
+    for source, kind in [("a.npy", r"an .npy array .*name it \*.npy"), ("a.pcd", r"a PCD file .*name it \*.pcd"),
+                         ("a.npz", r"a zip or .npz archive")]:
+        shutil.copy(tmp_path / source, tmp_path / "000000.bin")   # before: header bytes read as points
+        with pytest.raises(ValueError, match=rf"000000.bin: is {kind}"):
+            read_points(str(tmp_path / "000000.bin"))
+    # upper-case suffixes are the same formats
+    points.tofile(tmp_path / "SCAN.BIN")
+    np.testing.assert_array_equal(read_points(str(tmp_path / "SCAN.BIN")), points)
+    shutil.copy(tmp_path / "a.pcd", tmp_path / "A.PCD")
+    np.testing.assert_array_equal(read_points(str(tmp_path / "A.PCD")), points)

@@ -115,6 +115,8 @@ def test_a_damaged_table_is_named(database):
 def test_class_names_must_be_detection_classes(database):
     with pytest.raises(ValueError, match=r"\['cars'\] not nuScenes detection classes; valid: \['car', "):
         load(database, class_names=["cars"])       # before: frames with no boxes at all
+    with pytest.raises(ValueError, match=r"class_names must be a list of names, got the string 'car'"):
+        load(database, class_names="car")
     with pytest.raises(ValueError, match=r"repeats a name"):
         load(database, class_names=["car", "pedestrian", "car"])
     with pytest.raises(ValueError, match=r"num_sweeps must be a whole number >= 1, got 1.5"):
