@@ -33,7 +33,8 @@ FLOAT32_COORDINATE_TOLERANCE_M = 0.01
 _CANDIDATE_DTYPES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.float64))
 _CANDIDATE_WIDTHS = range(3, 9)
 _PRINTABLE = frozenset(range(32, 127)) | {9, 10, 13}
-_MAGIC = [(b"\x93NUMPY", "an .npy array", ".npy"), (b"VERSION", "a PCD file", ".pcd"), (b"LASF", "a LAS/LAZ file", ".las"),
+_MAGIC = [(b"\x93NUMPY", "an .npy array", ".npy"), (b"VERSION", "a PCD file", ".pcd"),
+          (b"# .PCD", "a PCD file", ".pcd"), (b"LASF", "a LAS/LAZ file", ".las"),
           (b"PK\x03\x04", "a zip or .npz archive", ".npz (and load it with numpy)")]
 
 
@@ -128,14 +129,15 @@ def _read_raw(path: str, point_width, dtype, check_values: bool) -> PointFile:
         raise ValueError(f"{path}: point_width must be a whole number, got {point_width!r}")
     point_width = int(point_width) if point_width is not None else guessed_width
     if not MIN_CHANNELS <= point_width <= MAX_CHANNELS:
-        raise ValueError(f"{path}: point_width must be {MIN_CHANNELS}..{MAX_CHANNELS} (x, y, z, ...), got {point_width}")
+        raise ValueError(f"{path}: point_width must be {MIN_CHANNELS}..{MAX_CHANNELS} (x, y, z, ...), "
+                         f"got {point_width}")
     raw = np.fromfile(path, dtype=np.uint8)
     layout = f"raw {dtype.name} x {point_width}" + (" (given)" if forced else " (from the name)")
     if raw.size == 0:
         raise ValueError(f"{path}: empty file (0 bytes), no points")
     head = raw[:512].tobytes()
     for magic, kind, suffix in _MAGIC:
-        if head.startswith(magic) or (kind == "a PCD file" and head.startswith(b"# .PCD")):
+        if head.startswith(magic):
             raise ValueError(f"{path}: is {kind} (its header says so), not raw binary points; name it *{suffix}")
     if all(byte in _PRINTABLE for byte in head):
         raise ValueError(f"{path}: looks like a text file (starts {head[:40].decode('ascii')!r}), not raw binary "
@@ -146,9 +148,10 @@ def _read_raw(path: str, point_width, dtype, check_values: bool) -> PointFile:
         raise ValueError(f"{path}: size {raw.size} bytes is not a whole number of points of {point_width} x "
                          f"{dtype.name} ({point_bytes} bytes each){_suggestion(fits, path)}")
     columns = raw_columns(path, point_width)
-    points = raw.view(dtype).reshape(-1, point_width).astype(np.float32)
-    if check_values:
-        problem = implausibility(points, columns)
+    stored = raw.view(dtype).reshape(-1, point_width)
+    points = stored.astype(np.float32)
+    if check_values:   # float64 checked as stored: garbage beyond float32's range would read as inf
+        problem = implausibility(stored if dtype.itemsize > 4 else points, columns)
         if problem:
             fits = [fit for fit in _plausible_layouts(raw, path) if fit != (dtype, point_width)]
             raise ValueError(f"{path}: read as {dtype.name} x {point_width} ({', '.join(columns)}), the values are "
