@@ -431,8 +431,9 @@ def one_thread():
 
 def test_evaluate_on_a_tiny_kitti_folder_writes_the_metrics(tmp_path, one_thread):
     write_kitti(tmp_path / "kitti", frames=2)
-    config = load_centerpoint_config(CONFIG, [
-        "dataset.type=kitti", f"dataset.root={tmp_path / 'kitti'}", "model.num_point_features=4",
+    config = load_centerpoint_config(CONFIG, [   # val_split: before, synthetic_val silently meant every frame
+        "dataset.type=kitti", f"dataset.root={tmp_path / 'kitti'}", "dataset.val_split=val",
+        "model.num_point_features=4",
         "model.head.class_names=[Car, Pedestrian, Cyclist]", "model.head.class_groups=[[Car], [Pedestrian, Cyclist]]",
         "model.backbone_3d.channels=[4, 4, 8, 8]", "model.backbone_3d.out_channels=8", "model.bev.layer_nums=[1, 1]",
         "model.bev.num_filters=[8, 8]", "model.bev.upsample_filters=[8, 8]", "model.head.shared_channels=8",
