@@ -142,6 +142,10 @@ class GTSampler:
         if unknown:
             raise ValueError(f"sample_groups names {sorted(unknown)}, not among the classes {class_names}")
         self.by_class = {name: [o for o in objects if o.name == name] for name in sample_groups}
+        absent = [name for name, pool in self.by_class.items() if not pool and sample_groups[name] > 0]
+        if absent:
+            warnings.warn(f"GT database {database_path} holds no {', '.join(absent)} objects: none will be pasted",
+                          stacklevel=2)
         self.sample_groups, self.class_names = dict(sample_groups), list(class_names)
 
     def __call__(self, points: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator):

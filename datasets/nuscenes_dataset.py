@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -185,8 +186,20 @@ class NuScenesDataset:
             try:
                 write_derived_file(self.cache_path, self.source_key, infos_to_arrays(self.infos))
             except OSError as error:   # a cache that cannot be written costs time, not correctness
-                import warnings
                 warnings.warn(f"could not write the info cache {self.cache_path}: {error}", stacklevel=2)
+        self._check_point_files()
+
+    def point_file_paths(self) -> list[str]:
+        """Every point file the frames read (key frames and sweeps), relative to the root, sorted."""
+        return sorted({info.lidar_path for info in self.infos} | {p for info in self.infos for p, _, _ in info.sweeps})
+
+    def _check_point_files(self) -> None:
+        """A partial download (the metadata without every blob) fails here, not hours into training."""
+        paths = self.point_file_paths()
+        missing = [path for path in paths if not os.path.isfile(os.path.join(self.root, path))]
+        if missing:
+            raise FileNotFoundError(f"{self.root}: {len(missing)} of the {len(paths)} point files split {self.split!r} "
+                                    f"reads are missing (first: {missing[0]}); a partial download?")
 
     def _cached_infos(self):
         """The cached infos when the cache file's key matches this dataset's, else None."""
@@ -204,7 +217,7 @@ class NuScenesDataset:
     def point_files_fingerprint(self) -> dict:
         """Count, total size and a digest of the size and modification time of every point file the
         frames read (key frames and sweeps), for files derived from the points (the GT database)."""
-        paths = sorted({info.lidar_path for info in self.infos} | {p for info in self.infos for p, _, _ in info.sweeps})
+        paths = self.point_file_paths()
         fingerprint = files_fingerprint(os.path.join(self.root, path) for path in paths)
         return {"files": len(paths), "bytes": int(sum(max(size, 0) for _, size, _ in fingerprint)),
                 "digest": key_digest({"files": list(zip(paths, fingerprint))})}

@@ -202,3 +202,10 @@ def test_an_npz_with_object_members_is_not_a_derived_file(tmp_path):
         derived_files.read_derived_file(str(path))
     with pytest.raises(TypeError, match="holds Python objects"):
         derived_files.write_derived_file(str(tmp_path / "x.npz"), {}, {"names": np.array([None], dtype=object)})
+
+
+def test_a_class_absent_from_the_gt_database_is_reported(database, tmp_path):
+    cars = NuScenesDataset(str(database), VERSION, VAL_SPLIT, num_sweeps=1, class_names=["car"])
+    ensure_gt_database(cars, str(tmp_path / "gt.npz"))
+    with pytest.warns(UserWarning, match=r"holds no bus objects: none will be pasted"):
+        GTSampler(str(tmp_path / "gt.npz"), {"car": 1, "bus": 2}, ["car", "bus"])

@@ -24,10 +24,12 @@ def pristine(tmp_path_factory):
 
 @pytest.fixture
 def database(pristine, tmp_path):
-    """A copy of the tables (points stay in the pristine folder: these tests never read points)."""
+    """A copy of the tables; the point folders are links to the pristine ones (never written here)."""
     root = tmp_path / "db"
     shutil.copytree(pristine / VERSION, root / VERSION)
     shutil.copytree(pristine / "maps", root / "maps")
+    for folder in ("samples", "sweeps"):
+        (root / folder).symlink_to(pristine / folder)
     return root
 
 
@@ -175,3 +177,14 @@ def test_a_root_that_is_not_a_kitti_folder_says_so(pristine, tmp_path):
     (tmp_path / "empty" / "velodyne").mkdir(parents=True)
     with pytest.raises(ValueError, match=r"empty/velodyne holds no .bin scans"):
         KittiDataset(str(tmp_path / "empty"))
+
+
+def test_a_partial_download_fails_at_construction(pristine, tmp_path):
+    root = tmp_path / "partial"
+    shutil.copytree(pristine, root)
+    sweeps = sorted((root / "sweeps" / "LIDAR_TOP").iterdir())
+    sweeps[0].unlink()
+    assert len(load(root, VAL_SPLIT)) == 2   # the val scene does not read that sweep
+    with pytest.raises(FileNotFoundError, match=rf"partial: 1 of the \d+ point files split '{TRAIN_SPLIT}' reads are "
+                                                r"missing \(first: sweeps/LIDAR_TOP/.*\); a partial download\?"):
+        NuScenesDataset(str(root), VERSION, TRAIN_SPLIT, num_sweeps=10, cache_dir=str(root))
