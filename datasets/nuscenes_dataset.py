@@ -5,10 +5,10 @@ A frame is ``{'points': (N, 5) float32 [x, y, z, intensity, time lag s], 'gt_box
 [x, y, z, dx, dy, dz, yaw, vx, vy] in the LiDAR frame (z = box centre, dx along the heading),
 'gt_labels': (M,) indices into class_names, 'meta': {...}}``. nuScenes' ``wlh`` is converted here.
 
-Infos (paths, transforms, boxes) are built once and cached in an ``.npz`` keyed by the version,
-split, sweeps, class names, a format version and the size and modification time of every table
-(:mod:`datasets.derived_files`): a changed class list, a regenerated or edited database gets fresh
-infos. Split names are checked (the devkit's predefined splits and ``<version>/splits.json``): an
+Infos (paths, transforms, boxes) are built once and cached in an ``.npz`` (:mod:`datasets.derived_files`)
+keyed by the version, split, sweeps, class names, the devkit's version (its splits and category
+mapping), a format version and the size and modification time of every table: a changed class
+list, a regenerated or edited database gets fresh infos. Split names are checked (the devkit's predefined splits and ``<version>/splits.json``): an
 unknown or empty split is an error listing the splits this database has.
 """
 from __future__ import annotations
@@ -147,6 +147,16 @@ def check_class_names(class_names) -> list[str]:
     return names
 
 
+def _devkit_version() -> str:
+    """The devkit defines the predefined splits and the category → class mapping the infos use."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nuscenes-devkit")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 class NuScenesDataset:
     """Frames of one split of a nuScenes-layout database.
 
@@ -173,7 +183,7 @@ class NuScenesDataset:
         tables = sorted(name for name in os.listdir(folder) if name.endswith(".json"))
         identity = {"kind": "nuscenes_infos", "format": INFOS_FORMAT, "root": os.path.realpath(root),
                     "version": version, "split": split, "num_sweeps": self.num_sweeps,
-                    "class_names": self.class_names}
+                    "class_names": self.class_names, "devkit": _devkit_version()}
         self.source_key = {**identity, "tables": files_fingerprint(os.path.join(folder, t) for t in tables)}
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{version}_{split}_{self.num_sweeps}")
         self.cache_path = os.path.join(cache_folder(root, cache_dir),

@@ -103,8 +103,10 @@ def read_point_file(path: str, point_width: int | None = None, dtype=None, check
     """
     if os.path.isdir(path):
         raise ValueError(f"{path}: is a directory, not a point file")
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"point file not found: {path}")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: not a regular file (a device, pipe or socket), not a point file")
     lower = path.lower()
     if lower.endswith(".npy"):
         return _read_npy(path)

@@ -149,6 +149,11 @@ def test_files_that_are_not_point_clouds_are_named(tmp_path, name, write, messag
         read_points(str(tmp_path / name))
 
 
+def test_a_device_is_not_a_point_file():
+    with pytest.raises(ValueError, match=r"/dev/null: not a regular file"):
+        read_points("/dev/null")
+
+
 def test_bad_forced_layouts_are_named(real_file):
     path = str(real_file(KITTI_SCANS[0]))
     with pytest.raises(ValueError, match=r"point_width must be a whole number, got 4.5"):
