@@ -25,6 +25,7 @@ from torch import nn
 from backbones.activation_sparsity import KWinnersTakeAll, activation_statistics
 from backbones.kernel_map import KernelMap
 from backbones.sparse_modules import SparseConvolution
+from optional_dependencies import require
 from voxelize.sparse_tensor import SparseTensor
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, KWinnersTakeAll)
@@ -129,11 +130,9 @@ def _fmt(value, spec) -> str:
 
 def plot_reports(reports: list[DensificationReport], path: str) -> None:
     """Two panels: active sites per layer (log scale) and multiply-adds per layer, one line per report."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (sites, macs) = plt.subplots(2, 1, figsize=(11, 8), sharex=True)
+    # A Figure of its own, not pyplot's: the library never switches the process's matplotlib backend.
+    figure = require("matplotlib.figure", "plotting densification reports").Figure(figsize=(11, 8))
+    sites, macs = figure.subplots(2, 1, sharex=True)
     for report in reports:
         positions = range(len(report.layers))
         sites.plot(positions, [layer.sites_out for layer in report.layers], marker="o", label=report.label)
@@ -150,7 +149,6 @@ def plot_reports(reports: list[DensificationReport], path: str) -> None:
     folder, name = os.path.split(os.path.abspath(path))
     temporary = os.path.join(folder, f".{name}.tmp.png")
     figure.savefig(temporary, dpi=110)  # then renamed: a reader never sees half a PNG
-    plt.close(figure)
     os.replace(temporary, path)
 
 

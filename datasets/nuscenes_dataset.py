@@ -25,6 +25,7 @@ import numpy as np
 from datasets.derived_files import (NotADerivedFile, cache_folder, files_fingerprint, key_digest, read_derived_file,
                                     write_derived_file)
 from datasets.point_files import read_points
+from optional_dependencies import require
 
 DETECTION_CLASSES = ["car", "truck", "construction_vehicle", "bus", "trailer", "barrier", "motorcycle", "bicycle",
                      "pedestrian", "traffic_cone"]
@@ -110,6 +111,7 @@ def split_scene_names(root: str, version: str, split: str) -> list[str]:
         ValueError: the split is unknown, holds no scene of this database, or (splits.json) names
             scenes the database lacks; the message lists the splits that do have scenes here.
     """
+    require("nuscenes", "nuScenes splits")
     from nuscenes.utils.splits import create_splits_scenes
 
     present = {row["name"] for row in _read_json(os.path.join(root, version, "scene.json"))}
@@ -236,6 +238,7 @@ class NuScenesDataset:
         return len(self.infos)
 
     def _build_infos(self, scene_names: list[str]) -> list[SampleInfo]:
+        require("nuscenes", "reading nuScenes databases")
         from nuscenes.eval.detection.utils import category_to_detection_name
         from nuscenes.nuscenes import NuScenes
         from pyquaternion import Quaternion

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from optional_dependencies import require
+
 _WIDTH_IN_NAME = re.compile(r"_N(\d+)(?=[._])")
 
 MAX_COORDINATE_M = 1000.0      # beyond any LiDAR's range in its own frame
@@ -283,10 +285,7 @@ def _read_npy(path: str) -> PointFile:
 
 
 def _read_pcd(path: str) -> PointFile:
-    try:
-        from pypcd4 import PointCloud
-    except ImportError:
-        raise ImportError(f"{path}: reading PCD files needs the pypcd4 package (pip install pypcd4)") from None
+    PointCloud = require("pypcd4", f"reading the PCD file {path}").PointCloud
     try:
         cloud = PointCloud.from_path(path)
     except Exception as error:  # pypcd4 raises pydantic, struct and value errors for malformed headers
@@ -312,10 +311,7 @@ def _read_pcd(path: str) -> PointFile:
 
 
 def _read_las(path: str) -> PointFile:
-    try:
-        import laspy
-    except ImportError:
-        raise ImportError(f"{path}: reading LAS/LAZ files needs the laspy package (pip install laspy)") from None
+    laspy = require("laspy", f"reading the LAS/LAZ file {path}")
     try:
         cloud = laspy.read(path)
     except Exception as error:  # laspy raises its own LaspyException family, and lazrs/IO errors

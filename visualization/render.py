@@ -17,8 +17,11 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
-import open3d as o3d
-from open3d.visualization import rendering
+
+from optional_dependencies import require
+
+o3d = require("open3d", "the Open3D views")
+rendering = require("open3d.visualization.rendering", "the Open3D views")
 
 CAMERAS = ("bev", "chase")
 BACKGROUND = (1.0, 1.0, 1.0)
@@ -146,9 +149,7 @@ def render_png(panels: list[Panel], path: str, size=(1600, 900), camera: str = "
     """Render ``panels`` headless into one PNG of exactly ``size`` (width, height) pixels, tiled in
     ``columns`` (default: all in one row up to 3, then a grid); a ``None`` panel leaves its cell empty.
     Written atomically; returns ``path``."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    figure_module = require("matplotlib.figure", "rendering PNGs")
 
     if not any(panels):
         raise ValueError("nothing to render: no panels")
@@ -167,7 +168,8 @@ def render_png(panels: list[Panel], path: str, size=(1600, 900), camera: str = "
         row, column = divmod(index, columns)
         canvas[row * cell_height:(row + 1) * cell_height, column * cell_width:(column + 1) * cell_width] = image
     dpi = 100
-    figure = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    # A Figure of its own, not pyplot's: the library never switches the process's matplotlib backend.
+    figure = figure_module.Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     figure.figimage(canvas, 0, 0, origin="upper")
     for index, panel in enumerate(panels):
         if panel is None:
@@ -182,7 +184,6 @@ def render_png(panels: list[Panel], path: str, size=(1600, 900), camera: str = "
     os.makedirs(folder, exist_ok=True)
     temporary = os.path.join(folder, f".{name}.tmp.png")
     figure.savefig(temporary, dpi=dpi)  # then renamed: a reader never sees half a PNG
-    plt.close(figure)
     os.replace(temporary, path)
     return path
 
