@@ -186,7 +186,11 @@ def split_ids(root: str, split: str) -> list[str]:
         raise ValueError(f"{path} lists frame(s) {', '.join(repeated[:5])} more than once (each would count twice)")
     for frame_id in ids:
         if not os.path.isfile(os.path.join(root, "velodyne", f"{frame_id}.bin")):
-            raise FileNotFoundError(f"{path} names frame {frame_id!r}, which has no {root}/velodyne/{frame_id}.bin")
+            padded = frame_id.zfill(6)
+            hint = f" (ids are zero-padded: {padded})" if frame_id.isdigit() and padded != frame_id and \
+                os.path.isfile(os.path.join(root, "velodyne", f"{padded}.bin")) else ""
+            raise FileNotFoundError(f"{path} names frame {frame_id!r}, which has no {root}/velodyne/{frame_id}.bin"
+                                    f"{hint}")
     return ids
 
 

@@ -3,7 +3,9 @@
 Raw binary files (KITTI ``.bin``, nuScenes ``.pcd.bin``, float16 stacks) carry no header: their layout
 (value type, values per point) comes from the file name or the caller, and any file's size fits
 several layouts. A misread (five values per point read as four, float64 read as float32) does not
-fail by itself; it yields garbage points. So every raw read is checked for plausible values: finite,
+fail by itself; it yields garbage points. So every raw read is checked for plausible values: finite
+(rows whose x, y and z are all NaN, an organized cloud's missing returns, are kept for the voxelizer
+to drop and count),
 coordinates within :data:`MAX_COORDINATE_M`, an intensity column within 0..:data:`MAX_INTENSITY`, a
 ring column of whole numbers within 0..:data:`MAX_RING`, points that are not all in one spot. An
 implausible read raises an error naming the layouts that do read plausibly.
@@ -173,9 +175,16 @@ def implausibility(points: np.ndarray, columns: tuple[str, ...], extra_non_negat
     values = points if points.dtype.itemsize >= 4 else points.astype(np.float32)
     by_column = np.ascontiguousarray(values.T)   # numpy reduces (C, N) rows far faster than (N, C) columns
     if not np.isfinite(by_column).all():
-        bad = ~np.isfinite(by_column)
-        column = int(np.nonzero(bad.any(axis=1))[0][0])
-        return f"{int(bad.sum())} values are NaN or infinite (first in column {column}, {columns[column]})"
+        finite = np.isfinite(by_column)
+        no_return = ~finite[:3].any(axis=0)   # organized clouds mark a missing return with NaN x, y, z
+        bad = ~finite[:, ~no_return]
+        if bad.any():
+            column = int(np.nonzero(bad.any(axis=1))[0][0])
+            return (f"{int(bad.sum())} values are NaN or infinite outside no-return rows (first in column {column}, "
+                    f"{columns[column]})")
+        by_column = by_column[:, ~no_return]
+        if by_column.shape[1] == 0:
+            return "every point is NaN"
     lows, highs = by_column.min(axis=1).astype(np.float64), by_column.max(axis=1).astype(np.float64)
     for index, name in enumerate(columns):
         low, high = float(lows[index]), float(highs[index])
@@ -190,9 +199,9 @@ def implausibility(points: np.ndarray, columns: tuple[str, ...], extra_non_negat
                 return f"column {index} (ring) spans {low:.4g}..{high:.4g}, expected whole numbers 0..{MAX_RING}"
         elif max(-low, high) > MAX_EXTRA_VALUE or (extra_non_negative and low < 0):
             return f"column {index} ({name}) spans {low:.4g}..{high:.4g}"
-    if len(values) > 1 and float((highs[:3] - lows[:3]).max()) < MIN_EXTENT_M:
-        return f"all {len(values)} points lie within {MIN_EXTENT_M * 100:g} cm of each other"
-    return _repeating_blocks(values)
+    if by_column.shape[1] > 1 and float((highs[:3] - lows[:3]).max()) < MIN_EXTENT_M:
+        return f"all {by_column.shape[1]} points lie within {MIN_EXTENT_M * 100:g} cm of each other"
+    return _repeating_blocks(by_column.T)
 
 
 def _repeating_blocks(values: np.ndarray) -> str | None:

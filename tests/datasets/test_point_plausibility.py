@@ -139,7 +139,7 @@ def test_a_pickled_npy_is_never_run(tmp_path):
     ("empty.bin", lambda p: p.write_bytes(b""), r"empty.bin: empty file \(0 bytes\), no points"),
     ("text.bin", lambda p: p.write_text("0.5 1.5 -0.2 0.3\n" * 50), r"text.bin: looks like a text file"),
     ("zeros.bin", lambda p: np.zeros((64, 4), np.float32).tofile(p), r"all 64 points lie within 1 cm"),
-    ("nan.bin", lambda p: np.full((64, 4), np.nan, np.float32).tofile(p), r"256 values are NaN or infinite"),
+    ("nan.bin", lambda p: np.full((64, 4), np.nan, np.float32).tofile(p), r"every point is NaN"),
     ("far.bin", lambda p: (np.ones((64, 4), np.float32) * [5e3, 0, 0, 1]).astype(np.float32).tofile(p),
      r"x reaches 5000 m, beyond 1000 m"),
 ])
@@ -249,3 +249,19 @@ def test_self_describing_files_named_bin_are_named(real_file, tmp_path):
     np.testing.assert_array_equal(read_points(str(tmp_path / "SCAN.BIN")), points)
     shutil.copy(tmp_path / "a.pcd", tmp_path / "A.PCD")
     np.testing.assert_array_equal(read_points(str(tmp_path / "A.PCD")), points)
+
+
+def test_no_return_rows_are_kept_scattered_nans_are_not(real_file, tmp_path):
+    points = kitti(real_file).copy()
+    points[::100, :3] = np.nan                # an organized cloud's missing returns
+    points.tofile(tmp_path / "organized.bin")
+    read = read_points(str(tmp_path / "organized.bin"))
+    np.testing.assert_array_equal(read, points)   # kept, NaN and all, for the voxelizer to drop and count
+    points[5, 3] = np.nan                     # one stray NaN in an otherwise valid row
+    points.tofile(tmp_path / "stray.bin")
+    with pytest.raises(ValueError, match=r"1 values are NaN or infinite outside no-return rows \(first in column 3, "
+                                         r"intensity\)"):
+        read_points(str(tmp_path / "stray.bin"))
+    np.full((10, 4), np.nan, np.float32).tofile(tmp_path / "all-nan.bin")
+    with pytest.raises(ValueError, match=r"every point is NaN"):
+        read_points(str(tmp_path / "all-nan.bin"))

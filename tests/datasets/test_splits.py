@@ -188,3 +188,10 @@ def test_a_partial_download_fails_at_construction(pristine, tmp_path):
     with pytest.raises(FileNotFoundError, match=rf"partial: 1 of the \d+ point files split '{TRAIN_SPLIT}' reads are "
                                                 r"missing \(first: sweeps/LIDAR_TOP/.*\); a partial download\?"):
         NuScenesDataset(str(root), VERSION, TRAIN_SPLIT, num_sweeps=10, cache_dir=str(root))
+
+
+def test_kitti_ids_without_zero_padding_are_named(kitti):
+    (kitti / "ImageSets" / "val.txt").write_text("1\n")
+    with pytest.raises(FileNotFoundError, match=r"names frame '1', which has no .*velodyne/1.bin \(ids are zero-padded: "
+                                                r"000001\)"):
+        split_ids(str(kitti), "val")
