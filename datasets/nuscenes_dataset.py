@@ -5,11 +5,12 @@ A frame is ``{'points': (N, 5) float32 [x, y, z, intensity, time lag s], 'gt_box
 [x, y, z, dx, dy, dz, yaw, vx, vy] in the LiDAR frame (z = box centre, dx along the heading),
 'gt_labels': (M,) indices into class_names, 'meta': {...}}``. nuScenes' ``wlh`` is converted here.
 
-Infos (paths, transforms, boxes) are built once and cached in an ``.npz`` (:mod:`datasets.derived_files`)
-keyed by the version, split, sweeps, class names, the devkit's version (its splits and category
-mapping), a format version and the size and modification time of every table: a changed class
-list, a regenerated or edited database gets fresh infos. Split names are checked (the devkit's predefined splits and ``<version>/splits.json``): an
-unknown or empty split is an error listing the splits this database has.
+Infos (paths, transforms, boxes) are built once and cached in an ``.npz``
+(:mod:`datasets.derived_files`) keyed by the version, split, sweeps, class names, the devkit's
+version (its splits and category mapping), a format version and the size and modification time of
+every table: a changed class list, a regenerated or edited database gets fresh infos. Split names
+are checked (the devkit's predefined splits and ``<version>/splits.json``): an unknown or empty
+split is an error listing the splits this database has.
 """
 from __future__ import annotations
 

@@ -192,6 +192,6 @@ def test_a_partial_download_fails_at_construction(pristine, tmp_path):
 
 def test_kitti_ids_without_zero_padding_are_named(kitti):
     (kitti / "ImageSets" / "val.txt").write_text("1\n")
-    with pytest.raises(FileNotFoundError, match=r"names frame '1', which has no .*velodyne/1.bin \(ids are zero-padded: "
-                                                r"000001\)"):
+    with pytest.raises(FileNotFoundError, match=r"names frame '1', which has no .*velodyne/1.bin "
+                                                r"\(ids are zero-padded: 000001\)"):
         split_ids(str(kitti), "val")
