@@ -186,7 +186,7 @@ class OptimizerConfig:
 
 @dataclass
 class GTSamplingConfig:
-    database: str                    # built from the training split on first use (relative to the cwd)
+    database: str                    # .npz, built from the training split, rebuilt when that changes (cwd-relative)
     sample_groups: dict[str, NonNegativeInt]    # objects pasted per class and frame
     min_points: NonNegativeInt = 5
 
