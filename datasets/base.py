@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from datasets.boxes import points_in_box
+from datasets.derived_files import files_fingerprint, key_digest
 
 FRAME_KEYS = ("points", "gt_boxes", "gt_labels", "num_points_in_gt", "meta")
 
@@ -34,11 +35,17 @@ class DatasetConfig:
     """The options every dataset type has; a type's config subclasses this and adds its own.
 
     When a config mapping is loaded, its ``type`` picks the subclass (:meth:`schema_for`), so a key of
-    another type is an unknown key, and the subclass's ``__post_init__`` checks the values."""
+    another type is an unknown key, and the subclass's ``__post_init__`` (calling this one's) checks
+    the values, raising ValueError naming the key."""
     root: str                        # relative to the current directory
     type: str = "nuscenes"           # a key of datasets.dataset_types.DATASET_TYPES
     train_split: str = "train"
     val_split: str = "val"
+
+    def __post_init__(self):
+        for name in ("root", "train_split", "val_split"):
+            if not getattr(self, name):
+                raise ValueError(f"dataset.{name} must not be empty")
 
     @classmethod
     def schema_for(cls, mapping) -> type:
@@ -72,6 +79,25 @@ class DetectionDataset(abc.ABC):
     def label_sets(self) -> list[set[str]]:
         """Per frame, the set of class names of its boxes (class-balanced resampling reads this
         without loading points)."""
+
+    # What files derived from the frames (the GT database) are keyed by: a JSON-ready description of
+    # the source (type, root, split, options), and the files the frames read.
+    @property
+    def source_key(self) -> dict | None:
+        return None
+
+    def source_files(self) -> list[str]:
+        """Every file the frames read (points, labels, calibration); [] when unknown."""
+        return []
+
+    def point_files_fingerprint(self) -> dict | None:
+        """Count, total size and a digest of the size and modification time of :meth:`source_files`."""
+        paths = self.source_files()
+        if not paths:
+            return None
+        fingerprint = files_fingerprint(paths)
+        return {"files": len(paths), "bytes": int(sum(max(size, 0) for _, size, _ in fingerprint)),
+                "digest": key_digest({"files": [[path, *rest[1:]] for path, rest in zip(paths, fingerprint)]})}
 
 
 class Evaluator(typing.Protocol):

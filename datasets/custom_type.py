@@ -40,6 +40,7 @@ class CustomConfig(DatasetConfig):
     sampling: str = "every_point"    # IoU AP at every operating point, or KITTI's 'official' <= 41 thresholds
 
     def __post_init__(self):
+        super().__post_init__()
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"dataset.sampling must be one of {list(SAMPLINGS)}, got {self.sampling!r}")
         if list(self.point_features[:3]) != ["x", "y", "z"]:
@@ -142,6 +143,15 @@ class CustomDataset(DetectionDataset):
         return {"points": points, "gt_boxes": boxes, "gt_labels": labels,
                 "num_points_in_gt": count_points_in_boxes(points, boxes),
                 "meta": {"name": self.names[index], "ignored_boxes": int((~keep).sum())}}
+
+    @property
+    def source_key(self) -> dict:
+        return {"type": "custom", "root": os.path.abspath(self.root), "names": self.names,
+                "class_names": self.class_names, "point_features": list(self.point_features),
+                "ignore_classes": sorted(self.ignore_classes)}
+
+    def source_files(self) -> list[str]:
+        return self.point_paths + [os.path.join(self.root, "labels", name + ".txt") for name in self.names]
 
     def label_sets(self) -> list[set[str]]:
         return [set(self._labels(i)[1]) & set(self.class_names) for i in range(len(self))]

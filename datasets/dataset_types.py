@@ -8,6 +8,7 @@ Training, evaluation and the tools only call :func:`build_dataset`, :func:`build
 """
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,7 +36,9 @@ DATASET_TYPES = {
 
 def dataset_type(name: str) -> DatasetType:
     if name not in DATASET_TYPES:
-        raise ValueError(f"dataset.type must be one of {list(DATASET_TYPES)}, got {name!r}")
+        close = difflib.get_close_matches(str(name), list(DATASET_TYPES), 1)
+        raise ValueError(f"dataset.type must be one of {list(DATASET_TYPES)}, got {name!r}"
+                         + (f" (did you mean {close[0]!r}?)" if close else ""))
     return DATASET_TYPES[name]
 
 

@@ -361,8 +361,8 @@ def evaluate_detector_on_kitti(predict, root: str, split: str, class_names, num_
 
     predict: (N, 4) float32 LiDAR points [x, y, z, reflectance] → {'boxes': (K, >=7) LiDAR frame,
     'scores': (K,), 'labels': (K,) indices into class_names} (tensors or arrays); root: the KITTI
-    object folder; split: ``ImageSets/{split}.txt`` when present, else every frame; sampling: as
-    :func:`evaluate_kitti`.
+    object folder; split: ``ImageSets/{split}.txt``, or 'all' for every scan (see
+    :func:`datasets.kitti_dataset.split_ids`); sampling: as :func:`evaluate_kitti`.
     """
     if num_point_features != 4:
         raise ValueError(f"KITTI scans have 4 point features (x, y, z, reflectance); the model takes "

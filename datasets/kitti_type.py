@@ -28,6 +28,7 @@ class KittiConfig(DatasetConfig):
     sampling: str = "official"       # AP: the benchmark's <= 41 score thresholds, or 'every_point'
 
     def __post_init__(self):
+        super().__post_init__()
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"dataset.sampling must be one of {list(SAMPLINGS)}, got {self.sampling!r}")
 
@@ -74,6 +75,15 @@ class KittiFrames(DetectionDataset):
             frame["points"] = frame["points"][visible]
         frame["num_points_in_gt"] = count_points_in_boxes(frame["points"], frame["gt_boxes"])
         return frame
+
+    @property
+    def source_key(self) -> dict:
+        return {"type": "kitti", "root": os.path.abspath(self.source.root), "ids": list(self.source.ids),
+                "class_names": self.class_names, "fov_crop": self.fov_crop}
+
+    def source_files(self) -> list[str]:
+        return [os.path.join(self.source.root, folder, f"{frame_id}.{suffix}") for frame_id in self.source.ids
+                for folder, suffix in (("velodyne", "bin"), ("label_2", "txt"), ("calib", "txt"))]
 
     def label_sets(self) -> list[set[str]]:
         sets = []

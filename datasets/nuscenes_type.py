@@ -23,8 +23,11 @@ class NuScenesConfig(DatasetConfig):
     num_sweeps: int = 10
 
     def __post_init__(self):
-        if self.num_sweeps < 1:
-            raise ValueError(f"dataset.num_sweeps must be >= 1 (the key frame counts as one), got {self.num_sweeps}")
+        super().__post_init__()
+        if not self.version:
+            raise ValueError("dataset.version must not be empty")
+        if self.num_sweeps < 1:   # the key frame counts as one
+            raise ValueError(f"dataset.num_sweeps: must be >= 1, got {self.num_sweeps}")
 
 
 class NuScenesFrames(DetectionDataset):
@@ -46,6 +49,13 @@ class NuScenesFrames(DetectionDataset):
 
     def label_sets(self) -> list[set[str]]:
         return [set(info.gt_names) for info in self.source.infos]
+
+    @property
+    def source_key(self) -> dict:
+        return self.source.source_key
+
+    def point_files_fingerprint(self) -> dict:
+        return self.source.point_files_fingerprint()
 
 
 class NuScenesEvaluator:

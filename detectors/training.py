@@ -25,7 +25,7 @@ from datasets.atomic_files import write_atomically
 from datasets.augmentation import Augmenter, sample_rng
 from datasets.base import DetectionDataset, check_frame
 from datasets.dataset_types import build_dataset, build_evaluator
-from datasets.gt_sampling import GTSampler, build_gt_database, cbgs_indices
+from datasets.gt_sampling import GTSampler, cbgs_indices, ensure_gt_database, gt_database_key
 from detectors.center_head import at_least_one
 from detectors.center_targets import build_targets
 from detectors.centerpoint import CenterPoint, CenterPointConfig
@@ -264,15 +264,17 @@ def _dataset(config: CenterPointConfig, split: str) -> DetectionDataset:
 
 
 def _gt_sampler(config: CenterPointConfig, frames: DetectionDataset, rank: int, world: int) -> GTSampler | None:
-    """The GT sampler of the config, building its database from the training frames when missing."""
+    """The GT sampler of the config, (re)building its database from the training frames when missing or
+    built from other data."""
     settings = config.train.gt_sampling
     if settings is None:
         return None
-    if rank == 0 and not os.path.isfile(settings.database):
-        build_gt_database(frames, settings.database, settings.min_points)
+    if rank == 0:
+        ensure_gt_database(frames, settings.database, settings.min_points)
     if world > 1:
         dist.barrier()
-    return GTSampler(settings.database, settings.sample_groups, config.model.head.class_names)
+    return GTSampler(settings.database, settings.sample_groups, config.model.head.class_names,
+                     expected_key=gt_database_key(frames, settings.min_points))
 
 
 def _finish(model, world, rank, log_path, writer, steps, last_loss, checkpoint_path) -> dict:

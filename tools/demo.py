@@ -57,7 +57,7 @@ def main() -> int:
 
     config = load_centerpoint_config(args.config, [f"dataset.root={database}"])
     if config.train.gt_sampling is not None:  # the GT database belongs beside the demo's data
-        config.train.gt_sampling.database = os.path.join(args.out, "gt_database.pkl")
+        config.train.gt_sampling.database = os.path.join(args.out, "gt_database.npz")
     run = os.path.join(args.out, "run")
     checkpoint = os.path.join(run, "checkpoint.pt")
     finished = os.path.isfile(checkpoint) and \

@@ -120,7 +120,7 @@ def test_config_loading_checks_each_types_options():
     config = str(Path(__file__).resolve().parents[2] / "configs" / "centerpoint_synthetic_cpu.yaml")
     with pytest.raises(ConfigError, match=r"unknown keys dataset.num_sweeps, dataset.version; valid keys of dataset"):
         load_centerpoint_config(config, ["dataset.type=kitti"])
-    with pytest.raises(ConfigError, match=r"dataset.num_sweeps must be >= 1"):
+    with pytest.raises(ConfigError, match=r"dataset.num_sweeps: must be >= 1, got 0"):
         load_centerpoint_config(config, ["dataset.num_sweeps=0"])
     with pytest.raises(ConfigError, match=r"dataset.point_features must start with x, y, z"):
         load_centerpoint_config(config, ["dataset={type: custom, root: x, point_features: [y, x, z]}"])

@@ -401,7 +401,8 @@ def test_bad_inputs_get_errors_naming_the_file_or_field(tmp_path):
     (tmp_path / "ImageSets" / "val.txt").write_text("000000\n000007\n")
     with pytest.raises(FileNotFoundError, match=r"val.txt names frame '000007'"):
         split_ids(str(tmp_path), "val")
-    assert split_ids(str(tmp_path), "test") is None    # no such split file: every frame
+    with pytest.raises(ValueError, match=r"unknown split 'test': .*ImageSets has val \(or 'all' for every scan\)"):
+        split_ids(str(tmp_path), "test")    # was None (every frame, training frames included)
 
     (tmp_path / "calib" / "000000.txt").write_text(CALIB_TEXT.replace("P2", "P1"))
     meta = KittiDataset(str(tmp_path))[0]["meta"]

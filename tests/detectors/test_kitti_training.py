@@ -2,7 +2,6 @@
 plausible camera, trained with configs/centerpoint_kitti_cpu.yaml through train(), scored by the
 KITTI evaluator (official sampling). A small model memorises its training frame: Car moderate 3D AP >= 90
 (measured: 97.5, the most 40 GTs can score)."""
-import pickle
 import shutil
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 
 from datasets.dataset_types import build_dataset
+from datasets.gt_sampling import load_gt_database
 from datasets.kitti_dataset import read_label_rows
 from datasets.kitti_type import KittiConfig, in_camera_view
 from datasets.layout_writers import write_kitti_frames
@@ -62,15 +62,13 @@ def test_kitti_frames_from_the_synthetic_world_read_back_and_train_with_gt_sampl
     assert frame["points"][:, 0].min() > 0
     assert in_camera_view(frame["points"], frame["meta"]["calibration"], frame["meta"]["image_size"]).all()
 
-    database = tmp_path / "gt_database.pkl"
+    database = tmp_path / "gt_database.npz"
     config = load_centerpoint_config(CONFIG, [f"dataset.root={kitti}", f"train.gt_sampling.database={database}",
                                               "train.cbgs=true"])
     assert config.train.augmentation is not None
     result = train(config, str(tmp_path / "run"), max_steps=2, progress=False)
     assert result["steps"] == 2 and np.isfinite(result["last_loss"])
-    with open(database, "rb") as f:
-        objects = pickle.load(f)
-    assert {"Car", "Pedestrian"} <= {obj.name for obj in objects}
+    assert {"Car", "Pedestrian"} <= {obj.name for obj in load_gt_database(str(database))}
 
 
 @pytest.mark.slow
