@@ -21,6 +21,7 @@ from datasets.atomic_files import write_atomically
 from datasets.base import DetectionDataset
 from datasets.boxes import box_corners
 from datasets.kitti_eval import image_boxes
+from datasets.nuscenes_type import NuScenesFrames
 
 # A KITTI-like camera 2: the focal length, principal point and stereo offset of KITTI's calibrations,
 # the camera 0.27 m behind and 0.08 m below the LiDAR, axes x right, y down, z forward.
@@ -62,6 +63,9 @@ def write_kitti_frames(frames: DetectionDataset, root: str, split: str, first_in
                          [math.sin(NUSCENES_TO_KITTI_YAW), math.cos(NUSCENES_TO_KITTI_YAW)]])
     calibration_text = "".join(f"{key}: " + " ".join(f"{v:.12e}" for v in SYNTHETIC_CALIBRATION[key].reshape(-1))
                                + "\n" for key in ("P2", "R0_rect", "Tr_velo_to_cam"))
+    if not isinstance(frames, NuScenesFrames):
+        raise ValueError(f"write_kitti_frames turns nuScenes LIDAR_TOP frames (x right, y forward) and nuScenes "
+                         f"detection classes into KITTI's; got a {type(frames).__name__}")
     intensity = frames.point_features.index("intensity")
     ids = []
     for index in range(len(frames)):

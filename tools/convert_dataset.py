@@ -10,7 +10,7 @@ DIR/ImageSets/<split>.txt as ``train`` / ``val``. For the synthetic world (a nuS
     python tools/convert_dataset.py configs/centerpoint_synthetic_cpu.yaml --to kitti --out work/kitti_synthetic \\
         dataset.root=work/synthetic64 dataset.num_sweeps=1
 
-KITTI output expects a nuScenes-style LiDAR frame (x right, y forward) and the synthetic classes.
+--to kitti reads a nuScenes-type dataset (LIDAR_TOP axes: x right, y forward; the nuScenes classes).
 """
 import argparse
 import sys

@@ -61,9 +61,12 @@ def test_kitti_frames_from_the_synthetic_world_read_back_and_train_with_gt_sampl
     assert frame["meta"]["points_outside_view"] > len(frame["points"])    # a 360-degree scan, one camera
     assert frame["points"][:, 0].min() > 0
     assert in_camera_view(frame["points"], frame["meta"]["calibration"], frame["meta"]["image_size"]).all()
+    with pytest.raises(ValueError, match="turns nuScenes LIDAR_TOP frames"):   # other axes would be silently wrong
+        write_kitti_frames(frames, str(tmp_path / "again"), "train")
 
     database = tmp_path / "gt_database.npz"
     config = load_centerpoint_config(CONFIG, [f"dataset.root={kitti}", f"train.gt_sampling.database={database}",
+                                              "train.gt_sampling.sample_groups={Car: 15, Pedestrian: 10}",
                                               "train.cbgs=true"])
     assert config.train.augmentation is not None
     result = train(config, str(tmp_path / "run"), max_steps=2, progress=False)
