@@ -83,7 +83,8 @@ def read_custom_points(path: str, num_features: int) -> np.ndarray:
     if path.endswith(".npy"):
         points = np.load(path, allow_pickle=False)
         if points.ndim != 2 or not np.issubdtype(points.dtype, np.floating):
-            raise ValueError(f"{path}: expected a 2-D float array (N, {num_features}), got {points.dtype} {points.shape}")
+            raise ValueError(f"{path}: expected a 2-D float array (N, {num_features}), "
+                             f"got {points.dtype} {points.shape}")
     else:
         size = os.path.getsize(path)
         if size % (4 * num_features):

@@ -72,7 +72,8 @@ def write_kitti_frames(frames: DetectionDataset, root: str, split: str, first_in
         frame = frames[index]
         frame_id = f"{first_index + index:06d}"
         points = frame["points"]
-        velodyne = np.column_stack([points[:, :2] @ rotation.T, points[:, 2], np.clip(points[:, intensity] / 255, 0, 1)])
+        reflectance = np.clip(points[:, intensity] / 255, 0, 1)
+        velodyne = np.column_stack([points[:, :2] @ rotation.T, points[:, 2], reflectance])
         boxes = frame["gt_boxes"][:, :7].astype(np.float64).copy()
         boxes[:, :2] = boxes[:, :2] @ rotation.T
         boxes[:, 6] = np.remainder(boxes[:, 6] + NUSCENES_TO_KITTI_YAW + math.pi, 2 * math.pi) - math.pi

@@ -259,7 +259,8 @@ def _dataset(config: CenterPointConfig, split: str) -> DetectionDataset:
     frames = build_dataset(config.dataset, split, config.model.head.class_names)
     if frames.num_point_features != config.model.num_point_features:
         raise ValueError(f"dataset.type {config.dataset.type!r} gives {frames.num_point_features} point features "
-                         f"{list(frames.point_features)}; model.num_point_features is {config.model.num_point_features}")
+                         f"{list(frames.point_features)}; model.num_point_features is "
+                         f"{config.model.num_point_features}")
     return frames
 
 
