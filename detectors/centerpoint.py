@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from backbones.activation_penalty import ActivationPenalty, ActivationPenaltyConfig
 from backbones.bev import SECONDFPN, height_compression
 from backbones.kernel_map import conv_output_shape
 from backbones.voxel_backbones import build_backbone
@@ -45,6 +46,7 @@ class Backbone3DConfig:
     backend: str = "torch"
     site_pruning: dict | None = None
     activation_topk: int | None = None
+    activation_penalty: ActivationPenaltyConfig | None = None  # see backbones/activation_penalty.py
 
 
 @dataclass
@@ -179,6 +181,8 @@ class CenterPoint(nn.Module):
                                           channels=backbone.channels, out_channels=backbone.out_channels,
                                           conv_type=backbone.conv_type, backend=backbone.backend,
                                           site_pruning=backbone.site_pruning, activation_topk=backbone.activation_topk)
+        self.activation_penalty = None if backbone.activation_penalty is None \
+            else ActivationPenalty(self.backbone_3d, backbone.activation_penalty)
         bev_depth = _backbone_output_depth(spatial_shape[0])
         self.bev_backbone = SECONDFPN(backbone.out_channels * bev_depth, **vars(config.bev))
         self.head = CenterHead(self.bev_backbone.out_channels, head.class_groups, head.shared_channels,
@@ -200,8 +204,9 @@ class CenterPoint(nn.Module):
     def loss(self, predictions, batched_targets, normaliser=at_least_one) -> dict[str, torch.Tensor]:
         """The losses; ``normaliser`` as in :func:`detectors.center_head.center_loss` (DDP)."""
         head = self.config.head
-        return center_loss(predictions, batched_targets, head.code_weights, head.heatmap_weight,
-                           head.regression_weight, normaliser)
+        losses = center_loss(predictions, batched_targets, head.code_weights, head.heatmap_weight,
+                             head.regression_weight, normaliser)
+        return losses if self.activation_penalty is None else self.activation_penalty.add_to(losses)
 
     @torch.no_grad()
     def predict(self, clouds: list) -> list[dict[str, torch.Tensor]]:
