@@ -12,8 +12,11 @@ Each finished variant writes ``variants/NAME.seedS.json`` at once; a rerun skips
 file holds the same key — a hash of the variant's fully resolved config, its seed (part of the
 config) and the meter settings — and reruns one whose config changed, saying so. Training runs in a
 fresh process per variant (``runs/NAME.seedS.KEY/``, resumed from its checkpoint if interrupted),
-so that its peak memory is its own: ``peak_rss_mib`` is that process's peak resident set
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``) minus its resident set just before training began.
+so that its peak memory is its own: ``peak_rss_mib`` is that process's peak resident set (``VmHWM`` of
+``/proc/self/status``) minus its resident set just before training began. Not ``getrusage``'s
+``ru_maxrss``: Linux keeps that across ``execve``, so a spawned process would inherit the study
+process's peak. The training split's info cache and the GT database are built before any variant
+trains, so that no variant's peak includes that one-time work.
 
 After each variant, the study files are rewritten from every finished variant: ``study.json``,
 ``study.csv`` (one row per variant and seed), ``study_layers.csv`` (per layer, trained and at
@@ -28,7 +31,6 @@ import io
 import json
 import multiprocessing
 import os
-import resource
 import statistics
 import time
 
@@ -36,6 +38,7 @@ import torch
 
 from backbones.densification_meter import DensificationReport, measure
 from datasets.atomic_files import write_atomically, write_json_atomically
+from datasets.gt_sampling import build_gt_database
 from datasets.nuscenes_dataset import NuScenesDataset
 from detectors.centerpoint import CenterPoint, CenterPointConfig, load_centerpoint_config
 from detectors.config import to_dict
@@ -62,8 +65,7 @@ DEFAULT_VARIANTS = ("ssc", "regular", "regular_top50", "regular_top25", "ssc_kwt
 # evaluation still sees every object out to the metric's class ranges; the BEV cells double too.
 GEOMETRIES = ("demo", "reduced")
 
-MEMORY_MEASURE = "peak resident set of a fresh training process (getrusage ru_maxrss) minus its resident set " \
-                 "when training began"
+MEMORY_MEASURE = "peak resident set (VmHWM) of a fresh training process minus its resident set when training began"
 
 
 def geometry_overrides(config: CenterPointConfig, geometry: str) -> list[str]:
@@ -121,6 +123,7 @@ def run_study(config_path: str, out_dir: str, variants=DEFAULT_VARIANTS, overrid
             config = variant_config(config_path, overrides, variant, seed, epochs, geometry)
             plan.append((variant, seed, config, variant_key(config, variant, meter_frames)))
     records = []
+    prepared = set()
     for variant, seed, config, key in plan:
         path = record_path(out_dir, variant, seed)
         record = finished_record(path, key)
@@ -130,6 +133,7 @@ def run_study(config_path: str, out_dir: str, variants=DEFAULT_VARIANTS, overrid
             if os.path.isfile(path):
                 log(f"{variant} seed {seed}: its config or the study settings changed since {path}; running it again")
             log(f"{variant} seed {seed}: training")
+            prepare_training_data(config, prepared)
             record = run_variant(variant, config, key, out_dir, geometry, meter_frames, progress)
             write_json_atomically(path, record)
         records.append(record)
@@ -168,22 +172,42 @@ def run_variant(variant: str, config: CenterPointConfig, key: str, out_dir: str,
     }
 
 
+def prepare_training_data(config: CenterPointConfig, prepared: set) -> None:
+    """Build the training split's info cache and the GT database (if configured and missing) here, once,
+    rather than inside the first variant's training process."""
+    dataset, sampling = config.dataset, config.train.gt_sampling
+    signature = (dataset.root, dataset.version, dataset.train_split, dataset.num_sweeps,
+                 None if sampling is None else sampling.database)
+    if signature in prepared:
+        return
+    frames = NuScenesDataset(dataset.root, dataset.version, dataset.train_split, dataset.num_sweeps,
+                             config.model.head.class_names)
+    if sampling is not None and not os.path.isfile(sampling.database):
+        build_gt_database(frames, sampling.database, sampling.min_points)
+    prepared.add(signature)
+
+
 def train_and_measure_memory(config: CenterPointConfig, run_dir: str, progress: bool) -> dict:
     """:func:`detectors.training.train` (resuming a checkpoint in ``run_dir``) with its wall time and peak
     memory; meant for a fresh process (see the module docstring)."""
-    before = resident_set_bytes()
+    before = memory_status("VmRSS")
     started = time.perf_counter()
     result = train(config, run_dir, resume=True, progress=progress)
     wall = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
     return {"steps": result["steps"], "checkpoint": result["checkpoint"], "wall_seconds": wall,
-            "peak_rss_mib": (peak - before) / 2 ** 20}
+            "peak_rss_mib": (memory_status("VmHWM") - before) / 2 ** 20}
 
 
-def resident_set_bytes() -> int:
-    """This process's resident set now (Linux /proc)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def memory_status(field: str) -> int:
+    """A memory field of /proc/self/status (VmRSS: resident set now; VmHWM: its peak), in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                value, unit = line.split()[1:3]
+                if unit != "kB":
+                    raise ValueError(f"/proc/self/status: {field} in {unit!r}, expected kB")
+                return int(value) * 1024
+    raise ValueError(f"/proc/self/status has no {field} (peak memory needs Linux)")
 
 
 def step_times(log_path: str) -> tuple[float | None, float | None]:
@@ -355,10 +379,12 @@ def plot_accuracy_against_compute(records: list[dict], path: str) -> None:
             axis.plot(done, value, "o", color=colour, label=label)
             axis.plot(needed, value, "o", markerfacecolor="none", color=colour)
         axis.set_xscale("log")
-        axis.set_xlabel("3D backbone GMAC per frame (filled: done; hollow: without all-zero input rows)")
+        axis.set_xlabel("3D backbone GMAC per frame")
         axis.set_ylabel(metric.replace("_", " "))
         axis.grid(True, alpha=0.3)
     figure.axes[0].legend(fontsize=8)
+    figure.suptitle("filled: multiply-adds done; hollow: without those on all-zero input rows (a row-skipping kernel)",
+                    fontsize=10)
     _save(figure, path)
 
 

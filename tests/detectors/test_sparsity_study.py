@@ -8,8 +8,8 @@ import pytest
 
 from datasets.nuscenes_writer import make_synthetic_database
 from detectors import sparsity_study
-from detectors.sparsity_study import (GEOMETRIES, VARIANTS, record_path, run_study, step_times, variant_config,
-                                      variant_key)
+from detectors.sparsity_study import (GEOMETRIES, VARIANTS, memory_status, record_path, run_study, step_times,
+                                      variant_config, variant_key)
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "centerpoint_synthetic_cpu.yaml")
 TINY = ["dataset.num_sweeps=1", "model.backbone_3d.channels=[4, 4, 8, 8]", "model.backbone_3d.out_channels=8",
@@ -44,6 +44,18 @@ def test_step_times_weight_each_record_by_its_steps(tmp_path):
         {"step": 1, "step_time": 4.0, "data_time": 1.0}, {"step": 4, "step_time": 2.0, "data_time": 0.0},
         {"event": "end", "steps": 4}]) + "\n")
     assert step_times(str(log)) == pytest.approx(((4.0 + 3 * 2.0) / 4, 1.0 / 4))
+
+
+def test_memory_status_reads_the_resident_set_and_its_peak():
+    import torch
+
+    before = memory_status("VmRSS")
+    block = torch.ones(64 * 2 ** 20 // 4)  # 64 MiB, touched
+    assert memory_status("VmRSS") - before > 32 * 2 ** 20
+    assert memory_status("VmHWM") >= memory_status("VmRSS")
+    del block
+    with pytest.raises(ValueError, match="no VmNothing"):
+        memory_status("VmNothing")
 
 
 @pytest.mark.slow
