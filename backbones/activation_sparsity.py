@@ -138,7 +138,8 @@ def l1_activation_penalty(activations: list[torch.Tensor]) -> torch.Tensor:
     return total / max(count, 1)
 
 
-def hoyer_square_penalty(activations: list[torch.Tensor], eps: float = 1e-12, per_element: bool = False) -> torch.Tensor:
+def hoyer_square_penalty(activations: list[torch.Tensor], eps: float = 1e-12,
+                         per_element: bool = False) -> torch.Tensor:
     """Sum over tensors of |x|_1^2 / |x|_2^2 (Hoyer-square, DeepHoyer): scale-invariant, between 1
     (one non-zero) and n (all equal); lower is sparser.
 

@@ -136,8 +136,8 @@ class DensificationReport:
     def table(self) -> str:
         """A fixed-width table for the terminal."""
         header = f"{'layer':<26} {'kind':<7} {'k':<6} {'s':<6} {'ts':<8} {'sites in':>9} {'sites out':>9} " \
-                 f"{'growth':>7} {'occup.':>8} {'pairs':>9} {'GMAC':>7} {'skip GMAC':>9} {'dense GMAC':>10} {'active':>7} " \
-                 f"{'hoyer':>6} {'dead ch':>7}"
+                 f"{'growth':>7} {'occup.':>8} {'pairs':>9} {'GMAC':>7} {'skip GMAC':>9} {'dense GMAC':>10} " \
+                 f"{'active':>7} {'hoyer':>6} {'dead ch':>7}"
         lines = [f"== {self.label} ==" if self.label else "", header, "-" * len(header)]
         for layer in self.layers:
             lines.append(
@@ -145,7 +145,8 @@ class DensificationReport:
                 f"{_short(layer.tensor_stride):<8} {layer.sites_in:>9} {layer.sites_out:>9} "
                 f"{_fmt(layer.growth, '.3f'):>7} {layer.occupancy:>8.2e} {layer.pairs:>9} {layer.macs / 1e9:>7.3f} "
                 f"{layer.skippable_macs / 1e9:>9.3f} {layer.dense_macs / 1e9:>10.1f} "
-                f"{_fmt(layer.active_ratio, '.3f'):>7} {_fmt(layer.hoyer, '.3f'):>6} {_fmt(layer.dead_channels, 'd'):>7}")
+                f"{_fmt(layer.active_ratio, '.3f'):>7} {_fmt(layer.hoyer, '.3f'):>6} "
+                f"{_fmt(layer.dead_channels, 'd'):>7}")
         lines.append(f"total: {self.total_macs / 1e9:.3f} GMAC done, {self.total_skippable_macs / 1e9:.3f} of them on "
                      f"all-zero input rows, {self.total_zero_input_macs / 1e9:.3f} on zero input elements")
         return "\n".join(line for line in lines if line)

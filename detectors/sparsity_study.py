@@ -292,7 +292,8 @@ def summary_row(record: dict) -> dict:
     hoyers = [layer["hoyer"] for layer in trained["layers"] if layer["hoyer"] is not None]
     return {"variant": record["variant"], "seed": record["seed"], "geometry": record["geometry"],
             "epochs": record["epochs"], **{k: record["metrics"][k] for k in ("mAP", "NDS", "car_AP", "pedestrian_AP")},
-            "gmac_per_frame": trained["gmac_per_frame"], "skippable_gmac_per_frame": trained["skippable_gmac_per_frame"],
+            "gmac_per_frame": trained["gmac_per_frame"],
+            "skippable_gmac_per_frame": trained["skippable_gmac_per_frame"],
             "zero_input_gmac_per_frame": trained["zero_input_gmac_per_frame"],
             "init_gmac_per_frame": record["init"]["gmac_per_frame"],
             "seconds_per_step": record["training"]["seconds_per_step"],
@@ -324,7 +325,7 @@ def write_study(out_dir: str, records: list[dict]) -> None:
         "memory_measure": MEMORY_MEASURE, "summary": seed_spread(records), "variants": records})
     write_atomically(os.path.join(out_dir, "study.csv"), _csv(SUMMARY_COLUMNS, map(summary_row, records)))
     layer_rows = [{"variant": record["variant"], "seed": record["seed"], "weights": weights,
-                   **{"layer": layer["name"], **{c: layer[c] for c in LAYER_COLUMNS[4:]}}}
+                   "layer": layer["name"], **{c: layer[c] for c in LAYER_COLUMNS[4:]}}
                   for record in records for weights in ("trained", "init") for layer in record[weights]["layers"]]
     write_atomically(os.path.join(out_dir, "study_layers.csv"), _csv(LAYER_COLUMNS, layer_rows))
     plot_accuracy_against_compute(records, os.path.join(out_dir, "accuracy_vs_gmac.png"))

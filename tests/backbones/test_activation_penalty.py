@@ -88,8 +88,8 @@ def test_centerpoint_adds_the_configured_penalty_to_its_loss():
             "model.bev.layer_nums=[1, 1]", "model.bev.num_filters=[8, 8]", "model.bev.upsample_filters=[8, 8]",
             "model.head.shared_channels=8", "model.head.head_channels=8"]
     plain = load_centerpoint_config(CONFIG, tiny)
-    penalised = load_centerpoint_config(CONFIG, [*tiny, "model.backbone_3d.activation_penalty={type: hoyer_square, "
-                                                 "weight: 2}"])
+    penalty_option = "model.backbone_3d.activation_penalty={type: hoyer_square, weight: 2}"
+    penalised = load_centerpoint_config(CONFIG, [*tiny, penalty_option])
     assert penalised.model.backbone_3d.activation_penalty == ActivationPenaltyConfig("hoyer_square", 2.0)
     g = torch.Generator().manual_seed(0)
     cloud = torch.cat([torch.rand((3000, 3), generator=g) * torch.tensor([80.0, 80.0, 4.0]) - torch.tensor(
@@ -105,4 +105,5 @@ def test_centerpoint_adds_the_configured_penalty_to_its_loss():
     assert "activation_penalty" not in losses["plain"]
     penalty = losses["penalised"]["activation_penalty"]
     assert 0 < float(penalty.detach()) <= 2.0
-    assert float(losses["penalised"]["loss"].detach()) == pytest.approx(float((losses["plain"]["loss"] + penalty).detach()), rel=1e-5)
+    expected = float((losses["plain"]["loss"] + penalty).detach())
+    assert float(losses["penalised"]["loss"].detach()) == pytest.approx(expected, rel=1e-5)
