@@ -107,3 +107,29 @@ def test_centerpoint_adds_the_configured_penalty_to_its_loss():
     assert 0 < float(penalty.detach()) <= 2.0
     expected = float((losses["plain"]["loss"] + penalty).detach())
     assert float(losses["penalised"]["loss"].detach()) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_training_logs_the_penalty_separately(tmp_path):
+    import json
+
+    from datasets.nuscenes_writer import make_synthetic_database
+    from detectors.centerpoint import load_centerpoint_config
+    from detectors.training import train
+
+    make_synthetic_database(str(tmp_path / "db"), scenes=2, seed=3, keyframes_per_scene=3)
+    config = load_centerpoint_config(CONFIG, [
+        f"dataset.root={tmp_path / 'db'}", "dataset.num_sweeps=1", "model.backbone_3d.channels=[4, 4, 8, 8]",
+        "model.backbone_3d.out_channels=8", "model.bev.layer_nums=[1, 1]", "model.bev.num_filters=[8, 8]",
+        "model.bev.upsample_filters=[8, 8]", "model.head.shared_channels=8", "model.head.head_channels=8",
+        "train.gt_sampling=null", "train.log_every=1", "train.batch_size=2",
+        "model.backbone_3d.activation_penalty={type: l1, weight: 0.5}"])
+    train(config, str(tmp_path / "run"), max_steps=2, progress=False)
+    steps = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()][:-1]
+    assert len(steps) == 2
+    for entry in steps:
+        head = config.model.head
+        parts = sum(value * (head.heatmap_weight if key.endswith("_heatmap") else head.regression_weight)
+                    for key, value in entry.items() if key.startswith("group"))
+        assert entry["activation_penalty"] > 0
+        assert entry["loss"] == pytest.approx(parts + entry["activation_penalty"], rel=1e-4)
