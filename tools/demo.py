@@ -17,14 +17,13 @@ import os
 import sys
 import time
 
-import torch
-
 from backbones.densification_meter import compare_conv_types, plot_reports
 from datasets import read_points
 from datasets.atomic_files import write_atomically, write_json_atomically
 from datasets.nuscenes_dataset import NuScenesDataset
 from datasets.nuscenes_writer import make_synthetic_database
 from detectors.centerpoint import CenterPoint, load_centerpoint_config
+from detectors.checkpoints import load_checkpoint, load_model_weights
 from detectors.training import evaluate, train
 from visualization import render_png
 from visualization.views import detector_panels, scene_then_layers
@@ -60,10 +59,9 @@ def main() -> int:
         config.train.gt_sampling.database = os.path.join(args.out, "gt_database.pkl")
     run = os.path.join(args.out, "run")
     checkpoint = os.path.join(run, "checkpoint.pt")
-    finished = os.path.isfile(checkpoint) and \
-        torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"] >= config.train.epochs
-    if not finished:
-        train(config, run, resume=True)
+    started = os.path.isfile(checkpoint)
+    if not started or load_checkpoint(checkpoint)["epoch"] < config.train.epochs:
+        train(config, run, resume=started)
     timings["train_s"] = time.perf_counter() - start - timings["generate_s"]
 
     metrics = evaluate(config, checkpoint, os.path.join(args.out, "eval"))
@@ -72,7 +70,7 @@ def main() -> int:
     validation = NuScenesDataset(database, config.dataset.version, config.dataset.val_split, config.dataset.num_sweeps,
                                  config.model.head.class_names)
     model = CenterPoint(config.model)
-    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["model"])
+    load_model_weights(model, checkpoint)
     frame, _ = model.voxelizers["test"].batch([validation.points(0)])
     reports = compare_conv_types(config.model.backbone_3d.type, frame, state_dict=model.backbone_3d.state_dict(),
                                  channels=config.model.backbone_3d.channels,

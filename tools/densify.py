@@ -15,9 +15,10 @@ import re
 import sys
 
 from backbones.densification_meter import compare_conv_types, plot_reports
-from backbones.voxel_backbones import BACKBONES, load_backbone_weights
+from backbones.voxel_backbones import BACKBONES, backbone_weights
 from datasets import read_points
 from datasets.atomic_files import write_atomically, write_json_atomically
+from detectors.checkpoints import load_checkpoint
 from voxelize.presets import VOXEL_PRESETS
 from voxelize.voxelizer import Voxelizer
 
@@ -48,7 +49,7 @@ def main() -> int:
     tensor, dropped = Voxelizer(**geometry).batch([read_points(path) for path in args.scans])
     for path, counts in zip(args.scans, dropped):
         print(f"{path}: dropped {counts}", file=sys.stderr)
-    state = None if args.weights == "random" else load_backbone_weights(args.weights)
+    state = None if args.weights == "random" else backbone_weights(load_checkpoint(args.weights))
     reports = compare_conv_types(args.backbone, tensor, backend=args.backend, state_dict=state, seed=args.seed,
                                  prune_topk=args.prune_topk)
     for report in reports:
