@@ -282,6 +282,9 @@ def conv_type_variants(backbone_type: str, in_channels: int, backend: str = "tor
 
     variants = {"ssc": dict(conv_type="subm"), "regular": dict(conv_type="regular")}
     if prune_topk is not None:
+        if not (0 < prune_topk < 1 or (prune_topk >= 1 and float(prune_topk).is_integer())):
+            raise ValueError(f"prune_topk must be a fraction in (0, 1) or a whole number of sites k >= 1, "
+                             f"got {prune_topk:g}")
         pruning = {"k": int(prune_topk)} if prune_topk >= 1 else {"fraction": float(prune_topk)}
         variants[f"regular + top-{prune_topk:g} sites"] = dict(conv_type="regular", site_pruning=pruning)
     torch.manual_seed(seed)

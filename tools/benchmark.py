@@ -13,6 +13,7 @@ import sys
 from backbones.benchmark import benchmark_conv, benchmark_meter, conv_table, meter_table
 from detectors.benchmark import benchmark_training, training_table
 from voxelize.benchmark import benchmark_voxelize, machine_description, voxelize_table
+from command_line import add_debug_option, run_tool
 
 REAL_CLOUDS = {  # benchmark -> [(path under the real-data folder, voxel preset)]
     "voxelize": [("nuscenes/sweeps10_float16_N5.bin", "nuscenes"), ("kitti/velodyne/000000.bin", "kitti"),
@@ -44,6 +45,7 @@ def main() -> int:
     training.add_argument("--steps", type=int, default=6, help="timed steps per run (one warm-up step more)")
     training.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts")
     training.add_argument("--backends", nargs="+", default=["torch", "spconv"], choices=["torch", "spconv"])
+    add_debug_option(parser)
     args = parser.parse_args()
 
     if args.benchmark == "train":
@@ -64,4 +66,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

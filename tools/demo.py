@@ -28,6 +28,7 @@ from detectors.training import evaluate, train
 from visualization import render_png
 from visualization.views import detector_panels, scene_then_layers
 from voxelize.presets import preset_voxelizer
+from command_line import add_debug_option, run_tool
 
 CONFIG = "configs/centerpoint_synthetic_cpu.yaml"
 DEMO_LAYERS = ["conv1.0.conv1", "conv2.0.0"]   # a stride-1 layer and the first strided one
@@ -42,6 +43,7 @@ def main() -> int:
                         help="folder of the real scans, relative to the current directory (default: %(default)s)")
     parser.add_argument("--scenes", type=int, default=40)
     parser.add_argument("--config", default=CONFIG)
+    add_debug_option(parser)
     args = parser.parse_args()
     start = time.perf_counter()
     timings = {}
@@ -116,4 +118,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -21,6 +21,7 @@ from datasets.atomic_files import write_atomically, write_json_atomically
 from detectors.checkpoints import load_checkpoint
 from voxelize.presets import VOXEL_PRESETS
 from voxelize.voxelizer import Voxelizer
+from command_line import add_debug_option, run_tool
 
 
 def main() -> int:
@@ -35,10 +36,12 @@ def main() -> int:
     parser.add_argument("--weights", default="random", help="'random' (seeded) or a checkpoint path")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prune-topk", type=float, help="add the regular variant pruned to K sites per sample "
-                                                          "after each regular layer (a fraction if K < 1)")
+                                                          "after each regular layer (a whole number K >= 1, or a "
+                                                          "fraction of the sites if 0 < K < 1)")
     parser.add_argument("--json", help="write all reports as JSON")
     parser.add_argument("--csv", help="write each report as CSV (the variant is added to the name)")
     parser.add_argument("--plot", help="write a PNG: active sites (log) and GMAC per layer")
+    add_debug_option(parser)
     args = parser.parse_args()
 
     geometry = dict(VOXEL_PRESETS[args.preset])
@@ -69,4 +72,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

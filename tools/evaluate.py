@@ -12,6 +12,7 @@ import sys
 from datasets.kitti_eval import format_table
 from detectors.centerpoint import load_centerpoint_config
 from detectors.training import evaluate
+from command_line import add_debug_option, run_tool
 
 
 def main() -> int:
@@ -21,6 +22,7 @@ def main() -> int:
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--out", required=True)
     parser.add_argument("--split", help="default: dataset.val_split of the config")
+    add_debug_option(parser)
     args = parser.parse_args()
     config = load_centerpoint_config(args.config, args.overrides)
     metrics = evaluate(config, args.checkpoint, args.out, args.split)
@@ -34,4 +36,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -22,9 +22,10 @@ from datasets.kitti_dataset import KittiDataset
 from datasets.nuscenes_dataset import NuScenesDataset
 from detectors.centerpoint import load_centerpoint_config
 from visualization import display_available, render_png, scene_panel, show_window, sparse_layer_names
-from visualization.render import CAMERAS
+from visualization.render import CAMERAS, check_extent, image_format
 from visualization.views import active_voxel_panels, detector_panels, scene_then_layers
 from voxelize.presets import VOXEL_PRESETS, preset_voxelizer
+from command_line import add_debug_option, run_tool
 
 
 def main() -> int:
@@ -54,12 +55,16 @@ def main() -> int:
     parser.add_argument("--columns", type=int, help="panels per row (default: one per variant)")
     parser.add_argument("--max-cubes", type=int, default=200_000,
                         help="above this many sites a layer is drawn as points at the voxel centres")
-    parser.add_argument("--save", help="write a PNG (headless) instead of opening a window")
+    parser.add_argument("--save", help="write a PNG or JPEG (.png, .jpg; headless) instead of opening a window")
+    add_debug_option(parser)
     args = parser.parse_args()
     if args.overrides and not args.config:
         parser.error("a.b=value overrides need --config")
     if args.checkpoint and not args.config:
         parser.error("--checkpoint needs --config (the model the weights belong to)")
+    check_extent(args.view_range)  # refused before the work, not after it
+    if args.save:
+        image_format(args.save)
 
     if args.config:
         config = load_centerpoint_config(args.config, args.overrides)
@@ -107,4 +112,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))
