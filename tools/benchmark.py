@@ -49,6 +49,8 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.benchmark == "train":
+        if not os.path.isdir(args.database):
+            parser.error(f"--database {args.database}: no such folder (make one with tools/make_synthetic.py)")
         synthetic = [f"dataset.root={args.database}", "dataset.version=v1.0-synthetic",
                      "dataset.train_split=synthetic_train", "dataset.val_split=synthetic_val"]
         print(f"machine: {machine_description()}\n")

@@ -76,12 +76,14 @@ def main() -> int:
                                    channels=backbone.channels, out_channels=backbone.out_channels)
             print("\n".join(sparse_layer_names(model)))
             return 0
+        check_index(args.index, dataset, f"split {args.split or config.dataset.val_split!r} of {config.dataset.root}")
         panels = detector_panels(config, dataset[args.index], args.checkpoint, args.layers, args.variants,
                                  args.score_threshold, not args.no_scene, args.view_range, args.seed, args.max_cubes,
                                  footprint=args.camera == "bev")
     else:
         if args.kitti:
             dataset = KittiDataset(args.kitti)
+            check_index(args.index, dataset, f"KITTI folder {args.kitti}")
             frame = dataset[args.index]
             names = [dataset.class_names[int(label)] for label in frame["gt_labels"]]
         else:
@@ -109,6 +111,12 @@ def main() -> int:
     else:
         show_window(panels, columns)
     return 0
+
+
+def check_index(index: int, dataset, what: str) -> None:
+    if not 0 <= index < len(dataset):
+        raise IndexError(f"--index {index} is not a frame of the {what}: it has {len(dataset)} frames "
+                         f"(0 to {len(dataset) - 1})")
 
 
 if __name__ == "__main__":
