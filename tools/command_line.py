@@ -37,10 +37,10 @@ def error_line(error: BaseException) -> str:
     """One line describing ``error``: its message (an OSError: what happened and to which file)."""
     if isinstance(error, OSError) and error.strerror and error.filename is not None:
         message = f"{error.strerror}: {error.filename}"
-    elif isinstance(error, ValueError):
+    elif isinstance(error, KeyError):  # its message is often the key alone, and str() adds quotes
+        message = f"KeyError: {error.args[0] if len(error.args) == 1 else error}"
+    else:
         message = str(error) or type(error).__name__
-    else:  # str(KeyError) adds quotes; the type says what kind of lookup failed
-        message = f"{type(error).__name__}: {error.args[0] if len(error.args) == 1 else error}"
     return " ".join(message.split())  # one line, whatever the message holds
 
 

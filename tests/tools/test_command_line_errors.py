@@ -128,4 +128,5 @@ def test_one_line_for_every_kind_of_input_error():
     assert error_line(FileNotFoundError(2, "No such file or directory", "/x/y.bin")) == \
         "No such file or directory: /x/y.bin"
     assert error_line(KeyError("car")) == "KeyError: car"
-    assert error_line(IndexError("index 9 is out of range")) == "IndexError: index 9 is out of range"
+    assert error_line(IndexError("--index 9 is not a frame")) == "--index 9 is not a frame"
+    assert error_line(FileNotFoundError("point file not found: a.bin")) == "point file not found: a.bin"
