@@ -6,6 +6,10 @@ epoch, the position in it, the step count and the random-number states (``rng``,
 plain lists, see :func:`rng_states`). A pickle that would build any other object (a class, a
 function call) is refused by :func:`load_checkpoint` before anything of it runs. A bare
 ``state_dict`` file is accepted where only weights are needed (:func:`model_state`).
+
+Checkpoints of earlier versions stored NumPy's random state as a NumPy array; plain NumPy arrays
+(:data:`NUMPY_ARRAY_GLOBALS`: the array type, its dtype and its rebuilding function, nothing that
+calls other code) are therefore accepted too, so those runs still resume and evaluate.
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ import numpy as np
 import torch
 
 from datasets.atomic_files import write_atomically
+
+NUMPY_ARRAY_GLOBALS = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def save_checkpoint(path: str, state: dict) -> None:
@@ -41,7 +47,8 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     if os.path.isdir(path):
         raise IsADirectoryError(21, "expected a checkpoint file, got a folder", path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(NUMPY_ARRAY_GLOBALS):
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         # torch's message is long and ends with advice to load unsafely; keep the refused part only.
         refused = re.search(r"GLOBAL (\S+)", str(error))
@@ -107,9 +114,14 @@ def rng_states() -> dict:
 
 
 def restore_rng_states(states: dict) -> None:
-    """Set the global random states saved by :func:`rng_states`."""
+    """Set the global random states saved by :func:`rng_states` (or, from checkpoints of earlier
+    versions, the tuples of ``random.getstate()`` and ``np.random.get_state()``)."""
     python, numpy_state = states["python"], states["numpy"]
-    random.setstate((python["version"], tuple(python["state"]), python["gauss_next"]))
-    np.random.set_state((numpy_state["name"], numpy_state["keys"].numpy().astype(np.uint32),
-                         numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    if isinstance(python, dict):
+        python = (python["version"], tuple(python["state"]), python["gauss_next"])
+    if isinstance(numpy_state, dict):
+        numpy_state = (numpy_state["name"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"],
+                       numpy_state["has_gauss"], numpy_state["cached_gaussian"])
+    random.setstate(python)
+    np.random.set_state(numpy_state)
     torch.set_rng_state(states["torch"].cpu())

@@ -232,3 +232,55 @@ def test_an_interrupted_atomic_write_leaves_an_orphan_that_the_next_write_remove
     write_json_atomically(str(target), {"run": 3})
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["metrics.json", live.name, other.name])
     assert json.loads(target.read_text()) == {"run": 3}
+
+
+def test_a_checkpoint_of_the_earlier_format_still_resumes_to_the_same_weights(database, finished_step, tmp_path):
+    """Earlier versions pickled NumPy's random state as an array: such a run resumes exactly as one
+    saved in the current format (the same states, written the old way)."""
+    import numpy as np
+    current = copy_run(finished_step, tmp_path / "current")
+    legacy = copy_run(finished_step, tmp_path / "legacy")
+    state = torch.load(legacy / "checkpoint.pt", weights_only=True)
+    python, numpy_state = state["rng"]["python"], state["rng"]["numpy"]
+    state["rng"]["python"] = (python["version"], tuple(python["state"]), python["gauss_next"])
+    state["rng"]["numpy"] = (numpy_state["name"], numpy_state["keys"].numpy().astype(np.uint32),
+                             numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached_gaussian"])
+    torch.save(state, legacy / "checkpoint.pt")
+    config = tiny_config(database)
+    a = train(config, str(current), resume=True, progress=False)
+    b = train(config, str(legacy), resume=True, progress=False)
+    assert a["steps"] == b["steps"] == 4
+    for key, value in a["model"].state_dict().items():
+        assert torch.equal(value, b["model"].state_dict()[key]), key
+
+
+def test_a_numpy_object_array_in_a_checkpoint_is_refused(tmp_path):
+    import numpy as np
+    marker = tmp_path / "marker"
+
+    class Payload:
+        def __reduce__(self):
+            return open, (str(marker), "w")
+
+    torch.save({"model": {}, "rng": np.array([Payload()], dtype=object)}, tmp_path / "objects.pt")
+    with pytest.raises(ValueError, match="not a PyTorch checkpoint of tensors and plain values"):
+        load_checkpoint(str(tmp_path / "objects.pt"))
+    assert not marker.exists()
+
+
+def test_resume_with_another_number_of_batches_per_epoch_and_a_file_as_run_folder_are_refused(
+        database, finished_step, tmp_path):
+    """A run interrupted under torchrun with 2 processes has half the batches per epoch of one process:
+    its position in the epoch would point at other frames."""
+    run = copy_run(finished_step, tmp_path / "run")
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["batches_per_epoch"] == 2 and state["world_size"] == 1
+    torch.save({**state, "batches_per_epoch": 1, "world_size": 2}, run / "checkpoint.pt")
+    before = folder_contents(run)
+    with pytest.raises(ValueError, match="trained with 1 batches per epoch \\(world size 2\\), this run has 2"):
+        train(tiny_config(database), str(run), resume=True, progress=False)
+    assert folder_contents(run) == before
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match="a_file is a file, not a folder"):
+        train(tiny_config(database), str(a_file), progress=False)
