@@ -166,6 +166,9 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
         if state["epoch"] >= config.train.epochs:
             raise ValueError(f"--resume: the run in {run_dir} has finished ({state['epoch']} of "
                              f"{config.train.epochs} epochs, {state['steps']} steps): nothing left to train")
+        if max_steps is not None and max_steps <= state["steps"]:
+            raise ValueError(f"--resume: the run in {run_dir} has done {state['steps']} steps already; max_steps "
+                             f"{max_steps} counts all steps of the run, so it must exceed {state['steps']}")
         load_state_checked(model, state["model"], checkpoint_path)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

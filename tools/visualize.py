@@ -63,6 +63,10 @@ def main() -> int:
     if args.checkpoint and not args.config:
         parser.error("--checkpoint needs --config (the model the weights belong to)")
     check_extent(args.view_range)  # refused before the work, not after it
+    if args.columns is not None and args.columns < 1:
+        raise ValueError(f"--columns must be at least 1, got {args.columns}")
+    if not 0.0 <= args.score_threshold <= 1.0:
+        raise ValueError(f"--score-threshold is a detection score in [0, 1], got {args.score_threshold:g}")
     if args.save:
         image_format(args.save)
 
@@ -101,7 +105,7 @@ def main() -> int:
     if not panels:
         parser.error("nothing to draw: give --layers, or leave out --no-scene")
 
-    columns = args.columns or (len(args.variants) if args.layers else 1)
+    columns = args.columns if args.columns is not None else (len(args.variants) if args.layers else 1)
     if not args.no_scene:
         panels = scene_then_layers(panels[0], panels[1:], columns)
     if args.save or not display_available():

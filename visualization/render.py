@@ -180,6 +180,8 @@ def render_png(panels: list[Panel], path: str, size=(1600, 900), camera: str = "
         raise ValueError("nothing to render: no panels")
     check_extent(extent)
     width, height = int(size[0]), int(size[1])
+    if columns is not None and columns < 1:
+        raise ValueError(f"columns must be at least 1, got {columns}")
     columns = columns or min(len(panels), 3)
     rows = math.ceil(len(panels) / columns)
     cell_width, cell_height = width // columns, height // rows

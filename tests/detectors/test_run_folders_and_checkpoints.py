@@ -284,3 +284,11 @@ def test_resume_with_another_number_of_batches_per_epoch_and_a_file_as_run_folde
     a_file.write_text("x")
     with pytest.raises(ValueError, match="a_file is a file, not a folder"):
         train(tiny_config(database), str(a_file), progress=False)
+
+
+def test_resume_with_max_steps_already_reached_is_refused(database, finished_step, tmp_path):
+    run = copy_run(finished_step, tmp_path / "run")
+    before = folder_contents(run)
+    with pytest.raises(ValueError, match="has done 1 steps already; max_steps 1 counts all steps of the run"):
+        train(tiny_config(database), str(run), resume=True, max_steps=1, progress=False)
+    assert folder_contents(run) == before

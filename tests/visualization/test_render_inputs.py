@@ -38,3 +38,8 @@ def test_an_inverted_or_empty_view_range_is_an_error(tmp_path, extent):
     with pytest.raises(ValueError, match="view range must be"):
         render_panel_images([scene_panel(cloud())], 64, 64, extent=extent)
     assert check_extent((-1, -2, 3, 4)) == (-1.0, -2.0, 3.0, 4.0) and check_extent(None) is None
+
+
+def test_columns_below_one_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="columns must be at least 1, got 0"):
+        render_png([scene_panel(cloud())], str(tmp_path / "v.png"), size=(160, 120), columns=0)
