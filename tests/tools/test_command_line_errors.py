@@ -96,7 +96,8 @@ def test_visualize_refuses_missing_scans_unknown_image_types_and_an_inverted_vie
     assert_one_error_line(run_tool("visualize", "--scan", scan, "--save", tmp_path / "v.bmp"), "visualize",
                           "cannot tell the image format", ".jpg")
     assert_one_error_line(run_tool("visualize", "--scan", scan, "--view-range", "10", "10", "-10", "-10", "--save",
-                                   tmp_path / "v.png"), "visualize", "x0 < x1 and y0 < y1", "[10.0, 10.0, -10.0, -10.0]")
+                                   tmp_path / "v.png"), "visualize", "x0 < x1 and y0 < y1",
+                          "[10.0, 10.0, -10.0, -10.0]")
     assert_one_error_line(run_tool("visualize", "--scan", scan, "--columns", "0", "--save", tmp_path / "v.png"),
                           "visualize", "--columns must be at least 1")
     assert_one_error_line(run_tool("visualize", "--scan", scan, "--score-threshold", "30", "--save",
