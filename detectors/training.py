@@ -113,6 +113,8 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
     """
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+    if config.train.epochs < 1:
+        raise ValueError(f"training would take 0 steps: train.epochs = {config.train.epochs}, expected at least 1")
     if config.dataset is None:
         raise ValueError("the config has no dataset section; training needs dataset.root")
     if config.dataset.type != "nuscenes":

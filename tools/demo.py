@@ -63,7 +63,8 @@ def main() -> int:
     checkpoint = os.path.join(run, "checkpoint.pt")
     started = os.path.isfile(checkpoint)
     if not started or load_checkpoint(checkpoint)["epoch"] < config.train.epochs:
-        train(config, run, resume=started)
+        # The demo owns its run folder: a run stopped before its first checkpoint is started over (moved aside).
+        train(config, run, resume=started, overwrite=not started)
     timings["train_s"] = time.perf_counter() - start - timings["generate_s"]
 
     metrics = evaluate(config, checkpoint, os.path.join(args.out, "eval"))
