@@ -130,16 +130,27 @@ def test_resume_of_a_finished_run_and_zero_steps_are_errors(database, tmp_path):
     assert folder_contents(run) == before
 
 
-def test_evaluating_a_split_of_no_frames_is_an_error_not_a_map_of_zero(database, finished_step, tmp_path):
+def database_with_an_empty_split(database: str, folder: Path) -> str:
+    """A copy of ``database`` whose splits.json also lists a split 'nothing' of no scenes."""
     import shutil
-    root = tmp_path / "db"
-    shutil.copytree(database, root, ignore=shutil.ignore_patterns(".sparsevox*"))
-    splits = root / "v1.0-synthetic" / "splits.json"
+    shutil.copytree(database, folder, ignore=shutil.ignore_patterns(".sparsevox*"))
+    splits = folder / "v1.0-synthetic" / "splits.json"
     splits.write_text(json.dumps({**json.loads(splits.read_text()), "nothing": []}))
-    config = tiny_config(str(root))
+    return str(folder)
+
+
+def test_evaluating_a_split_of_no_frames_is_an_error_not_a_map_of_zero(database, finished_step, tmp_path):
+    config = tiny_config(database_with_an_empty_split(database, tmp_path / "db"))
     with pytest.raises(ValueError, match="no frames|empty"):
         evaluate(config, str(finished_step / "checkpoint.pt"), str(tmp_path / "eval"), split="nothing")
     assert not (tmp_path / "eval" / "metrics_summary.json").exists()
+
+
+def test_training_on_a_split_of_no_frames_is_an_error_that_writes_nothing(database, tmp_path):
+    config = tiny_config(database_with_an_empty_split(database, tmp_path / "db"), "dataset.train_split=nothing")
+    with pytest.raises(ValueError, match="0 steps|no frames|empty"):
+        train(config, str(tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_checkpoints_load_with_weights_only_and_rng_states_round_trip(finished_step):

@@ -53,66 +53,58 @@ def hostile(tmp_path_factory) -> tuple[Path, Path]:
     return folder / "hostile.pt", marker
 
 
-def test_train_refuses_a_missing_config_an_occupied_run_folder_and_resume_without_checkpoint(tmp_path):
-    assert_one_error_line(run_tool("train", tmp_path / "nope.yaml", "--out", tmp_path / "run"), "train",
-                          "config file not found", "nope.yaml")
+def test_train_refuses_a_run_folder_that_holds_a_checkpoint(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "checkpoint.pt").write_bytes(b"a checkpoint")
     assert_one_error_line(run_tool("train", CONFIG, f"dataset.root={tmp_path}", "--out", run), "train",
                           "already holds a checkpoint", "--resume", "--overwrite")
     assert (run / "checkpoint.pt").read_bytes() == b"a checkpoint" and sorted(os.listdir(run)) == ["checkpoint.pt"]
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    assert_one_error_line(run_tool("train", CONFIG, f"dataset.root={tmp_path}", "--out", empty, "--resume"), "train",
-                          "holds no checkpoint.pt")
-    assert_one_error_line(run_tool("train", CONFIG, "train.epochs=0", f"dataset.root={tmp_path}", "--out", empty,
-                                   "--max-steps", "0"), "train", "max_steps must be at least 1")
-    assert list(empty.iterdir()) == []
 
 
-def test_evaluate_refuses_a_hostile_or_missing_checkpoint(tmp_path, hostile):
+# (tool, arguments, fragments of the error line); {tmp}: a fresh folder, {scan}: a small .npy cloud,
+# {hostile}: a checkpoint whose pickle would create {tmp}/marker, {file}: a plain file.
+ONE_LINE_CASES = [
+    ("train", ["{tmp}/nope.yaml", "--out", "{tmp}/run"], ["config file not found", "nope.yaml"]),
+    ("train", [CONFIG, "dataset.root={tmp}", "--out", "{tmp}/run", "--resume"], ["holds no checkpoint.pt"]),
+    ("train", [CONFIG, "dataset.root={tmp}", "--out", "{tmp}/run", "--max-steps", "0"],
+     ["max_steps must be at least 1"]),
+    ("train", [CONFIG, "dataset.root={tmp}", "train.epochs=0", "--out", "{tmp}/run"], ["0 steps"]),
+    ("evaluate", [CONFIG, "{hostile}", "dataset.root={tmp}", "--out", "{tmp}/eval"], ["refused", "never runs code"]),
+    ("evaluate", [CONFIG, "{tmp}/missing.pt", "dataset.root={tmp}", "--out", "{tmp}/eval"],
+     ["checkpoint not found", "missing.pt"]),
+    ("evaluate", [CONFIG, "{file}", "dataset.root={tmp}", "--out", "{tmp}/eval"], ["not a PyTorch checkpoint"]),
+    ("densify", ["{tmp}/nope.bin"], ["nope.bin"]),
+    ("densify", ["{scan}", "--weights", "{hostile}"], ["refused"]),
+    ("densify", ["{scan}", "--prune-topk", "1.5"], ["prune_topk must be a fraction in (0, 1) or a whole number"]),
+    ("densify", ["{scan}", "--prune-topk", "0"], ["prune_topk must be a fraction in (0, 1) or a whole number"]),
+    ("visualize", ["--scan", "{tmp}/nope.bin", "--save", "{tmp}/v.png"], ["nope.bin"]),
+    ("visualize", ["--scan", "{scan}", "--save", "{tmp}/v.bmp"], ["cannot tell the image format", ".jpg"]),
+    ("visualize", ["--scan", "{scan}", "--view-range", "10", "10", "-10", "-10", "--save", "{tmp}/v.png"],
+     ["x0 < x1 and y0 < y1", "[10.0, 10.0, -10.0, -10.0]"]),
+    ("visualize", ["--scan", "{scan}", "--columns", "0", "--save", "{tmp}/v.png"], ["--columns must be at least 1"]),
+    ("visualize", ["--scan", "{scan}", "--score-threshold", "30", "--save", "{tmp}/v.png"],
+     ["--score-threshold is a detection score in [0, 1]"]),
+    ("visualize", ["--scan", "{scan}", "--layers", "conv7", "--save", "{tmp}/v.png"], ["valid layer names"]),
+    ("make_synthetic", ["--out", "{file}", "--scenes", "1"], ["a_file"]),
+    ("benchmark", ["train", "--database", "{tmp}/nodb", "--steps", "1", "--workers", "0", "--backends", "torch"],
+     ["nodb"]),
+    ("demo", ["--out", "{file}"], ["a_file"]),
+]
+
+
+@pytest.mark.parametrize("tool, arguments, fragments", ONE_LINE_CASES,
+                         ids=[f"{tool}-{'-'.join(a for a in arguments if a.startswith('--') or '{' not in a)[:40]}"
+                              for tool, arguments, _ in ONE_LINE_CASES])
+def test_bad_input_gives_one_line_and_exit_code_2(tool, arguments, fragments, tmp_path, scan, hostile):
     path, marker = hostile
-    assert_one_error_line(run_tool("evaluate", CONFIG, path, f"dataset.root={tmp_path}", "--out", tmp_path / "eval"),
-                          "evaluate", "refused", "never runs code")
-    assert not marker.exists()
-    assert_one_error_line(run_tool("evaluate", CONFIG, tmp_path / "missing.pt", f"dataset.root={tmp_path}", "--out",
-                                   tmp_path / "eval"), "evaluate", "checkpoint not found", "missing.pt")
-
-
-def test_densify_refuses_missing_scans_hostile_weights_and_a_fractional_k(tmp_path, scan, hostile):
-    assert_one_error_line(run_tool("densify", tmp_path / "nope.bin"), "densify", "nope.bin")
-    path, marker = hostile
-    assert_one_error_line(run_tool("densify", scan, "--weights", path), "densify", "refused")
-    assert not marker.exists()
-    for value in ("1.5", "0", "-3"):
-        assert_one_error_line(run_tool("densify", scan, "--prune-topk", value), "densify",
-                              "prune_topk must be a fraction in (0, 1) or a whole number of sites k >= 1")
-
-
-def test_visualize_refuses_missing_scans_unknown_image_types_and_an_inverted_view_range(tmp_path, scan):
-    assert_one_error_line(run_tool("visualize", "--scan", tmp_path / "nope.bin", "--save", tmp_path / "v.png"),
-                          "visualize", "nope.bin")
-    assert_one_error_line(run_tool("visualize", "--scan", scan, "--save", tmp_path / "v.bmp"), "visualize",
-                          "cannot tell the image format", ".jpg")
-    assert_one_error_line(run_tool("visualize", "--scan", scan, "--view-range", "10", "10", "-10", "-10", "--save",
-                                   tmp_path / "v.png"), "visualize", "x0 < x1 and y0 < y1",
-                          "[10.0, 10.0, -10.0, -10.0]")
-    assert_one_error_line(run_tool("visualize", "--scan", scan, "--columns", "0", "--save", tmp_path / "v.png"),
-                          "visualize", "--columns must be at least 1")
-    assert_one_error_line(run_tool("visualize", "--scan", scan, "--score-threshold", "30", "--save",
-                                   tmp_path / "v.png"), "visualize", "--score-threshold is a detection score in [0, 1]")
-    assert not list(tmp_path.glob("v.*"))
-
-
-def test_make_synthetic_benchmark_and_demo_name_the_bad_path(tmp_path):
     a_file = tmp_path / "a_file"
-    a_file.write_text("not a folder")
-    assert_one_error_line(run_tool("make_synthetic", "--out", a_file, "--scenes", "1"), "make_synthetic", "a_file")
-    assert_one_error_line(run_tool("benchmark", "train", "--database", tmp_path / "nodb", "--steps", "1",
-                                   "--workers", "0", "--backends", "torch"), "benchmark", "nodb")
-    assert_one_error_line(run_tool("demo", "--out", a_file), "demo", "a_file")
-    assert a_file.read_text() == "not a folder"
+    a_file.write_text("not a folder, not a checkpoint")
+    filled = [a.format(tmp=tmp_path, scan=scan, hostile=path, file=a_file) for a in arguments]
+    assert_one_error_line(run_tool(tool, *filled), tool, *fragments)
+    assert not marker.exists()  # no code of the hostile checkpoint ran
+    assert a_file.read_text() == "not a folder, not a checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing written
 
 
 @pytest.mark.parametrize("switch", ["--debug", "SPARSEVOX_DEBUG=1"])
