@@ -120,7 +120,7 @@ def restore_rng_states(states: dict) -> None:
     if isinstance(python, dict):
         python = (python["version"], tuple(python["state"]), python["gauss_next"])
     if isinstance(numpy_state, dict):
-        numpy_state = (numpy_state["name"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"],
+        numpy_state = (numpy_state["name"], numpy_state["keys"].cpu().numpy().astype(np.uint32), numpy_state["position"],
                        numpy_state["has_gauss"], numpy_state["cached_gaussian"])
     random.setstate(python)
     np.random.set_state(numpy_state)
