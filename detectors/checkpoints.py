@@ -120,8 +120,9 @@ def restore_rng_states(states: dict) -> None:
     if isinstance(python, dict):
         python = (python["version"], tuple(python["state"]), python["gauss_next"])
     if isinstance(numpy_state, dict):
-        numpy_state = (numpy_state["name"], numpy_state["keys"].cpu().numpy().astype(np.uint32), numpy_state["position"],
-                       numpy_state["has_gauss"], numpy_state["cached_gaussian"])
+        keys = numpy_state["keys"].cpu().numpy().astype(np.uint32)
+        numpy_state = (numpy_state["name"], keys, numpy_state["position"], numpy_state["has_gauss"],
+                       numpy_state["cached_gaussian"])
     random.setstate(python)
     np.random.set_state(numpy_state)
     torch.set_rng_state(states["torch"].cpu())
