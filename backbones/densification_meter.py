@@ -25,6 +25,7 @@ from torch import nn
 from backbones.activation_sparsity import KWinnersTakeAll, activation_statistics
 from backbones.kernel_map import KernelMap
 from backbones.sparse_modules import SparseConvolution
+from datasets.atomic_files import write_atomically
 from voxelize.sparse_tensor import SparseTensor
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, KWinnersTakeAll)
@@ -127,12 +128,25 @@ def _fmt(value, spec) -> str:
     return "-" if value is None else format(value, spec)
 
 
+PLOT_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".svg": "svg", ".pdf": "pdf"}
+
+
+def plot_format(path: str) -> str:
+    """The matplotlib format of a plot file name; ValueError for an extension not in :data:`PLOT_FORMATS`."""
+    encoding = PLOT_FORMATS.get(os.path.splitext(path)[1].lower())
+    if encoding is None:
+        raise ValueError(f"{path}: cannot tell the plot format from the name; use one of {', '.join(PLOT_FORMATS)}")
+    return encoding
+
+
 def plot_reports(reports: list[DensificationReport], path: str) -> None:
-    """Two panels: active sites per layer (log scale) and multiply-adds per layer, one line per report."""
+    """Two panels: active sites per layer (log scale) and multiply-adds per layer, one line per report,
+    in the format the name asks for (:func:`plot_format`), written atomically."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    encoding = plot_format(path)
     figure, (sites, macs) = plt.subplots(2, 1, figsize=(11, 8), sharex=True)
     for report in reports:
         positions = range(len(report.layers))
@@ -147,11 +161,10 @@ def plot_reports(reports: list[DensificationReport], path: str) -> None:
         axis.grid(True, alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    folder, name = os.path.split(os.path.abspath(path))
-    temporary = os.path.join(folder, f".{name}.tmp.png")
-    figure.savefig(temporary, dpi=110)  # then renamed: a reader never sees half a PNG
+    encoded = io.BytesIO()
+    figure.savefig(encoded, dpi=110, format=encoding)
     plt.close(figure)
-    os.replace(temporary, path)
+    write_atomically(path, encoded.getvalue())  # a reader never sees half a plot
 
 
 class DensificationMeter:

@@ -14,7 +14,7 @@ import os
 import re
 import sys
 
-from backbones.densification_meter import compare_conv_types, plot_reports
+from backbones.densification_meter import compare_conv_types, plot_format, plot_reports
 from backbones.voxel_backbones import BACKBONES, backbone_weights
 from datasets import read_points
 from datasets.atomic_files import write_atomically, write_json_atomically
@@ -40,10 +40,12 @@ def main() -> int:
                                                           "fraction of the sites if 0 < K < 1)")
     parser.add_argument("--json", help="write all reports as JSON")
     parser.add_argument("--csv", help="write each report as CSV (the variant is added to the name)")
-    parser.add_argument("--plot", help="write a PNG: active sites (log) and GMAC per layer")
+    parser.add_argument("--plot", help="write a plot (.png, .jpg, .svg, .pdf): active sites (log) and GMAC per layer")
     add_debug_option(parser)
     args = parser.parse_args()
 
+    if args.plot:
+        plot_format(args.plot)  # refused before the work, not after it
     geometry = dict(VOXEL_PRESETS[args.preset])
     if args.voxel_size:
         geometry["voxel_size"] = args.voxel_size

@@ -34,3 +34,17 @@ def test_prune_topk_as_count_and_as_fraction():
     fraction = conv_type_variants("VoxelBackBone8x", 4, prune_topk=0.25, channels=(4, 4, 4, 4), out_channels=4)
     assert list(k)[-1] == "regular + top-3 sites" and list(fraction)[-1] == "regular + top-0.25 sites"
     assert "k=3" in repr(k["regular + top-3 sites"]) and "fraction=0.25" in repr(fraction["regular + top-0.25 sites"])
+
+
+@pytest.mark.parametrize("name, magic", [("plot.jpg", b"\xff\xd8\xff"), ("plot.svg", b"<?xml"), ("plot.pdf", b"%PDF"),
+                                         ("plot.png", b"\x89PNG")])
+def test_the_densification_plot_holds_the_format_its_name_says(tmp_path, name, magic):
+    from backbones.densification_meter import compare_conv_types, plot_reports
+    coords = torch.tensor([[0, 20, y, x] for y in range(4) for x in range(4)], dtype=torch.int32)
+    reports = compare_conv_types("VoxelBackBone8x", SparseTensor(torch.ones(16, 4), coords, (40, 32, 32), 1),
+                                 channels=(4, 4, 4, 4), out_channels=4)
+    plot_reports(reports, str(tmp_path / name))
+    assert (tmp_path / name).read_bytes()[:len(magic)] == magic
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    with pytest.raises(ValueError, match="cannot tell the plot format from the name"):
+        plot_reports(reports, str(tmp_path / "plot.bmp"))

@@ -78,6 +78,7 @@ ONE_LINE_CASES = [
     ("densify", ["{scan}", "--weights", "{hostile}"], ["refused"]),
     ("densify", ["{scan}", "--prune-topk", "1.5"], ["prune_topk must be a fraction in (0, 1) or a whole number"]),
     ("densify", ["{scan}", "--prune-topk", "0"], ["prune_topk must be a fraction in (0, 1) or a whole number"]),
+    ("densify", ["{scan}", "--plot", "{tmp}/plot.bmp"], ["cannot tell the plot format from the name"]),
     ("visualize", ["--scan", "{tmp}/nope.bin", "--save", "{tmp}/v.png"], ["nope.bin"]),
     ("visualize", ["--scan", "{scan}", "--save", "{tmp}/v.bmp"], ["cannot tell the image format", ".jpg"]),
     ("visualize", ["--scan", "{scan}", "--view-range", "10", "10", "-10", "-10", "--save", "{tmp}/v.png"],
