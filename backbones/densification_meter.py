@@ -26,6 +26,7 @@ from backbones.activation_sparsity import KWinnersTakeAll, activation_statistics
 from backbones.kernel_map import KernelMap
 from backbones.sparse_modules import SparseConvolution
 from datasets.atomic_files import write_atomically
+from optional_dependencies import require
 from voxelize.sparse_tensor import SparseTensor
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, KWinnersTakeAll)
@@ -142,12 +143,10 @@ def plot_format(path: str) -> str:
 def plot_reports(reports: list[DensificationReport], path: str) -> None:
     """Two panels: active sites per layer (log scale) and multiply-adds per layer, one line per report,
     in the format the name asks for (:func:`plot_format`), written atomically."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     encoding = plot_format(path)
-    figure, (sites, macs) = plt.subplots(2, 1, figsize=(11, 8), sharex=True)
+    # A Figure of its own, not pyplot's: the library never switches the process's matplotlib backend.
+    figure = require("matplotlib.figure", "plotting densification reports").Figure(figsize=(11, 8))
+    sites, macs = figure.subplots(2, 1, sharex=True)
     for report in reports:
         positions = range(len(report.layers))
         sites.plot(positions, [layer.sites_out for layer in report.layers], marker="o", label=report.label)
@@ -163,7 +162,6 @@ def plot_reports(reports: list[DensificationReport], path: str) -> None:
     figure.tight_layout()
     encoded = io.BytesIO()
     figure.savefig(encoded, dpi=110, format=encoding)
-    plt.close(figure)
     write_atomically(path, encoded.getvalue())  # a reader never sees half a plot
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from optional_dependencies import require
 from voxelize.hash_map import pack_keys
 from voxelize.sparse_tensor import SparseTensor
 
@@ -23,7 +24,7 @@ INDICE_DICT = "spconv_indice_dict"
 
 def _spconv_layer(module, device: torch.device):
     """The spconv twin of ``module`` for ``device``'s type, built once; it holds no parameters."""
-    import spconv.pytorch as spconv
+    spconv = require("spconv.pytorch", "the spconv backend")
 
     layers = module.__dict__.setdefault("_spconv_layers", {})  # not a registered submodule
     if device.type not in layers:
@@ -45,7 +46,7 @@ def _spconv_layer(module, device: torch.device):
 def spconv_forward(module, x: SparseTensor, weight: torch.Tensor, bias: torch.Tensor | None) -> SparseTensor:
     """``module(x)`` with ``weight`` and ``bias`` computed by spconv; the same output coordinates, order
     and features as the torch backend."""
-    import spconv.pytorch as spconv
+    spconv = require("spconv.pytorch", "the spconv backend")
 
     cache = x.kernel_map_cache
     indice_dict = dict(cache.get(INDICE_DICT, {}))

@@ -1,11 +1,12 @@
-"""KITTI object evaluation of LiDAR 3D detections: BEV AP and 3D AP at 40 recall positions (R40).
+"""KITTI object evaluation of LiDAR 3D detections: 2D image-box AP, AOS, BEV AP and 3D AP, at R40 and R11.
 
 The protocol of the KITTI 3D object benchmark (``evaluate_object.cpp`` of the devkit; OpenPCDet's
 ``kitti_object_eval_python`` computes the same), per class and difficulty:
 
-- Classes and IoU thresholds: Car 0.7, Pedestrian 0.5, Cyclist 0.5; a detection matches a ground
-  truth (GT) when their IoU is strictly above the threshold. BEV IoU is the rotated IoU of the two
-  boxes seen from above; 3D IoU is (rotated BEV intersection × height overlap) / union of volumes.
+- Classes and IoU thresholds: Car 0.7, Pedestrian 0.5, Cyclist 0.5, for every metric; a detection
+  matches a ground truth (GT) when their IoU is strictly above the threshold. 2D IoU is the IoU of
+  the image boxes; BEV IoU is the rotated IoU of the two boxes seen from above; 3D IoU is (rotated
+  BEV intersection × height overlap) / union of volumes.
 - Difficulties, from each GT's 2D image box (as labelled) and its label fields; they are cumulative
   (moderate includes easy):
 
@@ -24,21 +25,27 @@ The protocol of the KITTI 3D object benchmark (``evaluate_object.cpp`` of the de
 - Ignored detections: a detection whose 2D image box is lower than the level's minimum height
   (< 40 / 25 px) is ignored: never an FP, and a valid GT it is matched to is neither TP nor FN.
   As in the official code this holds for small detections of any class.
-- Matching, at each score threshold t (detections with score >= t): GTs in label order each take,
-  among the unassigned detections above the IoU threshold, the one of largest IoU (the first
-  ignored one only when no valid one is there). Unassigned valid detections are FPs.
-- DontCare regions: in the official code a detection whose 2D box lies in a DontCare box
-  (intersection / detection area above the IoU threshold) is no FP for the *2D image* metric only;
-  for BEV and 3D the overlap is taken with the DontCare row's 3D box, which is a placeholder
-  (location -1000), so it never applies. That is the default here (``dont_care_in_3d=False``);
-  ``dont_care_in_3d=True`` applies the 2D DontCare rule to BEV and 3D as well.
-- AP: precision p = TP / (TP + FP) and recall r = TP / (TP + FN) at every distinct score; at each of
-  the 40 recall positions r_k = k/40 (k = 1..40) the interpolated precision is the largest precision
-  at any recall >= r_k (0 when that recall is never reached); AP = 100 × their mean.
-  The official code evaluates precision only at (at most 41) score thresholds picked so that their
-  recalls approach k/40; that is the same number for large GT counts, but with fewer than 40 GTs it
-  has fewer thresholds than recall positions and under-reports (2 perfectly detected GTs score 2.5).
-  Here every operating point is evaluated, which is the stated definition exactly.
+- Matching at each score threshold, and the two ways of turning the curve into AP (``sampling``):
+  :mod:`datasets.detection_matching`. The default, ``'official'``, samples at most 41 thresholds
+  from the scores of matched detections, as the benchmark does, and gives the published numbers;
+  ``'every_point'`` evaluates every operating point, the stated definition of AP exactly. They differ
+  by up to a few AP, most where few GTs count:
+
+  * **1 GT**: the official R40 of a class (or difficulty) with a single counted GT is 0 even when it
+    is found (its one threshold sits in slot 0, which R40 leaves out); 2 perfectly found GTs score
+    2.5, n < 40 score at most 2.5 (n - 1). Report such classes with ``sampling='every_point'``, or not
+    at all.
+  * **The end slot**: the lowest matched score always takes the next slot, so the official R40 credits
+    up to one recall step (2.5 AP) that was not reached: 449 of 1000 GTs found at precision 1 give 45.00
+    officially, 42.50 over every operating point.
+- R40 = the mean over 40 recall positions (slots 1..40), R11 = over 11 (slots 0, 4, .., 40); AP in
+  percent. AOS (average orientation similarity) is computed on the 2D matching, with (1 + cos Δα) / 2
+  in place of each TP, α the observation angle.
+- DontCare regions: a detection whose 2D box lies in a DontCare box (intersection / detection area
+  above the IoU threshold) is no FP for the *2D image* metric (and AOS). For BEV and 3D the official
+  code takes the overlap with the DontCare row's 3D box, which is a placeholder (location -1000), so
+  it never applies. That is the default here (``dont_care_in_3d=False``); ``dont_care_in_3d=True``
+  applies the 2D DontCare rule to BEV and 3D as well.
 
 Detections of a LiDAR-only detector have no 2D box: it is computed by projecting the 3D box into
 the image of camera 2 (Tr_velo_to_cam, R0_rect, P2), the part of the box behind the plane 0.1 m in
@@ -46,20 +53,31 @@ front of the camera cut off, and clipping to the image ([0, width-1] x [0, heigh
 from ``image_2/`` when the dataset has it, else 1242x375, reported in the metrics). Detections whose
 box does not reach into the image are dropped before evaluation: KITTI labels only what the camera
 sees (OpenPCDet feeds the network only points in the camera's view; mmdetection3d drops such boxes).
+Their observation angle α is computed from the LiDAR box the same way (rotation_y in the rectified
+camera frame minus the azimuth of the box centre, atan2(x, z)); GTs use ``annotations['alpha']``
+when the frame has it, else the same computation.
 
 IoUs are computed on the LiDAR-frame boxes of the project's convention (both GT, converted from the
 camera labels at the dataset boundary, and detections); the official code computes them in the
 rectified camera frame, whose vertical axis is tilted from the LiDAR's by a fraction of a degree.
-Not computed: the 2D image-box AP and AOS (orientation similarity).
 """
 from __future__ import annotations
 
-import numpy as np
-import torch
+import os
 
-from datasets.boxes import box_corners
+import numpy as np
+
+from datasets.atomic_files import write_json_atomically
+from datasets.box_overlaps import bev_iou, box_overlaps, image_box_overlap_of_first, image_iou, iou_3d
+from datasets.boxes import BOX_EDGES, as_boxes, box_corners
+from datasets.detection_matching import (R40_RECALLS, SAMPLINGS, DetectionCurve, frame_operating_points,
+                                         interpolated_average_precision)
 from datasets.kitti_dataset import DEFAULT_IMAGE_SIZE, KittiDataset, split_ids
-from detectors.box_geometry import bev_intersection_area
+
+__all__ = ["CLASSES", "DIFFICULTIES", "METRICS", "SAMPLINGS", "bev_iou", "iou_3d", "image_iou",
+           "image_box_overlap_of_first", "frame_operating_points", "r40_average_precision", "image_boxes",
+           "observation_angles", "ground_truth_flags", "detection_flags", "evaluated_classes", "evaluate_kitti",
+           "evaluate_detector_on_kitti", "format_table", "KittiEvaluator"]
 
 CLASSES = ("Car", "Pedestrian", "Cyclist")
 IOU_THRESHOLDS = {"Car": 0.7, "Pedestrian": 0.5, "Cyclist": 0.5}
@@ -68,64 +86,21 @@ DIFFICULTIES = ("easy", "moderate", "hard")
 MIN_HEIGHT = (40.0, 25.0, 25.0)          # pixels, per difficulty
 MAX_OCCLUSION = (0, 1, 2)
 MAX_TRUNCATION = (0.15, 0.3, 0.5)
-METRICS = ("bev", "3d")
-RECALL_POSITIONS = np.arange(1, 41) / 40.0
+METRICS = ("bbox", "bev", "3d")          # matched on 2D image boxes, BEV boxes, 3D boxes
+AP_KINDS = METRICS + ("aos",)            # AOS rides on the 2D matching
 NEAR_PLANE = 0.1                         # metres in front of the camera; box parts nearer are cut off
-PROTOCOL = ("KITTI 3D object, R40: AP = mean over recall 1/40..40/40 of the max precision at recall >= r; "
-            "IoU > 0.7 Car, 0.5 Pedestrian/Cyclist; easy/moderate/hard by 2D height, occlusion, truncation")
+PROTOCOL = ("KITTI 3D object: AP at 40 (R40) and 11 (R11) recall positions, in percent; IoU > 0.7 Car, "
+            "0.5 Pedestrian/Cyclist; easy/moderate/hard by 2D height, occlusion, truncation")
+SAMPLING_NOTES = {"official": "official score-threshold sampling (at most 41 thresholds from matched scores)",
+                  "every_point": "every operating point (precision at every distinct score)"}
 
 # The 12 edges of a box, as index pairs into the corners of datasets.boxes.box_corners.
-_EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4], [0, 4], [1, 5], [2, 6], [3, 7]])
 
 
-# ---------------------------------------------------------------------------------------------- IoU
-
-def _as_boxes(boxes, what: str) -> np.ndarray:
-    boxes = np.asarray(boxes, dtype=np.float64)
-    if boxes.ndim != 2 or boxes.shape[1] < 7:
-        raise ValueError(f"{what} must be (N, >=7) [x, y, z, dx, dy, dz, yaw, ...], got shape {boxes.shape}")
-    return boxes
-
-
-def _intersection_and_areas(boxes1: np.ndarray, boxes2: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(M, N) BEV intersection areas, (M, N) height overlaps, (M,) and (N,) BEV areas."""
-    a, b = _as_boxes(boxes1, "boxes1"), _as_boxes(boxes2, "boxes2")
-    intersection = np.zeros((len(a), len(b)))
-    if len(a) and len(b):
-        intersection = bev_intersection_area(torch.from_numpy(a[:, :7]), torch.from_numpy(b[:, :7])).numpy()
-    top = np.minimum(a[:, None, 2] + a[:, None, 5] / 2, b[None, :, 2] + b[None, :, 5] / 2)
-    bottom = np.maximum(a[:, None, 2] - a[:, None, 5] / 2, b[None, :, 2] - b[None, :, 5] / 2)
-    return intersection, np.clip(top - bottom, 0.0, None), a[:, 3] * a[:, 4], b[:, 3] * b[:, 4]
-
-
-def _overlaps(boxes1, boxes2) -> dict[str, np.ndarray]:
-    """{'bev': (M, N), '3d': (M, N)} IoUs from one intersection computation."""
-    intersection, height, area1, area2 = _intersection_and_areas(boxes1, boxes2)
-    volume = intersection * height
-    volume1, volume2 = area1 * np.asarray(boxes1)[:, 5], area2 * np.asarray(boxes2)[:, 5]
-    return {"bev": intersection / np.maximum(area1[:, None] + area2[None, :] - intersection, 1e-12),
-            "3d": volume / np.maximum(volume1[:, None] + volume2[None, :] - volume, 1e-12)}
-
-
-def bev_iou(boxes1, boxes2) -> np.ndarray:
-    """(M, N) rotated bird's-eye-view IoU of boxes (M, >=7) and (N, >=7) ``(x, y, z, dx, dy, dz, yaw)``."""
-    return _overlaps(boxes1, boxes2)["bev"]
-
-
-def iou_3d(boxes1, boxes2) -> np.ndarray:
-    """(M, N) 3D IoU: rotated BEV intersection × overlap of the z extents (z = box centre), over the
-    union of volumes (boxes rotate about z only, so this is the exact volume IoU)."""
-    return _overlaps(boxes1, boxes2)["3d"]
-
-
-def image_box_overlap_of_first(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
-    """(M, N) intersection of 2D boxes [x1, y1, x2, y2] over the area of the first box (the
-    official DontCare criterion)."""
-    width = np.minimum(boxes1[:, None, 2], boxes2[None, :, 2]) - np.maximum(boxes1[:, None, 0], boxes2[None, :, 0])
-    height = np.minimum(boxes1[:, None, 3], boxes2[None, :, 3]) - np.maximum(boxes1[:, None, 1], boxes2[None, :, 1])
-    intersection = np.clip(width, 0.0, None) * np.clip(height, 0.0, None)
-    area = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    return intersection / np.maximum(area, 1e-12)[:, None]
+def r40_average_precision(recall, precision) -> float:
+    """100 × mean over r = 1/40 .. 40/40 of the largest precision at a recall >= r (0 where none),
+    over every operating point. recall, precision: (P,) at the operating points, in any order."""
+    return 100.0 * interpolated_average_precision(recall, precision, R40_RECALLS)
 
 
 # ----------------------------------------------------------------------------------- image boxes
@@ -141,7 +116,7 @@ def image_boxes(boxes, calibration: dict[str, np.ndarray], image_size=DEFAULT_IM
     [0, width-1] x [0, height-1]; ``in_image`` is False (and the row zeros) for a box wholly behind
     that plane or projecting wholly outside the image.
     """
-    boxes = _as_boxes(boxes, "boxes")
+    boxes = as_boxes(boxes, "boxes")
     for key in ("Tr_velo_to_cam", "R0_rect", "P2"):
         if key not in calibration:
             raise ValueError(f"the calibration lacks {key}, needed to project boxes into the image")
@@ -150,7 +125,7 @@ def image_boxes(boxes, calibration: dict[str, np.ndarray], image_size=DEFAULT_IM
                                      for k in ("Tr_velo_to_cam", "R0_rect", "P2"))
     corners = box_corners(boxes)                                              # (N, 8, 3) LiDAR frame
     camera = corners @ (rect @ velo_to_cam[:, :3]).T + rect @ velo_to_cam[:, 3]   # rectified camera frame
-    start, end = camera[:, _EDGES[:, 0]], camera[:, _EDGES[:, 1]]             # (N, 12, 3)
+    start, end = camera[:, BOX_EDGES[:, 0]], camera[:, BOX_EDGES[:, 1]]             # (N, 12, 3)
     depth_start, depth_end = start[..., 2] - NEAR_PLANE, end[..., 2] - NEAR_PLANE
     crosses = depth_start * depth_end < 0
     fraction = depth_start / np.where(crosses, depth_start - depth_end, 1.0)
@@ -168,6 +143,24 @@ def image_boxes(boxes, calibration: dict[str, np.ndarray], image_size=DEFAULT_IM
     result[:, [1, 3]] = np.clip(result[:, [1, 3]], 0.0, height - 1)
     result[~in_image] = 0.0
     return result, in_image
+
+
+def observation_angles(boxes, calibration: dict[str, np.ndarray]) -> np.ndarray:
+    """(N,) KITTI observation angle α in [-π, π) of LiDAR-frame boxes (N, >=7): the box's rotation_y
+    in the rectified camera frame (Tr_velo_to_cam, R0_rect of ``calibration``) minus the azimuth of its
+    centre seen from the camera, atan2(x, z)."""
+    boxes = as_boxes(boxes, "boxes")
+    for key in ("Tr_velo_to_cam", "R0_rect"):
+        if key not in calibration:
+            raise ValueError(f"the calibration lacks {key}, needed for the observation angle")
+    velo_to_cam = np.asarray(calibration["Tr_velo_to_cam"], dtype=np.float64)
+    to_camera = np.asarray(calibration["R0_rect"], dtype=np.float64) @ velo_to_cam[:, :3]
+    shift = np.asarray(calibration["R0_rect"], dtype=np.float64) @ velo_to_cam[:, 3]
+    centres = boxes[:, :3] @ to_camera.T + shift
+    headings = np.column_stack([np.cos(boxes[:, 6]), np.sin(boxes[:, 6]), np.zeros(len(boxes))]) @ to_camera.T
+    rotation_y = np.arctan2(-headings[:, 2], headings[:, 0])          # camera y points down
+    alpha = rotation_y - np.arctan2(centres[:, 0], centres[:, 2])
+    return (alpha + np.pi) % (2 * np.pi) - np.pi
 
 
 # ------------------------------------------------------------------------------------ ignore flags
@@ -195,95 +188,6 @@ def detection_flags(names, bbox_2d, class_name: str, difficulty: int) -> np.ndar
     bbox_2d = np.asarray(bbox_2d, dtype=np.float64).reshape(-1, 4)
     small = np.abs(bbox_2d[:, 3] - bbox_2d[:, 1]) < MIN_HEIGHT[difficulty]
     return np.where(small, 1, np.where(own, 0, -1)).astype(np.int8)
-
-
-# ---------------------------------------------------------------------------------------- matching
-
-def _assign(hits, overlaps, gt_flags, det_flags, not_fp, considered) -> tuple[int, int, int]:
-    """(TP, FP, FN) of one frame with the detections in ``considered``; official assignment (module
-    docstring). hits/overlaps (D, G); not_fp (D,): detections in a DontCare region."""
-    assigned = np.zeros(len(det_flags), dtype=bool)
-    tp = fn = 0
-    for i in range(len(gt_flags)):
-        candidates = hits[:, i] & considered & ~assigned
-        valid = candidates & (det_flags == 0)
-        if valid.any():
-            j = int(np.argmax(np.where(valid, overlaps[:, i], -1.0)))   # largest IoU, the first on ties
-        elif candidates.any():
-            j = int(np.argmax(candidates))                              # the first ignored detection
-        else:
-            fn += int(gt_flags[i] == 0)
-            continue
-        assigned[j] = True
-        tp += int(gt_flags[i] == 0 and det_flags[j] == 0)
-    fp = int((considered & ~assigned & (det_flags == 0) & ~not_fp).sum())
-    return tp, fp, fn
-
-
-def frame_operating_points(overlaps, scores, gt_flags, det_flags, iou_threshold: float,
-                           in_dont_care=None) -> tuple[np.ndarray, np.ndarray, int]:
-    """One frame's statistics at each of its distinct detection scores.
-
-    overlaps (D, G) IoU; scores (D,); gt_flags (G,) and det_flags (D,) from :func:`ground_truth_flags`
-    and :func:`detection_flags`; in_dont_care (D,) bool: detections not to count as FP.
-    Returns ``(levels (L,) descending, stats (L, 3) [TP, FP, FN] with every detection scoring >= the
-    level, FN with no detection)``.
-    """
-    gt_keep, det_keep = gt_flags != -1, det_flags != -1
-    overlaps = np.asarray(overlaps, dtype=np.float64).reshape(len(det_flags), len(gt_flags))[det_keep][:, gt_keep]
-    gt_flags, det_flags, scores = gt_flags[gt_keep], det_flags[det_keep], np.asarray(scores)[det_keep]
-    not_fp = (np.zeros(len(det_keep), bool) if in_dont_care is None else np.asarray(in_dont_care))[det_keep]
-    fn_alone = int((gt_flags == 0).sum())
-    if len(scores) == 0:
-        return np.zeros(0), np.zeros((0, 3), dtype=np.int64), fn_alone
-    levels = np.unique(scores)[::-1]
-    hits = overlaps > iou_threshold
-    # Only a detection above the IoU threshold with some GT can change the assignment; any other
-    # valid one is an FP once its score is reached.
-    matchable = hits.any(axis=1)
-    plain_fp = np.sort(scores[~matchable & (det_flags == 0) & ~not_fp])
-    stats = np.zeros((len(levels), 3), dtype=np.int64)
-    stats[:, 1] = len(plain_fp) - np.searchsorted(plain_fp, levels, side="left")
-    stats[:, 2] = fn_alone
-    if matchable.any():
-        index = np.flatnonzero(matchable)                      # label order of the detections is kept
-        own_levels = np.unique(scores[index])[::-1]
-        own_stats = np.array([_assign(hits[index], overlaps[index], gt_flags, det_flags[index], not_fp[index],
-                                      scores[index] >= level) for level in own_levels], dtype=np.int64)
-        reached = np.searchsorted(-own_levels, -levels, side="right")   # matchable levels >= each level
-        stats[reached > 0] += own_stats[reached[reached > 0] - 1] - np.array([0, 0, fn_alone])
-    return levels, stats, fn_alone
-
-
-def r40_average_precision(recall, precision) -> float:
-    """100 × mean over r = 1/40 .. 40/40 of the largest precision at a recall >= r (0 where none).
-
-    recall, precision: (P,) at the operating points, in any order."""
-    recall, precision = np.asarray(recall, dtype=np.float64), np.asarray(precision, dtype=np.float64)
-    reached = recall[None, :] >= RECALL_POSITIONS[:, None] - 1e-9
-    interpolated = np.where(reached, precision[None, :], 0.0).max(axis=1, initial=0.0)
-    return float(100.0 * interpolated.mean())
-
-
-def _curve(frames: list[tuple[np.ndarray, np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray, int]:
-    """Dataset-wide (recall, precision) at every distinct score, and the number of counted GTs."""
-    total_gt = sum(fn for _, _, fn in frames)
-    levels, deltas = [], []
-    for frame_levels, stats, fn_alone in frames:
-        if len(frame_levels):
-            previous = np.vstack([[0, 0, fn_alone], stats[:-1]])
-            levels.append(frame_levels)
-            deltas.append(stats - previous)
-    if not levels:
-        return np.zeros(0), np.zeros(0), total_gt
-    levels, deltas = np.concatenate(levels), np.concatenate(deltas)
-    order = np.argsort(-levels, kind="stable")
-    levels, totals = levels[order], np.cumsum(deltas[order], axis=0) + np.array([0, 0, total_gt])
-    last = np.append(levels[1:] != levels[:-1], True)          # the state once every tie is in
-    tp, fp, fn = totals[last].T.astype(np.float64)
-    recall = np.divide(tp, tp + fn, out=np.zeros_like(tp), where=tp + fn > 0)
-    precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0)
-    return recall, precision, total_gt
 
 
 # ------------------------------------------------------------------------------------- evaluation
@@ -341,81 +245,124 @@ def _frame_inputs(index: int, truth: dict, detection: dict) -> tuple:
     return (names, gt_boxes, bbox, truncated, occluded, dont_care), (det_boxes, scores, det_names, det_bbox)
 
 
+def _alphas(values, count: int, where: str) -> np.ndarray:
+    alphas = np.asarray(values, dtype=np.float64).reshape(-1)
+    if alphas.shape != (count,):
+        raise ValueError(f"{where}: alpha has {alphas.size} values for {count} objects")
+    return alphas
+
+
 def evaluate_kitti(ground_truth: list[dict], detections: list[dict], classes=CLASSES,
-                   dont_care_in_3d: bool = False) -> dict:
-    """BEV and 3D AP (R40, the protocol of the module docstring) per class and difficulty.
+                   dont_care_in_3d: bool = False, sampling: str = "official") -> dict:
+    """2D, BEV and 3D AP and AOS, at R40 and R11, per class and difficulty (the module docstring).
 
     ground_truth: per frame the ``meta`` of :class:`datasets.kitti_dataset.KittiDataset`: ``annotations``
-    {names (G,), boxes (G, >=7) LiDAR frame, bbox_2d (G, 4) pixels, truncated (G,), occluded (G,)},
-    ``dont_care_bbox_2d`` (K, 4), and, for detections without ``bbox_2d``, ``calibration`` and
-    ``image_size`` (width, height; 1242x375 when absent).
+    {names (G,), boxes (G, >=7) LiDAR frame, bbox_2d (G, 4) pixels, truncated (G,), occluded (G,),
+    optionally alpha (G,) radians}, ``dont_care_bbox_2d`` (K, 4), ``calibration`` (for the observation
+    angles, and for detections without ``bbox_2d``) and ``image_size`` (width, height; 1242x375 when absent).
     detections: per frame {boxes (D, >=7) LiDAR frame, scores (D,), names (D,) class names (case is
     ignored), optionally bbox_2d (D, 4): then used as is, else projected (and boxes outside the image
-    dropped)}.
-    Returns a JSON-ready dict: ``ap[class][metric][difficulty]`` in percent (None where no GT counts),
-    ``recall`` (with every detection) alike, ``num_gt[class][difficulty]``, and bookkeeping.
+    dropped), optionally alpha (D,)}.
+    sampling: ``'official'`` (the benchmark's, default) or ``'every_point'``.
+    Returns a JSON-ready dict: ``ap[class][kind][difficulty]`` R40 in percent, kind in bbox (2D), bev,
+    3d, aos; ``ap_r11`` alike; ``recall[class][metric][difficulty]`` with every detection; None where
+    no GT counts; ``num_gt[class][difficulty]``, ``sampling``, and bookkeeping.
     """
     if len(ground_truth) != len(detections):
         raise ValueError(f"ground_truth has {len(ground_truth)} frames, detections {len(detections)}")
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {list(SAMPLINGS)}, got {sampling!r}")
     classes = list(classes)
     for name in classes:
         if name not in CLASSES:
             raise ValueError(f"classes: {name!r} is not a KITTI evaluation class; valid: {list(CLASSES)}")
-    per_frame = {(c, m, d): [] for c in classes for m in METRICS for d in range(len(DIFFICULTIES))}
+    curves = {(c, m, d): DetectionCurve(IOU_THRESHOLDS[c], with_orientation=m == "bbox")
+              for c in classes for m in METRICS for d in range(len(DIFFICULTIES))}
     dropped = assumed_size = total = 0
     for index, (truth, detection) in enumerate(zip(ground_truth, detections)):
         (names, gt_boxes, gt_bbox, truncated, occluded, dont_care), (det_boxes, scores, det_names, det_bbox) = \
             _frame_inputs(index, truth, detection)
+        where = f"ground_truth[{index}] (frame {truth.get('id', index)!r})"
+        if not np.isfinite(scores).all():
+            raise ValueError(f"detections[{index}]: scores must be finite")
         total += len(scores)
+        det_alpha = detection.get("alpha")
+        if det_alpha is not None:
+            det_alpha = _alphas(det_alpha, len(scores), f"detections[{index}]")
         if det_bbox is None:
             if "calibration" not in truth:
-                raise ValueError(f"ground_truth[{index}]: detections without bbox_2d need the frame's 'calibration'")
+                raise ValueError(f"{where}: detections without bbox_2d need the frame's 'calibration'")
             if "image_size" not in truth or not truth.get("image_size_known", True):
                 assumed_size += 1
             try:
                 det_bbox, inside = image_boxes(det_boxes, truth["calibration"],
                                                truth.get("image_size", DEFAULT_IMAGE_SIZE))
             except ValueError as error:
-                raise ValueError(f"ground_truth[{index}] (frame {truth.get('id', index)!r}): {error}") from None
+                raise ValueError(f"{where}: {error}") from None
             dropped += int((~inside).sum())
             det_boxes, scores, det_bbox = det_boxes[inside], scores[inside], det_bbox[inside]
             det_names = [n for n, keep in zip(det_names, inside) if keep]
-        overlaps = _overlaps(det_boxes, gt_boxes)
+            det_alpha = None if det_alpha is None else det_alpha[inside]
+        try:
+            gt_alpha = (_alphas(truth["annotations"]["alpha"], len(names), where) if "alpha" in truth["annotations"]
+                        else observation_angles(gt_boxes, truth["calibration"]) if len(names) else np.zeros(0))
+            if det_alpha is None:
+                det_alpha = observation_angles(det_boxes, truth["calibration"]) if len(scores) else np.zeros(0)
+        except KeyError:
+            raise ValueError(f"{where}: the observation angles (AOS) need the frame's 'calibration' "
+                             "or 'alpha' in the annotations and detections") from None
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+        overlaps = box_overlaps(det_boxes, gt_boxes)
+        overlaps["bbox"] = image_iou(det_bbox, gt_bbox)
+        similarity = (1.0 + np.cos(gt_alpha[None, :] - det_alpha[:, None])) / 2.0
         for class_name in classes:
             threshold = IOU_THRESHOLDS[class_name]
-            in_dont_care = None
-            if dont_care_in_3d and len(dont_care):
-                in_dont_care = (image_box_overlap_of_first(det_bbox, dont_care) > threshold).any(axis=1)
+            in_dont_care = (image_box_overlap_of_first(det_bbox, dont_care) > threshold).any(axis=1)
             for difficulty in range(len(DIFFICULTIES)):
                 gt_flags = ground_truth_flags(names, gt_bbox, truncated, occluded, class_name, difficulty)
                 det_flags = detection_flags(det_names, det_bbox, class_name, difficulty)
                 for metric in METRICS:
-                    per_frame[class_name, metric, difficulty].append(frame_operating_points(
-                        overlaps[metric], scores, gt_flags, det_flags, threshold, in_dont_care))
-    ap, recall, num_gt = {}, {}, {}
+                    rule = metric == "bbox" or dont_care_in_3d
+                    curves[class_name, metric, difficulty].add_frame(
+                        overlaps[metric], scores, gt_flags, det_flags, in_dont_care if rule else None,
+                        similarity if metric == "bbox" else None)
+    ap, ap_r11, recall, num_gt, thresholds = {}, {}, {}, {}, {}
     for class_name in classes:
-        ap[class_name] = {m: {} for m in METRICS}
+        ap[class_name] = {kind: {} for kind in AP_KINDS}
+        ap_r11[class_name] = {kind: {} for kind in AP_KINDS}
         recall[class_name] = {m: {} for m in METRICS}
-        num_gt[class_name] = {}
+        num_gt[class_name], thresholds[class_name] = {}, {m: {} for m in METRICS}
         for metric in METRICS:
             for difficulty, level in enumerate(DIFFICULTIES):
-                recalls, precisions, count = _curve(per_frame[class_name, metric, difficulty])
-                num_gt[class_name][level] = count
-                ap[class_name][metric][level] = r40_average_precision(recalls, precisions) if count else None
-                recall[class_name][metric][level] = (float(recalls[-1]) if len(recalls) else 0.0) if count else None
-    return {"protocol": PROTOCOL, "classes": classes, "iou_thresholds": {c: IOU_THRESHOLDS[c] for c in classes},
-            "ap": ap, "recall": recall, "num_gt": num_gt, "num_frames": len(ground_truth),
-            "num_detections": total, "num_detections_outside_image": dropped,
-            "frames_with_assumed_image_size": assumed_size, "assumed_image_size": list(DEFAULT_IMAGE_SIZE),
-            "dont_care_in_3d": dont_care_in_3d}
+                result = curves[class_name, metric, difficulty].average_precision(sampling)
+                num_gt[class_name][level] = result["num_gt"]
+                recall[class_name][metric][level] = result["recall"]
+                thresholds[class_name][metric][level] = result.get("thresholds")
+                kinds = (("", metric), ("aos_", "aos")) if metric == "bbox" else (("", metric),)
+                for prefix, kind in kinds:
+                    for table, key in ((ap, "r40"), (ap_r11, "r11")):
+                        value = result[prefix + key]
+                        table[class_name][kind][level] = None if value is None else 100.0 * value
+    metrics = {"protocol": PROTOCOL, "sampling": sampling, "sampling_note": SAMPLING_NOTES[sampling],
+               "classes": classes, "iou_thresholds": {c: IOU_THRESHOLDS[c] for c in classes},
+               "ap": ap, "ap_r11": ap_r11, "recall": recall, "num_gt": num_gt, "num_frames": len(ground_truth),
+               "num_detections": total, "num_detections_outside_image": dropped,
+               "frames_with_assumed_image_size": assumed_size, "assumed_image_size": list(DEFAULT_IMAGE_SIZE),
+               "dont_care_in_3d": dont_care_in_3d}
+    if sampling == "official":
+        metrics["num_thresholds"] = thresholds
+    return metrics
 
 
-def evaluate_detector_on_kitti(predict, root: str, split: str, class_names, num_point_features: int = 4) -> dict:
+def evaluate_detector_on_kitti(predict, root: str, split: str, class_names, num_point_features: int = 4,
+                               sampling: str = "official") -> dict:
     """Run ``predict`` on every frame of a KITTI split and evaluate (:func:`evaluate_kitti`).
 
     predict: (N, 4) float32 LiDAR points [x, y, z, reflectance] → {'boxes': (K, >=7) LiDAR frame,
     'scores': (K,), 'labels': (K,) indices into class_names} (tensors or arrays); root: the KITTI
-    object folder; split: ``ImageSets/{split}.txt`` when present, else every frame.
+    object folder; split: ``ImageSets/{split}.txt``, or 'all' for every scan (see
+    :func:`datasets.kitti_dataset.split_ids`); sampling: as :func:`evaluate_kitti`.
     """
     if num_point_features != 4:
         raise ValueError(f"KITTI scans have 4 point features (x, y, z, reflectance); the model takes "
@@ -431,21 +378,112 @@ def evaluate_detector_on_kitti(predict, root: str, split: str, class_names, num_
         detections.append({"boxes": np.asarray(predicted["boxes"], dtype=np.float64),
                            "scores": np.asarray(predicted["scores"], dtype=np.float64),
                            "names": [class_names[label] for label in labels]})
-    return evaluate_kitti(truths, detections, classes)
+    return evaluate_kitti(truths, detections, classes, sampling=sampling)
+
+
+KIND_LABELS = {"bbox": "2D", "bev": "BEV", "3d": "3D", "aos": "AOS"}
 
 
 def format_table(metrics: dict) -> str:
-    """The AP table of :func:`evaluate_kitti` as text, one row per class and metric."""
-    lines = [f"KITTI AP R40 ({metrics['num_frames']} frames, {metrics['num_detections']} detections)",
-             f"{'class':<12}{'metric':<8}" + "".join(f"{level:>10}" for level in DIFFICULTIES) + f"{'IoU':>7}"]
+    """The AP table of :func:`evaluate_kitti` as text: one row per class and kind (2D, BEV, 3D, AOS),
+    R40 then R11 for easy / moderate / hard."""
+    def cells(values) -> str:
+        return "".join(f"{values[level]:>9.2f}" if values[level] is not None else f"{'-':>9}" for level in DIFFICULTIES)
+
+    sampling = metrics.get("sampling_note", SAMPLING_NOTES["every_point"])
+    short = ("easy", "mod", "hard")
+    lines = [f"KITTI AP, {sampling} ({metrics['num_frames']} frames, {metrics['num_detections']} detections)",
+             f"{'class':<12}{'metric':<7}{'IoU':>5}  " + "".join(f"{'R40 ' + s:>9}" for s in short)
+             + "  " + "".join(f"{'R11 ' + s:>9}" for s in short)]
     for class_name in metrics["classes"]:
-        for metric in METRICS:
-            values = metrics["ap"][class_name][metric]
-            cells = "".join(f"{values[level]:>10.2f}" if values[level] is not None else f"{'-':>10}"
-                            for level in DIFFICULTIES)
-            lines.append(f"{class_name:<12}{metric.upper():<8}{cells}{metrics['iou_thresholds'][class_name]:>7.1f}")
+        for kind in AP_KINDS:
+            if kind not in metrics["ap"][class_name]:
+                continue
+            r11 = metrics.get("ap_r11", {}).get(class_name, {}).get(kind)
+            lines.append(f"{class_name:<12}{KIND_LABELS[kind]:<7}{metrics['iou_thresholds'][class_name]:>5.2f}  "
+                         + cells(metrics["ap"][class_name][kind]) + "  "
+                         + (cells(r11) if r11 is not None else ""))
+    counts = ", ".join(f"{c} {'/'.join(str(metrics['num_gt'][c][level]) for level in DIFFICULTIES)}"
+                       for c in metrics["classes"])
+    lines.append(f"counted GTs (easy/moderate/hard): {counts}")
+    if metrics.get("sampling") == "official" and any(
+            0 < metrics["num_gt"][c][level] < 40 for c in metrics["classes"] for level in DIFFICULTIES):
+        lines.append("(fewer than 40 counted GTs: the official R40 under-reports, 0 with 1 GT; "
+                     "see sampling='every_point')")
     if metrics.get("frames_with_assumed_image_size"):
         width, height = metrics["assumed_image_size"]
         lines.append(f"({metrics['frames_with_assumed_image_size']} frames without image_2/: image size "
                      f"assumed {width}x{height})")
     return "\n".join(lines)
+
+
+class KittiEvaluator:
+    """The evaluator contract on KITTI frames: register each frame's ground truth, process its
+    detections, then :meth:`evaluate` (:func:`evaluate_kitti`, written to ``metrics_kitti.json``).
+
+    class_names: the detector's classes (labels index them); the KITTI classes among them are
+    evaluated. sampling, dont_care_in_3d: as :func:`evaluate_kitti`.
+    """
+
+    METRICS_FILE = "metrics_kitti.json"
+
+    def __init__(self, class_names, sampling: str = "official", dont_care_in_3d: bool = False):
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {list(SAMPLINGS)}, got {sampling!r}")
+        self.class_names = [str(name) for name in class_names]
+        self.classes = evaluated_classes(self.class_names)
+        self.sampling, self.dont_care_in_3d = sampling, dont_care_in_3d
+        self._truth: dict[str, dict] = {}
+        self._detections: dict[str, dict] = {}
+
+    def add_ground_truth(self, frame_id, meta: dict) -> None:
+        """Register a frame: ``meta`` of :class:`datasets.kitti_dataset.KittiDataset` (annotations,
+        DontCare boxes, calibration, image size)."""
+        frame_id = str(frame_id)
+        if frame_id in self._truth:
+            raise ValueError(f"ground truth of frame {frame_id!r} registered twice")
+        if not isinstance(meta, dict) or "annotations" not in meta:
+            raise ValueError(f"ground truth of frame {frame_id!r}: expected a KittiDataset frame's meta with "
+                             "'annotations'")
+        self._truth[frame_id] = meta
+
+    def add_frame(self, frame_id, frame: dict) -> None:
+        """Register the ground truth of a dataset frame ``{'points', 'gt_boxes', 'gt_labels', 'meta'}``."""
+        self.add_ground_truth(frame_id, frame.get("meta") if isinstance(frame, dict) else None)
+
+    def process(self, frame_id, pred_boxes, scores, labels) -> None:
+        """A frame's detections: pred_boxes (K, >=7) LiDAR frame, scores (K,), labels (K,) indices into
+        class_names; arrays or tensors. Call it for every registered frame (K = 0 when none)."""
+        frame_id = str(frame_id)
+        if frame_id in self._detections:
+            raise ValueError(f"detections of frame {frame_id!r} processed twice")
+        boxes, scores, labels = (np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+                                 for v in (pred_boxes, scores, labels))
+        boxes = boxes.astype(np.float64).reshape(0, 7) if boxes.size == 0 else boxes.astype(np.float64)
+        scores, labels = scores.astype(np.float64).reshape(-1), labels.reshape(-1)
+        if boxes.ndim != 2 or boxes.shape[1] < 7 or len(boxes) != len(scores) or len(labels) != len(scores):
+            raise ValueError(f"detections of frame {frame_id!r}: need boxes (K, >=7), scores (K,), labels (K,); "
+                             f"got {boxes.shape}, {scores.shape}, {labels.shape}")
+        if len(labels) and ((labels != np.round(labels)).any() or labels.min() < 0
+                            or labels.max() >= len(self.class_names)):
+            raise ValueError(f"detections of frame {frame_id!r}: labels must be indices into {self.class_names}, "
+                             f"got {sorted(set(labels.tolist()))}")
+        self._detections[frame_id] = {"boxes": boxes, "scores": scores,
+                                      "names": [self.class_names[int(label)] for label in labels]}
+
+    def evaluate(self, out_dir: str | None = None) -> dict:
+        """:func:`evaluate_kitti` over the registered frames (in registration order); with ``out_dir``
+        also written to ``out_dir/metrics_kitti.json``."""
+        unknown = [f for f in self._detections if f not in self._truth]
+        missing = [f for f in self._truth if f not in self._detections]
+        if unknown or missing:
+            raise ValueError(f"frames processed without ground truth: {unknown[:3]}; frames with ground truth "
+                             f"never processed: {missing[:3]} (call process with empty arrays for no detections)")
+        if not self._truth:
+            raise ValueError("nothing to evaluate: no frame was registered")
+        frames = list(self._truth)
+        metrics = evaluate_kitti([self._truth[f] for f in frames], [self._detections[f] for f in frames],
+                                 self.classes, self.dont_care_in_3d, self.sampling)
+        if out_dir is not None:
+            write_json_atomically(os.path.join(out_dir, self.METRICS_FILE), metrics)
+        return metrics

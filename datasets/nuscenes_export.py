@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from datasets.atomic_files import write_json_atomically
+from optional_dependencies import require
 
 # The devkit's attribute for a detection class, moving or not (the 0.2 m/s rule of the official baselines).
 _ATTRIBUTES = {
@@ -64,6 +65,7 @@ def evaluate_nuscenes(root: str, version: str, split: str, results_path: str, ou
     When no sample has a single box (an untrained model), the devkit cannot run ("Invalid box
     type: None"); the summary then reports mAP 0, NDS 0 and AP 0 per class, with ``empty: True``.
     """
+    require("nuscenes", "the official nuScenes evaluation")
     from nuscenes.eval.detection.config import config_factory
     from nuscenes.eval.detection.evaluate import DetectionEval
     from nuscenes.nuscenes import NuScenes

@@ -37,10 +37,6 @@ def quaternion_z(yaw: float) -> list[float]:
     return [math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]
 
 
-def yaw_of(rotation: np.ndarray) -> float:
-    return math.atan2(rotation[1, 0], rotation[0, 0])
-
-
 @dataclass
 class DatabaseSummary:
     root: str

@@ -25,15 +25,21 @@ from torch.utils.data.distributed import DistributedSampler
 from backbones.cross_process_batch_norm import convert_to_cross_process_batch_norm
 from datasets.atomic_files import write_atomically, write_json_atomically
 from datasets.augmentation import Augmenter, sample_rng
-from datasets.gt_sampling import GTSampler, build_gt_database, cbgs_indices
+from datasets.gt_sampling import GTSampler, cbgs_indices, ensure_gt_database, gt_database_key
 from datasets.kitti_eval import evaluate_detector_on_kitti
 from datasets.nuscenes_dataset import NuScenesDataset
 from datasets.nuscenes_export import evaluate_nuscenes, lidar_boxes_to_results, write_results
 from detectors.center_head import at_least_one
 from detectors.center_targets import build_targets
 from detectors.centerpoint import CenterPoint, CenterPointConfig
-from detectors.checkpoints import (load_checkpoint, load_model_weights, load_state_checked, restore_rng_states,
-                                   rng_states, save_checkpoint)
+from detectors.checkpoints import (
+    load_checkpoint,
+    load_model_weights,
+    load_state_checked,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
 from detectors.config import to_dict
 from detectors.run_folder import CHECKPOINT, CONFIG, LOG, check_run_folder, move_aside
 
@@ -285,15 +291,17 @@ def recompute_batch_norm_statistics(model: torch.nn.Module, batches, limit: int)
 
 
 def _gt_sampler(config: CenterPointConfig, frames: NuScenesDataset, rank: int, world: int) -> GTSampler | None:
-    """The GT sampler of the config, building its database from the training frames when missing."""
+    """The GT sampler of the config, (re)building its database from the training frames when missing or
+    built from other data."""
     settings = config.train.gt_sampling
     if settings is None:
         return None
-    if rank == 0 and not os.path.isfile(settings.database):
-        build_gt_database(frames, settings.database, settings.min_points)
+    if rank == 0:
+        ensure_gt_database(frames, settings.database, settings.min_points)
     if world > 1:
         dist.barrier()
-    return GTSampler(settings.database, settings.sample_groups, config.model.head.class_names)
+    return GTSampler(settings.database, settings.sample_groups, config.model.head.class_names,
+                     expected_key=gt_database_key(frames, settings.min_points))
 
 
 def _finish(model, world, rank, log_path, writer, steps, last_loss, checkpoint_path) -> dict:

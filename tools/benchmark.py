@@ -10,10 +10,11 @@ import argparse
 import os
 import sys
 
+from command_line import add_debug_option, run_tool
+
 from backbones.benchmark import benchmark_conv, benchmark_meter, conv_table, meter_table
 from detectors.benchmark import benchmark_training, training_table
 from voxelize.benchmark import benchmark_voxelize, machine_description, voxelize_table
-from command_line import add_debug_option, run_tool
 
 REAL_CLOUDS = {  # benchmark -> [(path under the real-data folder, voxel preset)]
     "voxelize": [("nuscenes/sweeps10_float16_N5.bin", "nuscenes"), ("kitti/velodyne/000000.bin", "kitti"),

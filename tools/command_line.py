@@ -6,7 +6,8 @@
         sys.exit(run_tool(main))
 
 An error the project raises on bad input — a ValueError (ConfigError is one), a KeyError or
-IndexError, or an OSError about a file (not found, a folder, no permission) — is printed as one line
+IndexError, an OSError about a file (not found, a folder, no permission), or a missing optional
+package (MissingExtraError, naming the pip extra) — is printed as one line
 ``TOOL: error: MESSAGE`` on stderr and the tool exits with 2, as argparse does for bad arguments.
 ``--debug`` (or the environment variable SPARSEVOX_DEBUG=1) shows the traceback instead. Any other
 exception is a bug and keeps its traceback.
@@ -17,7 +18,9 @@ import os
 import sys
 import traceback
 
-INPUT_ERRORS = (ValueError, LookupError, OSError)
+from optional_dependencies import MissingExtraError
+
+INPUT_ERRORS = (ValueError, LookupError, OSError, MissingExtraError)
 EXIT_INPUT_ERROR = 2
 EXIT_INTERRUPTED = 130
 

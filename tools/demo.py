@@ -17,6 +17,8 @@ import os
 import sys
 import time
 
+from command_line import add_debug_option, run_tool
+
 from backbones.densification_meter import compare_conv_types, plot_reports
 from datasets import read_points
 from datasets.atomic_files import write_atomically, write_json_atomically
@@ -28,7 +30,6 @@ from detectors.training import evaluate, train
 from visualization import render_png
 from visualization.views import detector_panels, scene_then_layers
 from voxelize.presets import preset_voxelizer
-from command_line import add_debug_option, run_tool
 
 CONFIG = "configs/centerpoint_synthetic_cpu.yaml"
 DEMO_LAYERS = ["conv1.0.conv1", "conv2.0.0"]   # a stride-1 layer and the first strided one
@@ -58,7 +59,7 @@ def main() -> int:
 
     config = load_centerpoint_config(args.config, [f"dataset.root={database}"])
     if config.train.gt_sampling is not None:  # the GT database belongs beside the demo's data
-        config.train.gt_sampling.database = os.path.join(args.out, "gt_database.pkl")
+        config.train.gt_sampling.database = os.path.join(args.out, "gt_database.npz")
     run = os.path.join(args.out, "run")
     checkpoint = os.path.join(run, "checkpoint.pt")
     started = os.path.isfile(checkpoint)

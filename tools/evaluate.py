@@ -1,18 +1,20 @@
-"""Evaluate a CenterPoint checkpoint: the official nuScenes metric, or KITTI BEV / 3D AP (R40).
+"""Evaluate a CenterPoint checkpoint: the official nuScenes metric, or the KITTI benchmark's AP.
 
     python tools/evaluate.py CONFIG CHECKPOINT [a.b=value ...] --out DIR [--split NAME]
 
 dataset.type nuscenes: writes DIR/results_nusc.json (global frame) and the devkit's
 metrics_summary.json, and prints mAP, NDS and the per-class AP.
-dataset.type kitti: writes DIR/metrics_kitti.json and prints the AP table per class and difficulty.
+dataset.type kitti: writes DIR/metrics_kitti.json and prints 2D, BEV and 3D AP and AOS at R40 and R11 per
+class and difficulty, with the official score-threshold sampling.
 """
 import argparse
 import sys
 
+from command_line import add_debug_option, run_tool
+
 from datasets.kitti_eval import format_table
 from detectors.centerpoint import load_centerpoint_config
 from detectors.training import evaluate
-from command_line import add_debug_option, run_tool
 
 
 def main() -> int:

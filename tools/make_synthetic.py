@@ -10,10 +10,10 @@ import argparse
 import sys
 import time
 
+from command_line import add_debug_option, run_tool
 from tqdm import tqdm
 
 from datasets.nuscenes_writer import make_synthetic_database
-from command_line import add_debug_option, run_tool
 
 
 def main() -> int:

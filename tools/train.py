@@ -6,9 +6,10 @@
 import argparse
 import sys
 
+from command_line import add_debug_option, run_tool
+
 from detectors.centerpoint import load_centerpoint_config
 from detectors.training import train
-from command_line import add_debug_option, run_tool
 
 
 def main() -> int:

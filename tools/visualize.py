@@ -16,6 +16,8 @@ seen from above (bev) each (y, x) column is one cube, blue when any site in it c
 import argparse
 import sys
 
+from command_line import add_debug_option, run_tool
+
 from backbones.voxel_backbones import BACKBONES, build_backbone
 from datasets import read_points
 from datasets.kitti_dataset import KittiDataset
@@ -25,7 +27,6 @@ from visualization import display_available, render_png, scene_panel, show_windo
 from visualization.render import CAMERAS, check_extent, image_format
 from visualization.views import active_voxel_panels, detector_panels, scene_then_layers
 from voxelize.presets import VOXEL_PRESETS, preset_voxelizer
-from command_line import add_debug_option, run_tool
 
 
 def main() -> int:

@@ -5,8 +5,15 @@ import numpy as np
 
 from visualization.active_sites import LayerSites
 from visualization.render import Panel, check_extent
-from visualization.scene_geometry import (SITE_ADDED, SITE_FROM_INPUT, box_line_set, class_color, point_cloud,
-                                          voxel_cells, voxel_geometry)
+from visualization.scene_geometry import (
+    SITE_ADDED,
+    SITE_FROM_INPUT,
+    box_line_set,
+    class_color,
+    point_cloud,
+    voxel_cells,
+    voxel_geometry,
+)
 
 PREDICTION_SHADE = 0.55  # predictions are drawn in a darker tone of their class colour
 

@@ -18,10 +18,12 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
-import open3d as o3d
-from open3d.visualization import rendering
 
 from datasets.atomic_files import write_atomically
+from optional_dependencies import require
+
+o3d = require("open3d", "the Open3D views")
+rendering = require("open3d.visualization.rendering", "the Open3D views")
 
 CAMERAS = ("bev", "chase")
 IMAGE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}  # file extension -> matplotlib format
@@ -171,9 +173,7 @@ def render_png(panels: list[Panel], path: str, size=(1600, 900), camera: str = "
     ``columns`` (default: all in one row up to 3, then a grid); a ``None`` panel leaves its cell empty.
     The format follows the name: ``.png``, or ``.jpg`` / ``.jpeg``; any other is refused before
     rendering. Written atomically; returns ``path``."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    figure_module = require("matplotlib.figure", "rendering PNGs")
 
     encoding = image_format(path)
     if not any(panels):
@@ -196,7 +196,8 @@ def render_png(panels: list[Panel], path: str, size=(1600, 900), camera: str = "
         row, column = divmod(index, columns)
         canvas[row * cell_height:(row + 1) * cell_height, column * cell_width:(column + 1) * cell_width] = image
     dpi = 100
-    figure = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    # A Figure of its own, not pyplot's: the library never switches the process's matplotlib backend.
+    figure = figure_module.Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     figure.figimage(canvas, 0, 0, origin="upper")
     for index, panel in enumerate(panels):
         if panel is None:
@@ -209,7 +210,6 @@ def render_png(panels: list[Panel], path: str, size=(1600, 900), camera: str = "
             figure.text((left + x) / width, 1 - (top + y) / height, text, fontsize=7, ha="center", va="bottom")
     encoded = io.BytesIO()
     figure.savefig(encoded, dpi=dpi, format=encoding)
-    plt.close(figure)
     write_atomically(path, encoded.getvalue())  # a reader never sees half an image
     return path
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from optional_dependencies import require
 from voxelize.hash_map import CoordHashMap, check_coords, pack_keys
 
 
@@ -134,8 +135,7 @@ class SparseTensor:
     # --- spconv interoperability --------------------------------------------------------------
     def to_spconv(self):
         """A ``spconv.pytorch.SparseConvTensor`` over the same features and coordinates."""
-        import spconv.pytorch as spconv
-
+        spconv = require("spconv.pytorch", "SparseTensor.to_spconv")
         return spconv.SparseConvTensor(self.features, self.coords, list(self.spatial_shape), self.batch_size)
 
     @classmethod

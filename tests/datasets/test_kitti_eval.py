@@ -1,6 +1,8 @@
-"""KITTI BEV / 3D AP (R40): IoU against shapely, AP against hand-computed values, the ignore rules,
-the projection of boxes into the image against a direct camera-frame computation, real KITTI frames,
-and evaluate() end to end on a tiny KITTI folder."""
+"""KITTI 2D / BEV / 3D AP and AOS (R40, R11): IoU against shapely, AP against hand-computed values under
+the official threshold sampling and over every operating point, the official sampling against the
+procedure redone threshold by threshold, the ignore rules, the projection of boxes into the image and
+the observation angles against direct computations and real KITTI labels, and evaluate() end to end on
+a tiny KITTI folder."""
 import json
 import math
 from pathlib import Path
@@ -11,9 +13,11 @@ import torch
 from shapely.geometry import Polygon
 
 from conftest import KITTI_SCANS, REAL_DATA
+from datasets.detection_matching import DetectionCurve
 from datasets.kitti_dataset import KittiDataset, read_label_rows, split_ids
-from datasets.kitti_eval import (bev_iou, evaluate_detector_on_kitti, evaluate_kitti, evaluated_classes,
-                                 format_table, frame_operating_points, image_boxes, iou_3d, r40_average_precision)
+from datasets.kitti_eval import (KittiEvaluator, bev_iou, evaluate_detector_on_kitti, evaluate_kitti,
+                                 evaluated_classes, format_table, frame_operating_points, image_boxes, iou_3d,
+                                 observation_angles, r40_average_precision)
 from detectors.centerpoint import CenterPoint, load_centerpoint_config
 from detectors.config import ConfigError
 from detectors.training import evaluate
@@ -141,7 +145,8 @@ def test_two_ground_truths_three_detections_give_the_hand_computed_ap():
     cars = [obj("Car", 10.0), obj("Car", 20.0)]
     far = obj("Car", 40.0)
     # Scores 0.9 (TP), 0.8 (FP), 0.7 (TP): (r, p) = (1/2, 1), (1/2, 1/2), (1, 2/3) → AP = (20 + 20 * 2/3) / 40.
-    metrics = evaluate_kitti([frame(cars)], [detections([cars[0], far, cars[1]], [0.9, 0.8, 0.7])])
+    metrics = evaluate_kitti([frame(cars)], [detections([cars[0], far, cars[1]], [0.9, 0.8, 0.7])],
+                             sampling="every_point")
     for metric in ("bev", "3d"):
         for level in ("easy", "moderate", "hard"):
             assert ap(metrics, metric=metric, level=level) == pytest.approx(100 * (20 + 40 / 3) / 40)
@@ -153,7 +158,7 @@ def test_two_ground_truths_three_detections_give_the_hand_computed_ap():
     first, second = [obj("Car", 10.0), obj("Car", 20.0), obj("Car", 30.0)], [obj("Car", 10.0), obj("Car", 20.0)]
     metrics = evaluate_kitti([frame(first), frame(second)],
                              [detections([first[0], far, second[1]], [0.9, 0.7, 0.6]),
-                              detections([second[0]], [0.8])])
+                              detections([second[0]], [0.8])], sampling="every_point")
     assert ap(metrics) == pytest.approx(100 * (16 + 8 * 0.75) / 40)
     assert metrics["recall"]["Car"]["3d"]["easy"] == pytest.approx(0.6)
 
@@ -164,7 +169,7 @@ def test_ground_truth_as_detections_scores_100_and_dropping_half_halves_recall()
                obj("Pedestrian", 22.0, truncated=0.4, size=(0.8, 0.6, 1.7)),
                obj("Cyclist", 15.0, size=(1.8, 0.6, 1.7)), obj("Van", 50.0), obj("Truck", 60.0, size=(10, 2.5, 3))]
     truth = [frame(objects, dont_care=[[0, 0, 50, 50]])]
-    metrics = evaluate_kitti(truth, [detections(objects, np.ones(len(objects)))])
+    metrics = evaluate_kitti(truth, [detections(objects, np.ones(len(objects)))], sampling="every_point")
     assert metrics["num_gt"] == {"Car": {"easy": 2, "moderate": 4, "hard": 4},
                                  "Pedestrian": {"easy": 1, "moderate": 1, "hard": 2},
                                  "Cyclist": {"easy": 1, "moderate": 1, "hard": 1}}
@@ -173,7 +178,7 @@ def test_ground_truth_as_detections_scores_100_and_dropping_half_halves_recall()
             assert set(metrics["ap"][class_name][metric].values()) == {100.0}, (class_name, metric)
     # Keep the 2 cars counted at easy, drop the others: recall 1 at easy, 1/2 at moderate and hard.
     kept = [objects[0], objects[3]]
-    metrics = evaluate_kitti(truth, [detections(kept, [0.9, 0.8])])
+    metrics = evaluate_kitti(truth, [detections(kept, [0.9, 0.8])], sampling="every_point")
     assert metrics["recall"]["Car"]["3d"] == {"easy": 1.0, "moderate": 0.5, "hard": 0.5}
     assert ap(metrics, level="easy") == 100.0 and ap(metrics, level="moderate") == pytest.approx(50.0)
 
@@ -184,7 +189,7 @@ def test_iou_threshold_is_per_class():
         gt = obj(name, 10.0)
         shifted = (name, [10.0 + math.cos(0.3), math.sin(0.3), *gt[1][2:]], gt[2])   # yaw 0.3
         assert bev_iou(np.array([gt[1]]), np.array([shifted[1]]))[0, 0] == pytest.approx(0.6)
-        metrics = evaluate_kitti([frame([gt])], [detections([shifted], [0.9])])
+        metrics = evaluate_kitti([frame([gt])], [detections([shifted], [0.9])], sampling="every_point")
         assert ap(metrics, name) == expected and ap(metrics, name, metric="bev") == expected
 
 
@@ -196,28 +201,30 @@ def test_ignored_ground_truth_and_detections_are_neither_fp_nor_fn():
     # Detections on the hard-only car and on the Van are assigned to ignored GTs: no FP at easy.
     def as_car(labelled):
         return ("Car", *labelled[1:])
-    metrics = evaluate_kitti(truth, [detections([valid, as_car(occluded), as_car(van)], [0.7, 0.9, 0.8])])
+    metrics = evaluate_kitti(truth, [detections([valid, as_car(occluded), as_car(van)], [0.7, 0.9, 0.8])],
+                             sampling="every_point")
     assert ap(metrics, level="easy") == 100.0 and metrics["num_gt"]["Car"]["easy"] == 1
     assert ap(metrics, level="hard") == 100.0 and metrics["num_gt"]["Car"]["hard"] == 2
     # Missing the hard-only car is no FN at easy, but one at hard.
-    metrics = evaluate_kitti(truth, [detections([valid], [0.9])])
+    metrics = evaluate_kitti(truth, [detections([valid], [0.9])], sampling="every_point")
     assert metrics["recall"]["Car"]["3d"]["easy"] == 1.0 and metrics["recall"]["Car"]["3d"]["hard"] == 0.5
 
     # A Car detection on a Truck (not a neighbouring class) is an FP: (0, 0) then (1, 1/2) → AP 50.
-    metrics = evaluate_kitti(truth, [detections([valid, as_car(truck)], [0.8, 0.9])])
+    metrics = evaluate_kitti(truth, [detections([valid, as_car(truck)], [0.8, 0.9])], sampling="every_point")
     assert ap(metrics) == pytest.approx(50.0)
 
     # A Car detection with no GT, inside the DontCare box: an FP in BEV/3D as in the official code,
     # ignored when the 2D DontCare rule is applied to BEV/3D too.
     in_dont_care = ("Car", [60.0, 0.0, -1.0, 4.0, 1.8, 1.6, 0.3], [510.0, 160.0, 590.0, 240.0])
-    metrics = evaluate_kitti(truth, [detections([valid, in_dont_care], [0.8, 0.9])])
+    metrics = evaluate_kitti(truth, [detections([valid, in_dont_care], [0.8, 0.9])], sampling="every_point")
     assert ap(metrics) == pytest.approx(50.0)
-    metrics = evaluate_kitti(truth, [detections([valid, in_dont_care], [0.8, 0.9])], dont_care_in_3d=True)
+    metrics = evaluate_kitti(truth, [detections([valid, in_dont_care], [0.8, 0.9])], dont_care_in_3d=True,
+                             sampling="every_point")
     assert ap(metrics) == 100.0 and ap(metrics, metric="bev") == 100.0
 
     # A detection lower than 40 px is ignored at easy (no FP), counted at moderate (>= 25 px).
     small = ("Car", [60.0, 0.0, -1.0, 4.0, 1.8, 1.6, 0.3], [700.0, 100.0, 740.0, 130.0])
-    metrics = evaluate_kitti(truth, [detections([valid, small], [0.8, 0.9])])
+    metrics = evaluate_kitti(truth, [detections([valid, small], [0.8, 0.9])], sampling="every_point")
     assert ap(metrics, level="easy") == 100.0 and ap(metrics, level="moderate") == pytest.approx(50.0)
 
 
@@ -309,7 +316,7 @@ def test_real_frames_ground_truth_as_detections_and_half_of_them(real_file):
         return out
 
     everything = [np.ones(len(m["annotations"]["names"]), bool) for m in truth]
-    metrics = evaluate_kitti(truth, as_detections(everything))
+    metrics = evaluate_kitti(truth, as_detections(everything), sampling="every_point")
     assert metrics["num_detections_outside_image"] == 0 and metrics["frames_with_assumed_image_size"] == 2
     # Counted here (oracle: the difficulty table on the raw label fields): the pedestrian of 000000 at
     # every level; the car of 000001 is 21.6 px high and the cyclist's occlusion is 3: never counted.
@@ -332,7 +339,7 @@ def test_real_frames_ground_truth_as_detections_and_half_of_them(real_file):
     # Every second labelled object dropped (the pedestrian among them): its recall and AP fall to 0.
     order = np.cumsum([0] + [len(k) for k in everything])
     half = [np.arange(order[i], order[i + 1]) % 2 == 1 for i in range(len(truth))]
-    metrics = evaluate_kitti(truth, as_detections(half))
+    metrics = evaluate_kitti(truth, as_detections(half), sampling="every_point")
     assert metrics["recall"]["Pedestrian"]["3d"] == {"easy": 0.0, "moderate": 0.0, "hard": 0.0}
     assert metrics["ap"]["Pedestrian"]["3d"]["moderate"] == 0.0 and metrics["num_detections"] == 2
 
@@ -394,7 +401,8 @@ def test_bad_inputs_get_errors_naming_the_file_or_field(tmp_path):
     (tmp_path / "ImageSets" / "val.txt").write_text("000000\n000007\n")
     with pytest.raises(FileNotFoundError, match=r"val.txt names frame '000007'"):
         split_ids(str(tmp_path), "val")
-    assert split_ids(str(tmp_path), "test") is None    # no such split file: every frame
+    with pytest.raises(ValueError, match=r"unknown split 'test': .*ImageSets has val \(or 'all' for every scan\)"):
+        split_ids(str(tmp_path), "test")    # was None (every frame, training frames included)
 
     (tmp_path / "calib" / "000000.txt").write_text(CALIB_TEXT.replace("P2", "P1"))
     meta = KittiDataset(str(tmp_path))[0]["meta"]
@@ -430,8 +438,9 @@ def one_thread():
 
 def test_evaluate_on_a_tiny_kitti_folder_writes_the_metrics(tmp_path, one_thread):
     write_kitti(tmp_path / "kitti", frames=2)
-    config = load_centerpoint_config(CONFIG, [
-        "dataset.type=kitti", f"dataset.root={tmp_path / 'kitti'}", "model.num_point_features=4",
+    config = load_centerpoint_config(CONFIG, [   # val_split: before, synthetic_val silently meant every frame
+        "dataset.type=kitti", f"dataset.root={tmp_path / 'kitti'}", "dataset.val_split=val",
+        "model.num_point_features=4",
         "model.head.class_names=[Car, Pedestrian, Cyclist]", "model.head.class_groups=[[Car], [Pedestrian, Cyclist]]",
         "model.backbone_3d.channels=[4, 4, 8, 8]", "model.backbone_3d.out_channels=8", "model.bev.layer_nums=[1, 1]",
         "model.bev.num_filters=[8, 8]", "model.bev.upsample_filters=[8, 8]", "model.head.shared_channels=8",
@@ -454,3 +463,219 @@ def test_evaluate_on_a_tiny_kitti_folder_writes_the_metrics(tmp_path, one_thread
     assert "Pedestrian" in table and "moderate" in table and "3D" in table
     with pytest.raises(ValueError, match="KITTI scans have 4 point features"):
         evaluate_detector_on_kitti(None, str(tmp_path / "kitti"), "val", ["Car"], num_point_features=5)
+
+
+# ------------------------------------------------------------------- the official sampling, AOS, R11
+
+def cars_in_frames(count, per_frame=10):
+    """``count`` easy cars, ``per_frame`` to a frame, each with its own 2D box column."""
+    frames = []
+    for start in range(0, count, per_frame):
+        frames.append([obj("Car", 10.0 + 5.0 * k) for k in range(min(per_frame, count - start))])
+    return frames
+
+
+def test_1000_cars_449_found_at_precision_1_score_45_officially_and_42_5_over_every_point():
+    # Official: the 449 matched scores fill slots 0..17 at the targets k/40 <= 0.425 and the last one
+    # slot 18 (the end slot): R40 = 18/40. Every point: recall 0.449 reaches the positions 1/40..17/40.
+    # R11: slots 0, 4, .., 16 (5 of 11) officially; recalls 0, 0.1, .., 0.4 over every point.
+    scenes = cars_in_frames(1000)
+    found, remaining, scores = [], 449, iter(1.0 - np.arange(1000) / 1000.0)
+    for objects in scenes:
+        found.append(objects[:max(0, min(len(objects), remaining))])
+        remaining -= len(found[-1])
+    assert sum(len(f) for f in found) == 449
+    truth = [frame(objects) for objects in scenes]
+    dets = [detections(kept, [next(scores) for _ in kept]) for kept in found]
+    official = evaluate_kitti(truth, dets, classes=["Car"])
+    every = evaluate_kitti(truth, dets, classes=["Car"], sampling="every_point")
+    assert official["sampling"] == "official" and official["num_gt"]["Car"]["easy"] == 1000
+    assert official["num_thresholds"]["Car"]["3d"]["easy"] == 19
+    for kind in ("bbox", "bev", "3d", "aos"):
+        for level in ("easy", "moderate", "hard"):
+            assert ap(official, metric=kind, level=level) == pytest.approx(45.0)
+            assert ap(every, metric=kind, level=level) == pytest.approx(42.5)
+            assert official["ap_r11"]["Car"][kind][level] == pytest.approx(500 / 11)
+            assert every["ap_r11"]["Car"][kind][level] == pytest.approx(500 / 11)
+    assert official["recall"]["Car"]["3d"]["easy"] == pytest.approx(0.449)
+
+
+def test_one_ground_truth_scores_0_at_official_r40_and_few_score_at_most_2_5_each():
+    car = obj("Car", 10.0)
+    metrics = evaluate_kitti([frame([car])], [detections([car], [0.9])])
+    every = evaluate_kitti([frame([car])], [detections([car], [0.9])], sampling="every_point")
+    for kind in ("bbox", "bev", "3d", "aos"):
+        assert ap(metrics, metric=kind) == 0.0 and metrics["ap_r11"]["Car"][kind]["easy"] == pytest.approx(100 / 11)
+        assert ap(every, metric=kind) == 100.0 and every["ap_r11"]["Car"][kind]["easy"] == 100.0
+    assert metrics["recall"]["Car"]["3d"]["easy"] == 1.0
+    # Two found perfectly: slots 0 and 1 → 1/40; four: slots 0..3 → 3/40.
+    for count, expected in ((2, 2.5), (4, 7.5)):
+        cars = cars_in_frames(count)[0]
+        metrics = evaluate_kitti([frame(cars)], [detections(cars, np.linspace(0.9, 0.5, count))])
+        assert ap(metrics) == pytest.approx(expected) and ap(metrics, metric="bbox") == pytest.approx(expected)
+        assert "fewer than 40 counted GTs" in format_table(metrics)
+
+
+def test_r11_and_r40_by_hand_with_false_positives():
+    # 5 GTs; scores 0.9 TP, 0.8 FP, 0.7 TP, 0.6 TP, 0.5 FP, 0.4 TP.
+    # Operating points (r, p): (.2, 1) (.2, 1/2) (.4, 2/3) (.6, 3/4) (.6, 3/5) (.8, 2/3).
+    # Official: thresholds .9 .7 .6 .4 → precisions 1, 2/3, 3/4, 2/3 → slots 1, 3/4, 3/4, 2/3, 0...
+    #   R40 = (3/4 + 3/4 + 2/3) / 40; R11 = slot 0 / 11.
+    # Every point: R40 = (8 × 1 + 16 × 3/4 + 8 × 2/3) / 40; R11 = (3 × 1 + 4 × 3/4 + 2 × 2/3) / 11.
+    cars = cars_in_frames(5)[0]
+    far = [obj("Car", 80.0), obj("Car", 90.0)]
+    found = [cars[0], far[0], cars[1], cars[2], far[1], cars[3]]
+    truth, dets = [frame(cars)], [detections(found, [0.9, 0.8, 0.7, 0.6, 0.5, 0.4])]
+    official = evaluate_kitti(truth, dets, classes=["Car"])
+    every = evaluate_kitti(truth, dets, classes=["Car"], sampling="every_point")
+    for kind in ("bbox", "bev", "3d"):
+        assert ap(official, metric=kind) == pytest.approx(100 * (0.75 + 0.75 + 2 / 3) / 40)
+        assert official["ap_r11"]["Car"][kind]["easy"] == pytest.approx(100 / 11)
+        assert ap(every, metric=kind) == pytest.approx(100 * (8 + 12 + 16 / 3) / 40)
+        assert every["ap_r11"]["Car"][kind]["easy"] == pytest.approx(100 * (3 + 3 + 4 / 3) / 11)
+
+
+def turned(objects, angle):
+    return [(o[0], [*o[1][:6], o[1][6] + angle], *o[2:]) for o in objects]
+
+
+def test_aos_equals_2d_ap_with_exact_headings_and_falls_with_wrong_ones():
+    cars = cars_in_frames(60, per_frame=20)
+    truth = [frame(objects) for objects in cars]
+    far = obj("Car", 200.0)
+    for sampling in ("official", "every_point"):
+        def run(angle):
+            dets = [detections(turned(objects[:15], angle) + [far], np.r_[np.linspace(0.9, 0.2, 15), 0.5])
+                    for objects in cars]
+            return evaluate_kitti(truth, dets, classes=["Car"], sampling=sampling)
+        exact, flipped, across = run(0.0), run(math.pi), run(math.pi / 2)
+        expected = ap(exact, metric="bbox")
+        assert 50.0 < expected < 75.0
+        for level in ("easy", "moderate", "hard"):
+            assert ap(exact, metric="aos", level=level) == pytest.approx(ap(exact, metric="bbox", level=level))
+            assert exact["ap_r11"]["Car"]["aos"][level] == pytest.approx(exact["ap_r11"]["Car"]["bbox"][level])
+        # The 2D boxes are given, so the 2D matching is the same; (1 + cos Δα) / 2 is 0 flipped, 1/2 across.
+        assert ap(flipped, metric="bbox") == expected and ap(flipped, metric="aos") == 0.0
+        assert ap(across, metric="aos") == pytest.approx(expected / 2)
+        assert ap(flipped, metric="bev") == ap(exact, metric="bev")          # a box turned by π is the same box
+
+
+def test_observation_angles_match_the_labelled_alpha_of_real_frames(real_file):
+    real_file(KITTI_SCANS[0])
+    dataset = KittiDataset(str(REAL_DATA / "kitti"))
+    checked = 0
+    for index in range(len(dataset)):
+        meta = dataset[index]["meta"]
+        rows = [r for r in read_label_rows(str(REAL_DATA / "kitti" / "label_2" / f"{meta['id']}.txt"))
+                if r["name"] != "DontCare"]
+        alphas = observation_angles(meta["annotations"]["boxes"], meta["calibration"])
+        for alpha, row in zip(alphas, rows):
+            difference = (alpha - row["alpha"] + math.pi) % (2 * math.pi) - math.pi
+            assert abs(difference) < 0.02, (meta["id"], row["name"], alpha, row["alpha"])
+            checked += 1
+    assert checked == 4
+
+
+def test_real_frames_one_pedestrian_scores_0_under_the_official_r40(real_file):
+    real_file(KITTI_SCANS[0])
+    dataset = KittiDataset(str(REAL_DATA / "kitti"))
+    truth = [dataset[i]["meta"] for i in range(len(dataset))]
+    dets = [{"boxes": m["annotations"]["boxes"], "scores": np.ones(len(m["annotations"]["names"])),
+             "names": m["annotations"]["names"]} for m in truth]
+    metrics = evaluate_kitti(truth, dets)
+    assert metrics["num_gt"]["Pedestrian"] == {"easy": 1, "moderate": 1, "hard": 1}
+    for kind in ("bbox", "bev", "3d", "aos"):
+        assert metrics["ap"]["Pedestrian"][kind] == {"easy": 0.0, "moderate": 0.0, "hard": 0.0}
+        assert metrics["ap_r11"]["Pedestrian"][kind]["moderate"] == pytest.approx(100 / 11)
+    assert metrics["recall"]["Pedestrian"]["3d"]["moderate"] == 1.0
+
+
+def official_ap_oracle(frames, iou_threshold):
+    """Oracle: the official procedure written out as the benchmark states it. Thresholds from a first
+    pass (each GT takes the highest-scoring detection above the IoU threshold), 41-point sampling of
+    them, the whole matching redone at each threshold (:func:`statistics_at`), 41 slots."""
+    matched, num_gt = [], 0
+    for overlaps, scores, gt_flags, det_flags, _ in frames:
+        num_gt += int((gt_flags == 0).sum())
+        taken = set()
+        for i, gt_flag in enumerate(gt_flags):
+            if gt_flag == -1:
+                continue
+            best, best_score = None, -1e7
+            for j, det_flag in enumerate(det_flags):
+                if det_flag != -1 and j not in taken and overlaps[j, i] > iou_threshold and scores[j] > best_score:
+                    best, best_score = j, scores[j]
+            if best is not None:
+                taken.add(best)
+                if gt_flag == 0 and det_flags[best] == 0:
+                    matched.append(scores[best])
+    matched = sorted(matched, reverse=True)
+    thresholds, current = [], 0.0
+    for i, score in enumerate(matched):
+        left = (i + 1) / num_gt
+        right = (i + 2) / num_gt if i < len(matched) - 1 else left
+        if right - current < current - left and i < len(matched) - 1:
+            continue
+        thresholds.append(score)
+        current += 1 / 40
+    precision = np.zeros(41)
+    for k, threshold in enumerate(thresholds):
+        tp = fp = 0
+        for overlaps, scores, gt_flags, det_flags, in_dont_care in frames:
+            t, f, _ = statistics_at(threshold, overlaps, scores, gt_flags, det_flags, in_dont_care, iou_threshold)
+            tp, fp = tp + t, fp + f
+        precision[k] = tp / (tp + fp)
+    for k in range(41):
+        precision[k] = precision[k:].max()
+    return 100 * precision[1:].sum() / 40, 100 * precision[::4].sum() / 11
+
+
+def test_official_sampling_equals_the_procedure_redone_threshold_by_threshold():
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        frames, curve = [], DetectionCurve(0.7)
+        for _ in range(rng.integers(1, 8)):
+            detections_count, truths_count = rng.integers(0, 9), rng.integers(0, 7)
+            overlaps = rng.choice([0.0, 0.3, 0.6, 0.72, 0.8, 0.9], size=(detections_count, truths_count))
+            scores = rng.integers(1, 30, detections_count) / 30.0       # ties on purpose
+            gt_flags = rng.choice([-1, 0, 0, 0, 1], truths_count).astype(np.int8)
+            det_flags = rng.choice([-1, 0, 0, 0, 1], detections_count).astype(np.int8)
+            in_dont_care = rng.random(detections_count) < 0.1
+            frames.append((overlaps, scores, gt_flags, det_flags, in_dont_care))
+            curve.add_frame(overlaps, scores, gt_flags, det_flags, in_dont_care)
+        result = curve.average_precision("official")
+        if result["num_gt"] == 0:
+            assert result["r40"] is None
+            continue
+        r40, r11 = official_ap_oracle(frames, 0.7)
+        assert 100 * result["r40"] == pytest.approx(r40, abs=1e-9), trial
+        assert 100 * result["r11"] == pytest.approx(r11, abs=1e-9), trial
+
+
+def test_kitti_evaluator_contract_gives_what_evaluate_kitti_gives(tmp_path):
+    write_kitti(tmp_path, frames=2)
+    dataset = KittiDataset(str(tmp_path))
+    evaluator = KittiEvaluator(["Car", "Pedestrian", "Cyclist", "Van"])
+    truths, found = [], []
+    for index in range(len(dataset)):
+        frame = dataset[index]
+        count = len(frame["gt_boxes"])
+        evaluator.add_frame(frame["meta"]["id"], frame)
+        evaluator.process(frame["meta"]["id"], torch.from_numpy(frame["gt_boxes"]), torch.full((count,), 0.8),
+                          torch.from_numpy(frame["gt_labels"]))
+        truths.append(frame["meta"])
+        found.append({"boxes": frame["gt_boxes"], "scores": np.full(count, 0.8),
+                      "names": [["Car", "Pedestrian", "Cyclist"][label] for label in frame["gt_labels"]]})
+    metrics = evaluator.evaluate(str(tmp_path / "eval"))
+    assert json.loads((tmp_path / "eval" / "metrics_kitti.json").read_text()) == json.loads(json.dumps(metrics))
+    assert json.loads(json.dumps(metrics)) == json.loads(json.dumps(evaluate_kitti(truths, found)))
+    # Two cars found with tied scores: the two matched scores fill slots 0 and 1 → 2.5 at R40.
+    assert metrics["num_gt"]["Car"]["moderate"] == 2 and metrics["classes"] == ["Car", "Pedestrian", "Cyclist"]
+    assert ap(metrics, metric="3d", level="moderate") == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="frame '000000' processed twice"):
+        evaluator.process("000000", np.zeros((0, 7)), [], [])
+    with pytest.raises(ValueError, match=r"labels must be indices into \['Car', 'Pedestrian', 'Cyclist', 'Van'\]"):
+        evaluator.process("x", np.ones((1, 7)), [0.5], [4])
+    with pytest.raises(ValueError, match=r"frames processed without ground truth: \['y'\]"):
+        evaluator.process("y", np.zeros((0, 7)), [], [])
+        evaluator.evaluate()

@@ -128,3 +128,30 @@ def test_one_line_for_every_kind_of_input_error():
     assert error_line(KeyError("car")) == "KeyError: car"
     assert error_line(IndexError("--index 9 is not a frame")) == "--index 9 is not a frame"
     assert error_line(FileNotFoundError("point file not found: a.bin")) == "point file not found: a.bin"
+    from optional_dependencies import MissingExtraError
+    assert error_line(MissingExtraError("the Open3D views needs the package 'open3d', which is not installed: "
+                                        "pip install 'sparsevox[viz]'")).endswith("pip install 'sparsevox[viz]'")
+
+
+def test_run_tool_turns_input_errors_into_exit_code_2_and_lets_bugs_through(capsys, monkeypatch):
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from command_line import run_tool as run_main
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    from optional_dependencies import MissingExtraError
+    monkeypatch.delenv("SPARSEVOX_DEBUG", raising=False)
+    monkeypatch.setattr(sys, "argv", ["tool.py"])
+
+    def failing(error):
+        def main():
+            raise error
+        return main
+
+    for error in (ValueError("bad"), MissingExtraError("pip install 'sparsevox[viz]'"),
+                  IsADirectoryError(21, "x", "d")):
+        assert run_main(failing(error)) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+    with pytest.raises(TypeError):  # a bug keeps its traceback
+        run_main(failing(TypeError("unsupported operand")))
+    assert run_main(lambda: 0) == 0

@@ -4,8 +4,8 @@ import warnings
 
 import numpy as np
 import pytest
-
 from conftest import KITTI_SCANS
+
 from datasets import read_points
 from voxelize import Voxelizer
 from voxelize.presets import preset_voxelizer
