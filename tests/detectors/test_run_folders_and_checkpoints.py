@@ -117,8 +117,12 @@ def test_resume_with_another_model_lists_the_differences_before_writing(database
 
 
 def test_resume_of_a_finished_run_and_zero_steps_are_errors(database, tmp_path):
-    with pytest.raises(ValueError, match="training would take 0 steps: train.epochs = 0"):
+    with pytest.raises(ValueError, match="train.epochs"):  # refused by the config (load time) or by train()
         train(tiny_config(database, "train.epochs=0"), str(tmp_path / "zero"), progress=False)
+    config = tiny_config(database)
+    config.train.epochs = 0  # a config built in Python, past the loader's checks
+    with pytest.raises(ValueError, match="training would take 0 steps: train.epochs = 0"):
+        train(config, str(tmp_path / "zero"), progress=False)
     assert not (tmp_path / "zero").exists()
     with pytest.raises(ValueError, match="max_steps must be at least 1, got 0"):
         train(tiny_config(database), str(tmp_path / "zero"), max_steps=0, progress=False)
@@ -141,14 +145,14 @@ def database_with_an_empty_split(database: str, folder: Path) -> str:
 
 def test_evaluating_a_split_of_no_frames_is_an_error_not_a_map_of_zero(database, finished_step, tmp_path):
     config = tiny_config(database_with_an_empty_split(database, tmp_path / "db"))
-    with pytest.raises(ValueError, match="no frames|empty"):
+    with pytest.raises(ValueError, match="no frames|no scenes|empty"):
         evaluate(config, str(finished_step / "checkpoint.pt"), str(tmp_path / "eval"), split="nothing")
     assert not (tmp_path / "eval" / "metrics_summary.json").exists()
 
 
 def test_training_on_a_split_of_no_frames_is_an_error_that_writes_nothing(database, tmp_path):
     config = tiny_config(database_with_an_empty_split(database, tmp_path / "db"), "dataset.train_split=nothing")
-    with pytest.raises(ValueError, match="0 steps|no frames|empty"):
+    with pytest.raises(ValueError, match="0 steps|no frames|no scenes|empty"):
         train(config, str(tmp_path / "run"), progress=False)
     assert not (tmp_path / "run").exists()
 
