@@ -23,6 +23,7 @@ from backbones.bev import SECONDFPN, conv2d_output_shape, height_compression
 from backbones.sparse_modules import BACKENDS
 from backbones.voxel_backbones import BACKBONES, CONV_TYPES, build_backbone
 from datasets.augmentation import Augmenter
+from datasets.base import DatasetConfig  # one subclass per dataset.type (datasets.dataset_types)
 from detectors.center_head import CenterHead, DecodeConfig, at_least_one, center_loss, decode
 from detectors.center_targets import REGRESSION_CODE, BEVGrid, build_targets
 from detectors.config import (Bounds, ConfigError, Length, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
@@ -149,29 +150,6 @@ class ModelConfig:
         if self.decode.nms == "circle" and len(self.decode.circle_radius) < groups:
             raise ConfigError(f"model.decode.circle_radius needs a radius for each of the {groups} class groups, got "
                               f"{self.decode.circle_radius}")
-
-
-DATASET_TYPES = ("nuscenes", "kitti")
-
-
-@dataclass
-class DatasetConfig:
-    """``type`` nuscenes: ``root`` is a database in the nuScenes layout (``version``, splits of the devkit,
-    ``num_sweeps``). ``type`` kitti: ``root`` is a KITTI object folder (velodyne/, label_2/, calib/), a
-    split names ``ImageSets/{split}.txt`` when present, else every frame; version and num_sweeps unused."""
-    root: str                        # relative to the current directory
-    type: Literal[DATASET_TYPES] = "nuscenes"
-    version: str = "v1.0-trainval"
-    train_split: str = "train"
-    val_split: str = "val"
-    num_sweeps: PositiveInt = 10
-
-    def __post_init__(self):
-        if self.type not in DATASET_TYPES:
-            raise ConfigError(f"dataset.type must be one of {list(DATASET_TYPES)}, got {self.type!r}")
-        for name in ("root", "version", "train_split", "val_split"):
-            if not getattr(self, name):
-                raise ConfigError(f"dataset.{name} must not be empty")
 
 
 @dataclass

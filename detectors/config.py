@@ -237,6 +237,14 @@ def _join(where: str, key: str) -> str:
 
 def _convert(hint, value, key: str):
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if isinstance(hint, type) and hasattr(hint, "schema_for") and isinstance(value, dict):
+        # A base config whose mapping names the dataclass to build (dataset.type → that type's options).
+        try:
+            return from_dict(hint.schema_for(value), value, key)
+        except ConfigError:
+            raise
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     if origin is typing.Annotated:
         converted = _convert(args[0], value, key)
         for constraint in args[1:]:

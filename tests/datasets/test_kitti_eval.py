@@ -420,7 +420,7 @@ def test_bad_inputs_get_errors_naming_the_file_or_field(tmp_path):
     with pytest.raises(ValueError, match="none of the class names"):
         evaluated_classes(["car_x"])
     assert evaluated_classes(["car", "truck", "pedestrian"]) == ["Car", "Pedestrian"]
-    with pytest.raises(ConfigError, match=r"dataset.type must be one of \['nuscenes', 'kitti'\], got 'waymo'"):
+    with pytest.raises(ConfigError, match=r"dataset.type must be one of \['nuscenes', 'kitti', 'custom'\], got 'waymo'"):
         load_centerpoint_config(CONFIG, ["dataset.type=waymo"])
 
 
@@ -438,9 +438,8 @@ def one_thread():
 
 def test_evaluate_on_a_tiny_kitti_folder_writes_the_metrics(tmp_path, one_thread):
     write_kitti(tmp_path / "kitti", frames=2)
-    config = load_centerpoint_config(CONFIG, [   # val_split: before, synthetic_val silently meant every frame
-        "dataset.type=kitti", f"dataset.root={tmp_path / 'kitti'}", "dataset.val_split=val",
-        "model.num_point_features=4",
+    config = load_centerpoint_config(CONFIG, [
+        f"dataset={{type: kitti, root: {tmp_path / 'kitti'}, fov_crop: false}}", "model.num_point_features=4",
         "model.head.class_names=[Car, Pedestrian, Cyclist]", "model.head.class_groups=[[Car], [Pedestrian, Cyclist]]",
         "model.backbone_3d.channels=[4, 4, 8, 8]", "model.backbone_3d.out_channels=8", "model.bev.layer_nums=[1, 1]",
         "model.bev.num_filters=[8, 8]", "model.bev.upsample_filters=[8, 8]", "model.head.shared_channels=8",

@@ -32,8 +32,10 @@ def test_every_published_config_loads(path):
     shapes = model_shapes(config.model)
     vx, vy, _ = config.model.geometry.voxel_size
     x0, y0, _, x1, y1, _ = config.model.geometry.point_cloud_range
-    # The decoder's grid (the formula the decoder has always used) is the head's map, cell for cell.
-    grid = BEVGrid((x0, y0, 0, x1, y1, 0), (vx, vy, 1), 8 * config.model.bev.layer_strides[0])
+    # The decoder's grid (the *8x backbone's stride through the first BEV level and its upsampling) is
+    # the head's map, cell for cell.
+    bev = config.model.bev
+    grid = BEVGrid((x0, y0, 0, x1, y1, 0), (vx, vy, 1), 8 * bev.layer_strides[0] // bev.upsample_strides[0])
     assert shapes.bev == grid.shape
     assert shapes.out_size_factor * vx * grid.shape[1] == pytest.approx(x1 - x0, abs=1e-9)
 
@@ -147,7 +149,8 @@ def test_bev_strides_other_than_the_default_derive_the_head_grid():
     (["model.backbone_3d.backend=spcov"], r"model.backbone_3d.backend must be one of \['torch', 'spconv'\]"),
     (["model.backbone_3d.type=VoxelResBackbone8x"],
      r"model.backbone_3d.type must be one of \['VoxelBackBone8x', 'VoxelResBackBone8x'\]"),
-    (["dataset.type=nuscene"], r"dataset.type must be one of \['nuscenes', 'kitti'\], got 'nuscene'"),
+    (["dataset.type=nuscene"], r"dataset.type must be one of \['nuscenes', 'kitti', 'custom'\], got 'nuscene' "
+                               r"\(did you mean 'nuscenes'\?\)"),
     # site_pruning: before an untyped dict, unpacked into SiteTopK(**...) when the model was built
     (["model.backbone_3d.site_pruning={kk: 3}"], r"unknown key model.backbone_3d.site_pruning.kk; valid keys of "
                                                  r"model.backbone_3d.site_pruning: \['fraction', 'k'\]"),

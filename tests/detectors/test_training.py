@@ -65,8 +65,8 @@ def test_training_without_a_dataset_section_is_refused(tmp_path):
     config = load_centerpoint_config(CONFIG, ["dataset=null"])
     with pytest.raises(ValueError, match="no dataset section"):
         train(config, str(tmp_path))
-    kitti = load_centerpoint_config(CONFIG, ["dataset.type=kitti", f"dataset.root={tmp_path}"])
-    with pytest.raises(ValueError, match="dataset.type 'kitti'"):
+    kitti = load_centerpoint_config(CONFIG, [f"dataset={{type: kitti, root: {tmp_path}}}"])
+    with pytest.raises(ValueError, match="is not a KITTI object folder: no velodyne/"):
         train(kitti, str(tmp_path))
 
 
