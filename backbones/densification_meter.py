@@ -33,6 +33,7 @@ from torch import nn
 from backbones.activation_sparsity import ACTIVATIONS, activation_statistics
 from backbones.kernel_map import KernelMap
 from backbones.sparse_modules import SparseConvolution
+from datasets.atomic_files import write_atomically
 from optional_dependencies import require
 from voxelize.sparse_tensor import SparseTensor
 
@@ -170,8 +171,21 @@ def _fmt(value, spec) -> str:
     return "-" if value is None else format(value, spec)
 
 
+PLOT_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".svg": "svg", ".pdf": "pdf"}
+
+
+def plot_format(path: str) -> str:
+    """The matplotlib format of a plot file name; ValueError for an extension not in :data:`PLOT_FORMATS`."""
+    encoding = PLOT_FORMATS.get(os.path.splitext(path)[1].lower())
+    if encoding is None:
+        raise ValueError(f"{path}: cannot tell the plot format from the name; use one of {', '.join(PLOT_FORMATS)}")
+    return encoding
+
+
 def plot_reports(reports: list[DensificationReport], path: str) -> None:
-    """Two panels: active sites per layer (log scale) and multiply-adds per layer, one line per report."""
+    """Two panels: active sites per layer (log scale) and multiply-adds per layer, one line per report,
+    in the format the name asks for (:func:`plot_format`), written atomically."""
+    encoding = plot_format(path)
     # A Figure of its own, not pyplot's: the library never switches the process's matplotlib backend.
     figure = require("matplotlib.figure", "plotting densification reports").Figure(figsize=(11, 8))
     sites, macs = figure.subplots(2, 1, sharex=True)
@@ -188,10 +202,9 @@ def plot_reports(reports: list[DensificationReport], path: str) -> None:
         axis.grid(True, alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    folder, name = os.path.split(os.path.abspath(path))
-    temporary = os.path.join(folder, f".{name}.tmp.png")
-    figure.savefig(temporary, dpi=110)  # then renamed: a reader never sees half a PNG
-    os.replace(temporary, path)
+    encoded = io.BytesIO()
+    figure.savefig(encoded, dpi=110, format=encoding)
+    write_atomically(path, encoded.getvalue())  # a reader never sees half a plot
 
 
 class DensificationMeter:
@@ -350,6 +363,9 @@ def conv_type_variants(backbone_type: str, in_channels: int, backend: str = "tor
 
     variants = {"ssc": dict(conv_type="subm"), "regular": dict(conv_type="regular")}
     if prune_topk is not None:
+        if not (0 < prune_topk < 1 or (prune_topk >= 1 and float(prune_topk).is_integer())):
+            raise ValueError(f"prune_topk must be a fraction in (0, 1) or a whole number of sites k >= 1, "
+                             f"got {prune_topk:g}")
         pruning = {"k": int(prune_topk)} if prune_topk >= 1 else {"fraction": float(prune_topk)}
         variants[f"regular + top-{prune_topk:g} sites"] = dict(conv_type="regular", site_pruning=pruning)
     torch.manual_seed(seed)
