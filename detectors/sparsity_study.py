@@ -34,14 +34,14 @@ import os
 import statistics
 import time
 
-import torch
-
 from backbones.densification_meter import DensificationReport, measure
 from datasets.atomic_files import write_atomically, write_json_atomically
-from datasets.gt_sampling import build_gt_database
-from datasets.nuscenes_dataset import NuScenesDataset
+from datasets.dataset_types import build_dataset
+from datasets.gt_sampling import ensure_gt_database
 from detectors.centerpoint import CenterPoint, CenterPointConfig, load_centerpoint_config
+from detectors.checkpoints import load_checkpoint
 from detectors.config import to_dict
+from detectors.run_folder import CHECKPOINT
 from detectors.training import evaluate, seed_everything, train
 from optional_dependencies import require
 
@@ -153,7 +153,7 @@ def run_variant(variant: str, config: CenterPointConfig, key: str, out_dir: str,
     per_class = metrics["mean_dist_aps"]
     frames = validation_frames(config, meter_frames)
     model = CenterPoint(config.model)
-    state = torch.load(trained["checkpoint"], map_location="cpu", weights_only=False)
+    state = load_checkpoint(trained["checkpoint"])
     model.load_state_dict(state["model"])
     trained_meter = meter_frames_of(model.eval(), frames)
     seed_everything(seed)  # the initial weights train() started from
@@ -180,10 +180,9 @@ def prepare_training_data(config: CenterPointConfig, prepared: set) -> None:
                  None if sampling is None else sampling.database)
     if signature in prepared:
         return
-    frames = NuScenesDataset(dataset.root, dataset.version, dataset.train_split, dataset.num_sweeps,
-                             config.model.head.class_names)
-    if sampling is not None and not os.path.isfile(sampling.database):
-        build_gt_database(frames, sampling.database, sampling.min_points)
+    frames = build_dataset(dataset, dataset.train_split, config.model.head.class_names)
+    if sampling is not None:
+        ensure_gt_database(frames, sampling.database, sampling.min_points)
     prepared.add(signature)
 
 
@@ -192,7 +191,11 @@ def train_and_measure_memory(config: CenterPointConfig, run_dir: str, progress: 
     memory; meant for a fresh process (see the module docstring)."""
     before = memory_status("VmRSS")
     started = time.perf_counter()
-    result = train(config, run_dir, resume=True, progress=progress)
+    # An earlier, interrupted study left this variant's run: continue it; one stopped before its first
+    # checkpoint starts over (the old folder is moved aside, not deleted).
+    resume = os.path.isfile(os.path.join(run_dir, CHECKPOINT))
+    result = train(config, run_dir, resume=resume, overwrite=not resume and os.path.isdir(run_dir),
+                   progress=progress)
     wall = time.perf_counter() - started
     return {"steps": result["steps"], "checkpoint": result["checkpoint"], "wall_seconds": wall,
             "peak_rss_mib": (memory_status("VmHWM") - before) / 2 ** 20}
@@ -232,12 +235,11 @@ def step_times(log_path: str) -> tuple[float | None, float | None]:
 def validation_frames(config: CenterPointConfig, limit: int | None) -> list:
     """The first ``limit`` (all when None) validation clouds of the config's dataset."""
     dataset = config.dataset
-    frames = NuScenesDataset(dataset.root, dataset.version, dataset.val_split, dataset.num_sweeps,
-                             config.model.head.class_names)
+    frames = build_dataset(dataset, dataset.val_split, config.model.head.class_names)
     count = len(frames) if limit is None else min(limit, len(frames))
     if count == 0:
         raise ValueError(f"{dataset.root}: split {dataset.val_split!r} has no frames to meter")
-    return [frames.points(index) for index in range(count)]
+    return [frames[index]["points"] for index in range(count)]
 
 
 def meter_frames_of(model: CenterPoint, clouds: list) -> dict:

@@ -9,6 +9,7 @@ import torch
 
 from datasets.nuscenes_writer import make_synthetic_database
 from detectors.centerpoint import CenterPoint, load_centerpoint_config
+from detectors.checkpoints import load_checkpoint
 from detectors.training import evaluate, seed_everything, train
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "centerpoint_synthetic_cpu.yaml")
@@ -40,8 +41,8 @@ def test_resume_after_an_interruption_gives_the_same_weights(database, tmp_path)
     assert interrupted["steps"] == 3
     resumed = train(config, str(tmp_path / "interrupted"), resume=True, progress=False)
     assert resumed["steps"] == 4
-    a = torch.load(straight["checkpoint"], weights_only=False)
-    b = torch.load(resumed["checkpoint"], weights_only=False)
+    a = load_checkpoint(straight["checkpoint"])
+    b = load_checkpoint(resumed["checkpoint"])
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     run = tmp_path / "straight"
@@ -93,8 +94,8 @@ def test_torchrun_two_processes_train_as_one_process_with_the_global_batch(datab
                    progress=False)
     seed_everything(0)  # the initial weights train() starts from (config seed 0)
     initial = CenterPoint(tiny_config(database).model)
-    ddp_state = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
-    one_state = torch.load(single["checkpoint"], weights_only=False)["model"]
+    ddp_state = load_checkpoint(str(run / "checkpoint.pt"))["model"]
+    one_state = load_checkpoint(single["checkpoint"])["model"]
     # Adam's first step moves each weight by about lr * sign(gradient): a weight whose gradient is at
     # float-noise level may step the other way. So: all within one step of each other, and all but a
     # handful equal to float tolerance (the gradients themselves agree to ~1e-5 relative).
