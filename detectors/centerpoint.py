@@ -21,7 +21,7 @@ from torch import nn
 
 from backbones.activation_penalty import ActivationPenalty, ActivationPenaltyConfig
 from backbones.bev import SECONDFPN, conv2d_output_shape, height_compression
-from backbones.sparse_modules import BACKENDS
+from backbones.backends import BACKENDS
 from backbones.voxel_backbones import BACKBONES, CONV_TYPES, build_backbone
 from datasets.augmentation import Augmenter
 from datasets.base import DatasetConfig  # one subclass per dataset.type (datasets.dataset_types)
@@ -78,7 +78,7 @@ class Backbone3DConfig:
     channels: list[PositiveInt] = field(default_factory=lambda: [16, 32, 64, 128])
     out_channels: PositiveInt = 128
     conv_type: Literal[CONV_TYPES] = "subm"
-    backend: Literal[BACKENDS] = "torch"
+    backend: Literal[tuple(BACKENDS)] = "torch"
     site_pruning: SitePruningConfig | None = None
     activation_topk: PositiveInt | None = None
     activation_penalty: ActivationPenaltyConfig | None = None  # see backbones/activation_penalty.py
