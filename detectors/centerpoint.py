@@ -203,6 +203,14 @@ class CenterPoint(nn.Module):
         return center_loss(predictions, batched_targets, head.code_weights, head.heatmap_weight,
                            head.regression_weight, normaliser)
 
+    @classmethod
+    def from_checkpoint(cls, path: str, config=None, device="cpu", overrides=()) -> "CenterPoint":
+        """A trained model in eval mode on ``device``: ``CenterPoint.from_checkpoint(path).predict([points])``.
+        config: None (the checkpoint's own, else the run folder's config.yaml), a YAML path or a config;
+        points: the model's features (``detectors.inference.model_points`` reads a file as such)."""
+        from detectors.inference import load_detector  # inference builds on this module
+        return load_detector(path, config, device, overrides)
+
     @torch.no_grad()
     def predict(self, clouds: list) -> list[dict[str, torch.Tensor]]:
         head = self.config.head
