@@ -8,7 +8,9 @@ The model's input columns are those of its training data. They are not stored in
 - a feature the file has by name is taken from that column (e.g. a nuScenes ``.pcd.bin``'s
   x, y, z, intensity; its ``ring`` column is not a model feature and is left out);
 - an unnamed column (``.npy`` arrays, a raw file's ``value4`` ...) stands for the model's feature at
-  its position (a ``.npy`` holds the model's features in order, as OpenPCDet's custom ``points/``);
+  its position, when the file has exactly as many columns as the model has features (a ``.npy``
+  holds the model's features in order, as OpenPCDet's custom ``points/``); with more, which of them
+  are the features is unknown: name them (``columns``);
 - ``time_lag`` of a file that holds one sweep (raw ``.bin``/``.pcd.bin``, PCD, LAS/LAZ) is 0 for
   every point, as the nuScenes loader sets it for the key frame; the record says it was filled;
 - anything else the model needs and the file lacks is an error naming both column lists.
@@ -105,11 +107,18 @@ def read_checkpoint(path: str, map_location="cpu") -> dict:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # torch.save's zip archive, or its legacy pickle
+        raise ValueError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle, as torch.save "
+                         f"writes)")
     try:
         with torch.serialization.safe_globals(_NUMPY_GLOBALS):
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        lines = [line.strip() for line in str(error).splitlines()]
+        reason = next((line.split("error: ", 1)[-1].split(". Please use")[0] for line in lines
+                       if "Unsupported" in line), lines[0] if lines else type(error).__name__)
         raise ValueError(f"{path}: holds objects other than tensors and plain values, refused by "
                          f"torch.load(weights_only=True): {reason}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
@@ -150,17 +159,18 @@ def load_detector(checkpoint_path: str, config: CenterPointConfig | str | None =
         config, _ = checkpoint_config(checkpoint_path, state, overrides)
     weights = state.get("model", state)
     model = CenterPoint(config.model)
-    result = model.load_state_dict(weights, strict=False) if isinstance(weights, dict) else None
-    if result is None:
+    if not isinstance(weights, dict):
         raise ValueError(f"{checkpoint_path}: 'model' is a {type(weights).__name__}, not a state_dict")
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in shapes if k not in weights]
+    unexpected = [k for k in weights if k not in shapes]
     wrong = [f"{k} {tuple(v.shape)} vs model {shapes[k]}" for k, v in weights.items()
-             if k in shapes and tuple(v.shape) != shapes[k]]
-    if result.missing_keys or result.unexpected_keys or wrong:
-        raise ValueError(f"{checkpoint_path}: weights do not fit the config's model: "
-                         f"{len(result.missing_keys)} missing (e.g. {result.missing_keys[:2]}), "
-                         f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:2]}), "
+             if k in shapes and hasattr(v, "shape") and tuple(v.shape) != shapes[k]]
+    if missing or unexpected or wrong:
+        raise ValueError(f"{checkpoint_path}: weights do not fit the config's model: {len(missing)} missing "
+                         f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}), "
                          f"{len(wrong)} of another shape (e.g. {wrong[:2]})")
+    model.load_state_dict(weights)
     model.point_features = model_input(config)
     return model.to(device).eval()
 
@@ -227,7 +237,7 @@ def model_points(path: str, model_in: ModelInput, columns: list[str] | None = No
     for position, feature in enumerate(wanted):
         if feature in names:
             taken[feature], index = feature, names.index(feature)
-        elif position < len(names) and _is_unnamed(names[position]):
+        elif position < len(names) and _is_unnamed(names[position]) and len(names) == len(wanted):
             taken[feature], index = names[position], position
         elif feature == SINGLE_SWEEP_FEATURE and one_sweep:
             taken[feature], index = "filled 0 (one sweep)", None

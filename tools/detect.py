@@ -44,7 +44,7 @@ def main() -> int:
     parser.add_argument("--rescale-intensity", action="store_true",
                         help="scale intensities to the training data's range instead of refusing a mismatch")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     overrides = [item for item in args.inputs if OVERRIDE.match(item) and not os.path.exists(item)]
     files = [item for item in args.inputs if item not in overrides]
     if not files:
