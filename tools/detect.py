@@ -1,7 +1,8 @@
 """Detect objects in point files with a trained CenterPoint: one JSON per file (and a PNG with --png).
 
     python tools/detect.py CONFIG CHECKPOINT FILE... [--out DIR] [--png] [--score-threshold X]
-        [--device cpu|cuda] [--columns x,y,z,intensity,...] [--rescale-intensity] [--overwrite] [a.b=value ...]
+        [--png-min-score S] [--device cpu|cuda] [--columns x,y,z,intensity,...] [--rescale-intensity]
+        [--overwrite] [a.b=value ...]
 
 FILE: KITTI .bin, nuScenes .pcd.bin, float16 stacks (*_float16_N5.bin), .npy (N, C), and, with the
 reader that supports them, PCD .pcd and LAS/LAZ. Each DIR/NAME.json holds the boxes
@@ -38,6 +39,9 @@ def main() -> int:
     parser.add_argument("inputs", nargs="+", metavar="FILE|a.b=value", help="point files, then config overrides")
     parser.add_argument("--out", default="detections", help="output folder (default: %(default)s)")
     parser.add_argument("--png", action="store_true", help="also render DIR/NAME.png: points and boxes from above")
+    parser.add_argument("--png-min-score", type=float, default=0.3,
+                        help="draw the detections scoring at least this (default: %(default)s; software "
+                             "rendering takes about a second per box)")
     parser.add_argument("--score-threshold", type=float, help="keep detections scoring at least this")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--columns", help="comma-separated names of the files' columns, replacing the reader's")
@@ -70,7 +74,7 @@ def detect(args, files, overrides, columns) -> int:
         record, points, detections = detection_record(model, path, args.checkpoint, os.path.abspath(args.config),
                                                       overrides, columns, args.rescale_intensity)
         if args.png:
-            render_detections(points, record, plan[".png"])
+            render_detections(points, record, plan[".png"], args.png_min_score)
         record["timing_s"]["total"] = time.perf_counter() - started
         write_json_atomically(plan[".json"], record)
         tqdm.write(f"{path}: {record['num_detections']} detections in {record['timing_s']['total']:.2f} s "
@@ -78,13 +82,15 @@ def detect(args, files, overrides, columns) -> int:
     return 0
 
 
-def render_detections(points, record: dict, path: str) -> None:
+def render_detections(points, record: dict, path: str, min_score: float) -> None:
     from visualization import render_png, scene_panel
 
-    title = f"{os.path.basename(record['file'])}: {record['num_detections']} detections " \
-            f"(score >= {record['score_threshold']:g})"
-    panel = scene_panel(points, pred_boxes=record["boxes"], pred_names=record["labels"],
-                        pred_scores=record["scores"], title=title)
+    drawn = [i for i, score in enumerate(record["scores"]) if score >= min_score]
+    title = f"{os.path.basename(record['file'])}: {len(drawn)} of {record['num_detections']} detections " \
+            f"(drawn: score >= {min_score:g})"
+    panel = scene_panel(points, pred_boxes=[record["boxes"][i] for i in drawn],
+                        pred_names=[record["labels"][i] for i in drawn],
+                        pred_scores=[record["scores"][i] for i in drawn], title=title)
     render_png([panel], path, (1200, 1200))
 
 

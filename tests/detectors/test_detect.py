@@ -138,6 +138,20 @@ def test_kitti_model_reads_kitti_scans_as_they_are_and_refuses_0_255_intensities
     assert "0..255" in error and "0..1" in error and "--rescale-intensity" in error and keyframe.name in error
 
 
+@pytest.mark.slow  # software rendering
+def test_png_shows_the_scene_with_the_detections_above_a_score(kitti_run, real_file, tmp_path, capsys):
+    kitti = real_file(KITTI_SCANS[0])
+    args = [kitti_run / "config.yaml", kitti_run / "checkpoint.pt", kitti, "--out", tmp_path]
+    code, error = call_tool(capsys, *args)
+    assert code == 0, error
+    third = json.loads((tmp_path / "000000.bin.json").read_text())["scores"][2]  # three boxes: ~1 s each to render
+    code, error = call_tool(capsys, *args, "--png", "--png-min-score", str(third), "--overwrite")
+    assert code == 0, error
+    from matplotlib.image import imread
+    image = imread(tmp_path / "000000.bin.png")
+    assert image.shape[:2] == (1200, 1200) and image[..., :3].std() > 0.01  # not a blank canvas
+
+
 def test_sweeps_stack_gives_its_time_lag_column_and_pcd_bin_leaves_out_the_ring(real_file):
     sweeps = real_file(NUSCENES_SWEEPS)
     points, mapping = model_points(str(sweeps), NUSCENES_FEATURES)
