@@ -41,7 +41,7 @@ def main() -> int:
     parser.add_argument("--png", action="store_true", help="also render DIR/NAME.png: points and boxes from above")
     parser.add_argument("--png-min-score", type=float, default=0.3,
                         help="draw the detections scoring at least this (default: %(default)s; software "
-                             "rendering takes about a second per box)")
+                             "rendering slows down with many or large boxes)")
     parser.add_argument("--score-threshold", type=float, help="keep detections scoring at least this")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--columns", help="comma-separated names of the files' columns, replacing the reader's")
