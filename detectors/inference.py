@@ -37,7 +37,7 @@ try:
 except ImportError:  # an older datasets package: columns named here from the file name
     read_point_file = None
 from detectors.centerpoint import CenterPoint, CenterPointConfig
-from detectors.config import ConfigError, apply_overrides, from_dict, load_config, read_yaml_with_bases
+from detectors.config import ConfigError, apply_overrides, from_dict, load_config, read_yaml_with_bases, to_dict
 
 BOX_FIELDS = ("x", "y", "z", "dx", "dy", "dz", "yaw", "vx", "vy")
 BOX_CONVENTION = ("LiDAR frame of the point file; x, y, z the box centre (m); dx, dy, dz its size along the "
@@ -141,12 +141,34 @@ def checkpoint_config(checkpoint_path: str, state: dict, overrides=()) -> tuple[
     raise ConfigError(f"{checkpoint_path}: holds no config and there is no config.yaml beside it; pass the config")
 
 
+# Settings that change what the weights mean without changing their shapes: a config given beside a
+# checkpoint must agree with the checkpoint's own on these, or the boxes come out silently wrong.
+MUST_MATCH_TRAINING = ("model.num_point_features", "model.geometry", "model.head.class_names",
+                       "model.head.class_groups", "dataset.type")
+
+
+def _setting(mapping: dict | None, dotted: str):
+    for key in dotted.split("."):
+        mapping = mapping.get(key) if isinstance(mapping, dict) else None
+    return mapping
+
+
+def check_same_training(config: CenterPointConfig, trained: CenterPointConfig, trained_source: str) -> None:
+    """Raise ValueError when ``config`` differs from the checkpoint's config in :data:`MUST_MATCH_TRAINING`."""
+    given, own = to_dict(config), to_dict(trained)
+    for dotted in MUST_MATCH_TRAINING:
+        if _setting(given, dotted) != _setting(own, dotted):
+            raise ValueError(f"the config sets {dotted} = {_setting(given, dotted)}, but the checkpoint was trained "
+                             f"with {_setting(own, dotted)} ({trained_source})")
+
+
 def load_detector(checkpoint_path: str, config: CenterPointConfig | str | None = None, device="cpu",
                   overrides=()) -> CenterPoint:
     """A CenterPoint in eval mode on ``device`` with a checkpoint's weights.
 
     config: a :class:`CenterPointConfig`, a YAML path (``overrides`` applied), or None for the
-    checkpoint's own (:func:`checkpoint_config`). The model's input features are set as
+    checkpoint's own (:func:`checkpoint_config`); a given config must agree with the checkpoint's own,
+    where it has one, on :data:`MUST_MATCH_TRAINING`. The model's input features are set as
     ``model.point_features`` (:class:`ModelInput`) for :func:`model_points`.
     """
     device = torch.device(device)
@@ -155,8 +177,15 @@ def load_detector(checkpoint_path: str, config: CenterPointConfig | str | None =
     state = read_checkpoint(checkpoint_path, map_location=device)
     if isinstance(config, str):
         config = load_config(CenterPointConfig, config, overrides)
-    elif config is None:
+    if config is None:
         config, _ = checkpoint_config(checkpoint_path, state, overrides)
+    else:
+        try:
+            trained, trained_source = checkpoint_config(checkpoint_path, state)
+        except ConfigError:
+            trained = None  # a bare state_dict away from its run folder: only the shapes are checked
+        if trained is not None:
+            check_same_training(config, trained, trained_source)
     weights = state.get("model", state)
     model = CenterPoint(config.model)
     if not isinstance(weights, dict):
@@ -339,6 +368,6 @@ def output_paths(files, out_dir: str, overwrite: bool = False, suffixes=(".json"
     return plans
 
 
-__all__ = ["BOX_FIELDS", "ModelInput", "PointMapping", "TRAINING_POINT_FEATURES", "checkpoint_config",
+__all__ = ["BOX_FIELDS", "MUST_MATCH_TRAINING", "ModelInput", "check_same_training", "PointMapping", "TRAINING_POINT_FEATURES", "checkpoint_config",
            "detect_points", "detection_record", "intensity_scale_of", "load_detector", "model_input",
            "model_points", "output_paths", "read_checkpoint"]

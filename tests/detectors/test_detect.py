@@ -213,6 +213,12 @@ def test_errors_are_one_clear_line(nuscenes_run, real_file, tmp_path, capsys):
     code, error = call_tool(capsys, config, checkpoint, kitti, "--out", tmp_path / "o", "model.bev.num_filters=[8, 16]")
     assert code == 1 and error.count("\n") == 1 and "do not fit" in error
 
+    # Same shapes, other label order: the boxes would be named wrongly without a word.
+    code, error = call_tool(capsys, config, checkpoint, kitti, "--out", tmp_path / "o", "--rescale-intensity",
+                            "model.head.class_names=[truck, car, construction_vehicle, bus, trailer, barrier, "
+                            "motorcycle, bicycle, pedestrian, traffic_cone]")
+    assert code == 1 and error.count("\n") == 1 and "model.head.class_names" in error and "trained with" in error
+
     code, error = call_tool(capsys, config, config, kitti, "--out", tmp_path / "o")
     assert code == 1 and error.count("\n") == 1 and "not a PyTorch checkpoint" in error
 
