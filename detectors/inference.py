@@ -368,6 +368,6 @@ def output_paths(files, out_dir: str, overwrite: bool = False, suffixes=(".json"
     return plans
 
 
-__all__ = ["BOX_FIELDS", "MUST_MATCH_TRAINING", "ModelInput", "check_same_training", "PointMapping", "TRAINING_POINT_FEATURES", "checkpoint_config",
-           "detect_points", "detection_record", "intensity_scale_of", "load_detector", "model_input",
-           "model_points", "output_paths", "read_checkpoint"]
+__all__ = ["BOX_FIELDS", "MUST_MATCH_TRAINING", "ModelInput", "PointMapping", "TRAINING_POINT_FEATURES",
+           "check_same_training", "checkpoint_config", "detect_points", "detection_record", "intensity_scale_of",
+           "load_detector", "model_input", "model_points", "output_paths", "read_checkpoint"]
