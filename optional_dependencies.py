@@ -9,7 +9,8 @@ import importlib
 from types import ModuleType
 
 # Top-level module → the extra that installs it.
-EXTRAS = {"spconv": "spconv", "cumm": "spconv", "open3d": "viz", "matplotlib": "viz", "nuscenes": "nuscenes"}
+EXTRAS = {"spconv": "spconv", "cumm": "spconv", "open3d": "viz", "matplotlib": "viz", "nuscenes": "nuscenes",
+          "pypcd4": "pointfiles", "laspy": "pointfiles", "lazrs": "pointfiles"}
 
 
 class MissingExtraError(ImportError):

@@ -1,12 +1,13 @@
-"""Sparse conv layers on two backends, the 3D sparse backbones, and (later) BEV and the meter."""
+"""Sparse conv layers on two backends, the sparse 3D backbones, the BEV stage and the densification meter."""
+from backbones.backbone_contract import BackboneOutput, SparseBackbone3D
 from backbones.kernel_map import KernelMap, build_regular_map, build_submanifold_map
 from backbones.sparse_conv_function import sparse_conv
 from backbones.sparse_modules import (BACKENDS, SparseConv3d, SparseConvolution, SparseInverseConv3d, SparseModule,
                                       SparseSequential, SubMConv3d, set_backend)
-from backbones.voxel_backbones import (BackboneOutput, SparseBasicBlock, VoxelBackBone8x, VoxelResBackBone8x,
+from backbones.voxel_backbones import (BACKBONES, SparseBasicBlock, VoxelBackBone8x, VoxelResBackBone8x,
                                        build_backbone)
 
-__all__ = ["BACKENDS", "BackboneOutput", "KernelMap", "SparseBasicBlock", "SparseConv3d", "SparseConvolution",
+__all__ = ["BACKBONES", "BACKENDS", "BackboneOutput", "SparseBackbone3D", "KernelMap", "SparseBasicBlock", "SparseConv3d", "SparseConvolution",
            "SparseInverseConv3d", "SparseModule", "SparseSequential", "SubMConv3d", "VoxelBackBone8x",
            "VoxelResBackBone8x", "build_backbone", "build_regular_map", "build_submanifold_map", "set_backend",
            "sparse_conv"]

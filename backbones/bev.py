@@ -23,6 +23,23 @@ def _conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
             nn.BatchNorm2d(c_out, eps=1e-3, momentum=0.01), nn.ReLU(inplace=True)]
 
 
+def conv2d_output_shape(layers: nn.Module, shape: tuple[int, int]) -> tuple[int, int]:
+    """(H, W) after the Conv2d / ConvTranspose2d layers of ``layers`` in order (other layers keep the
+    size), by the formulas of torch's docs. ValueError when a conv leaves no output."""
+    height, width = shape
+    for layer in layers.modules():
+        if isinstance(layer, nn.ConvTranspose2d):
+            height, width = ((n - 1) * s - 2 * p + d * (k - 1) + o + 1 for n, s, p, d, k, o in
+                             zip((height, width), layer.stride, layer.padding, layer.dilation, layer.kernel_size,
+                                 layer.output_padding))
+        elif isinstance(layer, nn.Conv2d):
+            height, width = ((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, s, p, d, k in
+                             zip((height, width), layer.stride, layer.padding, layer.dilation, layer.kernel_size))
+        if min(height, width) < 1:
+            raise ValueError(f"{layer} leaves no output on a map of {tuple(shape)}")
+    return height, width
+
+
 class SECONDFPN(nn.Module):
     """SECOND's 2D backbone with an FPN-style neck (OpenPCDet BaseBEVBackbone).
 
@@ -44,6 +61,7 @@ class SECONDFPN(nn.Module):
         if len(lengths) != 1:
             raise ValueError("layer_nums, layer_strides, num_filters, upsample_strides and upsample_filters need "
                              f"one entry per level; got lengths {[len(layer_nums), len(layer_strides), len(num_filters), len(upsample_strides), len(upsample_filters)]}")
+        self.layer_strides, self.upsample_strides = list(layer_strides), list(upsample_strides)
         self.blocks, self.deblocks = nn.ModuleList(), nn.ModuleList()
         channels = in_channels
         for count, stride, filters, up_stride, up_filters in zip(layer_nums, layer_strides, num_filters,
@@ -58,6 +76,19 @@ class SECONDFPN(nn.Module):
                                                nn.ReLU(inplace=True)))
             channels = filters
         self.out_channels = sum(upsample_filters)
+
+    def output_shape(self, height: int, width: int) -> tuple[int, int]:
+        """(H, W) of forward's output for a BEV input of (H, W); ValueError when the levels do not
+        come back to one size (their concatenation would fail) or a level has no output left."""
+        sizes = []
+        shape = (height, width)
+        for block, deblock in zip(self.blocks, self.deblocks):
+            shape = conv2d_output_shape(block, shape)
+            sizes.append(conv2d_output_shape(deblock, shape))
+        if len(set(sizes)) > 1:
+            raise ValueError(f"a BEV input of {height} x {width} gives level outputs {sizes} (layer_strides "
+                             f"{self.layer_strides}, upsample_strides {self.upsample_strides}): they must agree")
+        return sizes[0]
 
     def forward(self, bev: torch.Tensor) -> torch.Tensor:
         ups = []

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from backbones.activation_sparsity import KWinnersTakeAll, SiteTopK
+from backbones.backbone_contract import BackboneOutput, SparseBackbone3D
 from backbones.sparse_modules import (SparseConv3d, SparseModule, SparseSequential, SubMConv3d, conv_bn, on_features,
                                       set_backend)
 from voxelize.sparse_tensor import SparseTensor
@@ -103,17 +104,10 @@ class SparseBasicBlock(SparseModule):
         return self.pruning(on_features(self.act2, add_features(out, x)))
 
 
-@dataclass
-class BackboneOutput:
-    """The stride-8 output and the multi-scale features (strides 1, 2, 4, 8)."""
-    out: SparseTensor
-    x_conv1: SparseTensor
-    x_conv2: SparseTensor
-    x_conv3: SparseTensor
-    x_conv4: SparseTensor
+class VoxelBackBone8xBase(SparseBackbone3D):
+    """The stem, the four stages built by ``build_stages`` and the (2, 1, 1)-strided output conv shared by
+    the *8x backbones; the input grid gains one z layer, as in OpenPCDet."""
 
-
-class _VoxelBackBone8x(SparseModule):
     def __init__(self, in_channels: int, channels, out_channels: int, conv_type: str, backend: str,
                  site_pruning: dict | None, activation_topk: int | None):
         super().__init__()
@@ -134,14 +128,17 @@ class _VoxelBackBone8x(SparseModule):
     def build_stages(self, channels, options: BlockOptions):
         raise NotImplementedError
 
+    def padded_input_shape(self, spatial_shape) -> tuple[int, int, int]:
+        # As OpenPCDet: one extra z layer, so a 40-voxel height falls 41 → 21 → 11 → 5 → 2.
+        depth, height, width = (int(n) for n in spatial_shape)
+        return depth + 1, height, width
+
     def forward(self, x: SparseTensor) -> BackboneOutput:
         """``x``: the voxelized tensor at stride 1 on the voxelizer's grid (D, H, W)."""
         if x.num_channels != self.in_channels:
             raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, got {x.num_channels}")
-        # As OpenPCDet: one extra z layer, so a 40-voxel height falls 41 → 21 → 11 → 5 → 2.
-        depth, height, width = x.spatial_shape
-        x = SparseTensor(x.features, x.coords, (depth + 1, height, width), x.batch_size, x.tensor_stride,
-                         check=False)
+        x = SparseTensor(x.features, x.coords, self.padded_input_shape(x.spatial_shape), x.batch_size,
+                         x.tensor_stride, check=False)
         x_conv1 = self.conv1(self.conv_input(x))
         x_conv2 = self.conv2(x_conv1)
         x_conv3 = self.conv3(x_conv2)
@@ -149,7 +146,7 @@ class _VoxelBackBone8x(SparseModule):
         return BackboneOutput(self.conv_out(x_conv4), x_conv1, x_conv2, x_conv3, x_conv4)
 
 
-class VoxelBackBone8x(_VoxelBackBone8x):
+class VoxelBackBone8x(VoxelBackBone8xBase):
     """SECOND's backbone (as OpenPCDet's VoxelBackBone8x): plain SubM blocks, widths 16/32/64/64 → 128.
 
     Args:
@@ -175,7 +172,7 @@ class VoxelBackBone8x(_VoxelBackBone8x):
                                       conv_block(c4, c4, options, "subm4"), conv_block(c4, c4, options, "subm4"))
 
 
-class VoxelResBackBone8x(_VoxelBackBone8x):
+class VoxelResBackBone8x(VoxelBackBone8xBase):
     """CenterPoint's nuScenes backbone (as OpenPCDet's VoxelResBackBone8x): two residual SubM
     blocks per stage, widths 16/32/64/128 → 128. Arguments as :class:`VoxelBackBone8x`."""
 
@@ -200,7 +197,7 @@ class VoxelResBackBone8x(_VoxelBackBone8x):
 BACKBONES = {"VoxelBackBone8x": VoxelBackBone8x, "VoxelResBackBone8x": VoxelResBackBone8x}
 
 
-def build_backbone(type: str, **kwargs) -> _VoxelBackBone8x:
+def build_backbone(type: str, **kwargs) -> SparseBackbone3D:
     """A 3D backbone by class name, e.g. ``build_backbone('VoxelResBackBone8x', in_channels=5)``."""
     if type not in BACKBONES:
         raise ValueError(f"unknown 3D backbone {type!r}; valid: {sorted(BACKBONES)}")

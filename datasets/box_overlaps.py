@@ -9,15 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from detectors.box_geometry import bev_intersection_area
-
-
-def as_boxes(boxes, what: str) -> np.ndarray:
-    """``boxes`` as float64 (N, >=7), or a ValueError naming ``what`` and the shape got."""
-    boxes = np.asarray(boxes, dtype=np.float64)
-    if boxes.ndim != 2 or boxes.shape[1] < 7:
-        raise ValueError(f"{what} must be (N, >=7) [x, y, z, dx, dy, dz, yaw, ...], got shape {boxes.shape}")
-    return boxes
+from datasets.boxes import as_boxes, bev_intersection_area
 
 
 def box_overlaps(boxes1, boxes2) -> dict[str, np.ndarray]:

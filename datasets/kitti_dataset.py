@@ -121,17 +121,76 @@ def image_size(path: str) -> tuple[int, int] | None:
     return struct.unpack(">II", header[16:24])
 
 
-def split_ids(root: str, split: str) -> list[str] | None:
-    """The frame ids of ``<root>/ImageSets/<split>.txt`` (one id a line), or None (every frame) when
-    that file is absent. Every id must have a velodyne scan."""
+ALL_SCANS_SPLIT = "all"   # every velodyne scan, when ImageSets/ does not define a split of that name
+
+
+def check_kitti_root(root: str) -> None:
+    """One clear error when ``root`` is not a KITTI object folder (``velodyne/`` with ``.bin`` scans)."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"dataset root {root} is not a folder")
+    if os.path.isdir(os.path.join(root, "velodyne")):
+        return
+    if os.path.isdir(os.path.join(root, "training", "velodyne")):
+        hint = f"; it holds training/velodyne: use {os.path.join(root, 'training')} as the root"
+    elif any(os.path.isfile(os.path.join(root, name, "sample.json")) for name in os.listdir(root)):
+        hint = "; it looks like a nuScenes database: set dataset.type nuscenes"
+    else:
+        hint = ""
+    raise ValueError(f"{root} is not a KITTI object folder: no velodyne/ (expected velodyne/, label_2/, calib/){hint}")
+
+
+def scan_ids(root: str) -> list[str]:
+    """The ids of every ``velodyne/*.bin`` scan, in name order; an error when there are none."""
+    check_kitti_root(root)
+    folder = os.path.join(root, "velodyne")
+    ids = sorted(name[:-4] for name in os.listdir(folder) if name.endswith(".bin"))
+    if not ids:
+        raise ValueError(f"{folder} holds no .bin scans")
+    return ids
+
+
+def available_splits(root: str) -> list[str]:
+    """The split names of ``<root>/ImageSets/*.txt`` (none when that folder is absent)."""
+    folder = os.path.join(root, "ImageSets")
+    if not os.path.isdir(folder):
+        return []
+    return sorted(name[:-4] for name in os.listdir(folder) if name.endswith(".txt"))
+
+
+def split_ids(root: str, split: str) -> list[str]:
+    """The frame ids of ``<root>/ImageSets/<split>.txt`` (one id a line); split ``'all'`` without such a
+    file is every velodyne scan. Every id must have a velodyne scan.
+
+    Raises:
+        ValueError: the split is not defined (the message lists the ImageSets splits), is empty or
+            repeats an id; ``root`` is not a KITTI object folder.
+        FileNotFoundError: an id without its velodyne scan.
+    """
+    check_kitti_root(root)
     path = os.path.join(root, "ImageSets", f"{split}.txt")
     if not os.path.isfile(path):
-        return None
+        if split == ALL_SCANS_SPLIT:
+            return scan_ids(root)
+        available = available_splits(root)
+        if available:
+            raise ValueError(f"unknown split {split!r}: {root}/ImageSets has {', '.join(available)} "
+                             f"(or {ALL_SCANS_SPLIT!r} for every scan)")
+        raise ValueError(f"split {split!r} is undefined: {root} has no ImageSets/ folder; add ImageSets/{split}.txt "
+                         f"(one frame id a line) or use split {ALL_SCANS_SPLIT!r} for every scan")
     with open(path) as f:
         ids = [line.strip() for line in f if line.strip()]
+    if not ids:
+        raise ValueError(f"{path} is empty: split {split!r} has no frames")
+    repeated = sorted({frame_id for frame_id in ids if ids.count(frame_id) > 1}) if len(set(ids)) != len(ids) else []
+    if repeated:
+        raise ValueError(f"{path} lists frame(s) {', '.join(repeated[:5])} more than once (each would count twice)")
     for frame_id in ids:
         if not os.path.isfile(os.path.join(root, "velodyne", f"{frame_id}.bin")):
-            raise FileNotFoundError(f"{path} names frame {frame_id!r}, which has no {root}/velodyne/{frame_id}.bin")
+            padded = frame_id.zfill(6)
+            hint = f" (ids are zero-padded: {padded})" if frame_id.isdigit() and padded != frame_id and \
+                os.path.isfile(os.path.join(root, "velodyne", f"{padded}.bin")) else ""
+            raise FileNotFoundError(f"{path} names frame {frame_id!r}, which has no {root}/velodyne/{frame_id}.bin"
+                                    f"{hint}")
     return ids
 
 
@@ -142,11 +201,12 @@ class KittiDataset:
         self.root = root
         self.class_names = list(class_names)
         if ids is None:
-            folder = os.path.join(root, "velodyne")
-            if not os.path.isdir(folder):
-                raise FileNotFoundError(f"no velodyne folder in {root}")
-            ids = sorted(name[:-4] for name in os.listdir(folder) if name.endswith(".bin"))
+            ids = scan_ids(root)
+        else:
+            check_kitti_root(root)
         self.ids = list(ids)
+        if not self.ids:
+            raise ValueError(f"no frames: the list of KITTI frame ids for {root} is empty")
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -68,8 +68,8 @@ import os
 import numpy as np
 
 from datasets.atomic_files import write_json_atomically
-from datasets.box_overlaps import as_boxes, bev_iou, box_overlaps, image_box_overlap_of_first, image_iou, iou_3d
-from datasets.boxes import box_corners
+from datasets.box_overlaps import bev_iou, box_overlaps, image_box_overlap_of_first, image_iou, iou_3d
+from datasets.boxes import BOX_EDGES, as_boxes, box_corners
 from datasets.detection_matching import (R40_RECALLS, SAMPLINGS, DetectionCurve, frame_operating_points,
                                          interpolated_average_precision)
 from datasets.kitti_dataset import DEFAULT_IMAGE_SIZE, KittiDataset, split_ids
@@ -95,7 +95,6 @@ SAMPLING_NOTES = {"official": "official score-threshold sampling (at most 41 thr
                   "every_point": "every operating point (precision at every distinct score)"}
 
 # The 12 edges of a box, as index pairs into the corners of datasets.boxes.box_corners.
-_EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4], [0, 4], [1, 5], [2, 6], [3, 7]])
 
 
 def r40_average_precision(recall, precision) -> float:
@@ -126,7 +125,7 @@ def image_boxes(boxes, calibration: dict[str, np.ndarray], image_size=DEFAULT_IM
                                      for k in ("Tr_velo_to_cam", "R0_rect", "P2"))
     corners = box_corners(boxes)                                              # (N, 8, 3) LiDAR frame
     camera = corners @ (rect @ velo_to_cam[:, :3]).T + rect @ velo_to_cam[:, 3]   # rectified camera frame
-    start, end = camera[:, _EDGES[:, 0]], camera[:, _EDGES[:, 1]]             # (N, 12, 3)
+    start, end = camera[:, BOX_EDGES[:, 0]], camera[:, BOX_EDGES[:, 1]]             # (N, 12, 3)
     depth_start, depth_end = start[..., 2] - NEAR_PLANE, end[..., 2] - NEAR_PLANE
     crosses = depth_start * depth_end < 0
     fraction = depth_start / np.where(crosses, depth_start - depth_end, 1.0)
@@ -362,8 +361,8 @@ def evaluate_detector_on_kitti(predict, root: str, split: str, class_names, num_
 
     predict: (N, 4) float32 LiDAR points [x, y, z, reflectance] → {'boxes': (K, >=7) LiDAR frame,
     'scores': (K,), 'labels': (K,) indices into class_names} (tensors or arrays); root: the KITTI
-    object folder; split: ``ImageSets/{split}.txt`` when present, else every frame; sampling: as
-    :func:`evaluate_kitti`.
+    object folder; split: ``ImageSets/{split}.txt``, or 'all' for every scan (see
+    :func:`datasets.kitti_dataset.split_ids`); sampling: as :func:`evaluate_kitti`.
     """
     if num_point_features != 4:
         raise ValueError(f"KITTI scans have 4 point features (x, y, z, reflectance); the model takes "

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from detectors.center_targets import REGRESSION_CODE, BEVGrid
+from detectors.config import Bounds, Length, PositiveFloat, PositiveInt, Probability
 from detectors.nms import circle_nms, rotated_nms
 
 NUSCENES_CLASS_GROUPS = [["car"], ["truck", "construction_vehicle"], ["bus", "trailer"], ["barrier"],
@@ -107,18 +109,29 @@ def center_loss(predictions: list[dict[str, torch.Tensor]], targets: list[dict[s
     return losses
 
 
+NMS_KINDS = ("circle", "rotated", "none")
+
+
 @dataclass
 class DecodeConfig:
     """Decoding and NMS settings (per group the same)."""
-    top_k: int = 500
-    score_threshold: float = 0.1
-    post_center_range: tuple = (-61.2, -61.2, -10.0, 61.2, 61.2, 10.0)
-    nms: str = "circle"                       # 'circle' | 'rotated' | 'none'
+    top_k: PositiveInt = 500
+    score_threshold: Probability = 0.1
+    post_center_range: Annotated[list[float], Length(6)] = (-61.2, -61.2, -10.0, 61.2, 61.2, 10.0)
+    nms: Literal[NMS_KINDS] = "circle"
     # Metres per group: the square roots of CenterPoint's min_radius [4, 12, 10, 1, 0.85, 0.175], which its
     # circle NMS compares with squared distances.
-    circle_radius: list = field(default_factory=lambda: [2.0, 3.464, 3.162, 1.0, 0.922, 0.418])
-    iou_threshold: float = 0.2
-    max_boxes: int = 500                      # per sample, over all groups
+    circle_radius: list[PositiveFloat] = field(default_factory=lambda: [2.0, 3.464, 3.162, 1.0, 0.922, 0.418])
+    iou_threshold: Annotated[float, Bounds(0, 1, low_open=True)] = 0.2
+    max_boxes: PositiveInt = 500              # per sample, over all groups
+
+    def __post_init__(self):
+        if self.nms not in NMS_KINDS:
+            raise ValueError(f"nms must be one of {list(NMS_KINDS)}, got {self.nms!r}")
+        low, high = self.post_center_range[:3], self.post_center_range[3:]
+        if len(self.post_center_range) != 6 or not all(a < b for a, b in zip(low, high)):
+            raise ValueError(f"post_center_range must be [x0, y0, z0, x1, y1, z1] with x0 < x1, y0 < y1, z0 < z1, "
+                             f"got {list(self.post_center_range)}")
 
 
 def decode(predictions: list[dict[str, torch.Tensor]], class_groups: list[list[str]], class_names: list[str],
@@ -154,8 +167,10 @@ def decode(predictions: list[dict[str, torch.Tensor]], class_groups: list[list[s
                 kept = circle_nms(group_boxes, group_scores, config.circle_radius[g])
             elif config.nms == "rotated":
                 kept = rotated_nms(group_boxes, group_scores, config.iou_threshold)
-            else:
+            elif config.nms == "none":
                 kept = torch.argsort(group_scores, descending=True)
+            else:
+                raise ValueError(f"nms must be one of {list(NMS_KINDS)}, got {config.nms!r}")
             boxes.append(group_boxes[kept])
             scores.append(group_scores[kept])
             labels.append(torch.tensor([class_names.index(names[int(c)]) for c in cls[kept]], dtype=torch.long,

@@ -2,141 +2,220 @@
 
 points → Voxelizer (mean of each voxel's points) → sparse 3D backbone → height compression →
 SECOND-FPN → CenterHead. The grid, the backbone's input shape, the BEV channels and the head's
-output grid all derive from ``model.geometry`` (range and voxel size) and the backbone's stride.
+output grid all derive from ``model.geometry`` (range and voxel size) and the networks' strides.
+
+A config is checked when it is built (at load time): the range must hold a whole number of voxels
+per axis, and that grid must pass the 3D backbone's strided convs, the BEV network's levels and the
+head so that every head cell covers the same whole number of voxels (:func:`model_shapes`, which asks
+the networks for their output shapes); string options are closed sets; numbers have their ranges.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
-from backbones.bev import SECONDFPN, height_compression
-from backbones.kernel_map import conv_output_shape
-from backbones.voxel_backbones import build_backbone
+from backbones.bev import SECONDFPN, conv2d_output_shape, height_compression
+from backbones.sparse_modules import BACKENDS
+from backbones.voxel_backbones import BACKBONES, CONV_TYPES, build_backbone
 from datasets.augmentation import Augmenter
+from datasets.base import DatasetConfig  # one subclass per dataset.type (datasets.dataset_types)
 from detectors.center_head import CenterHead, DecodeConfig, at_least_one, center_loss, decode
 from detectors.center_targets import REGRESSION_CODE, BEVGrid, build_targets
-from detectors.config import ConfigError, load_config
+from detectors.config import (Bounds, ConfigError, Length, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                              load_config)
 from voxelize.voxelizer import Voxelizer
 
-BACKBONE_STRIDE = 8  # x and y stride of the *8x backbones
+# A grid counts as whole when range / voxel size is this close to an integer (in voxels).
+WHOLE_GRID_TOLERANCE = 1e-6
 
 
 @dataclass
 class GeometryConfig:
-    point_cloud_range: list[float]   # x0, y0, z0, x1, y1, z1 in metres
-    voxel_size: list[float]          # vx, vy, vz in metres
+    point_cloud_range: Annotated[list[float], Length(6)]     # x0, y0, z0, x1, y1, z1 in metres
+    voxel_size: Annotated[list[PositiveFloat], Length(3)]    # vx, vy, vz in metres
+
+    def __post_init__(self):
+        low, high = self.point_cloud_range[:3], self.point_cloud_range[3:]
+        for axis, (a, b) in enumerate(zip(low, high)):
+            if not b > a:
+                name = "xyz"[axis]
+                raise ConfigError(f"model.geometry.point_cloud_range: {name}1 ({b:g}) must exceed {name}0 ({a:g}), "
+                                  f"got {list(self.point_cloud_range)}")
 
 
 @dataclass
 class VoxelizerConfig:
-    max_points_per_voxel: int = 10
-    max_voxels_train: int = 90000
-    max_voxels_test: int = 120000
+    max_points_per_voxel: PositiveInt = 10
+    max_voxels_train: PositiveInt = 90000
+    max_voxels_test: PositiveInt = 120000
+
+
+@dataclass
+class SitePruningConfig:
+    """Top-k site pruning after regular convs (backbones.activation_sparsity.SiteTopK): exactly one of
+    ``k`` (sites kept per sample) and ``fraction`` (share of each sample's sites kept)."""
+    k: PositiveInt | None = None
+    fraction: Annotated[float, Bounds(0, 1, low_open=True)] | None = None
+
+    def __post_init__(self):
+        if (self.k is None) == (self.fraction is None):
+            raise ConfigError(f"model.backbone_3d.site_pruning needs exactly one of k and fraction, got "
+                              f"k={self.k!r}, fraction={self.fraction!r}")
+
+    def arguments(self) -> dict:
+        return {name: value for name, value in dataclasses.asdict(self).items() if value is not None}
 
 
 @dataclass
 class Backbone3DConfig:
-    type: str = "VoxelResBackBone8x"
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
-    out_channels: int = 128
-    conv_type: str = "subm"
-    backend: str = "torch"
-    site_pruning: dict | None = None
-    activation_topk: int | None = None
+    type: Literal[tuple(BACKBONES)] = "VoxelResBackBone8x"
+    channels: list[PositiveInt] = field(default_factory=lambda: [16, 32, 64, 128])
+    out_channels: PositiveInt = 128
+    conv_type: Literal[CONV_TYPES] = "subm"
+    backend: Literal[BACKENDS] = "torch"
+    site_pruning: SitePruningConfig | None = None
+    activation_topk: PositiveInt | None = None
 
 
 @dataclass
 class BEVConfig:
-    layer_nums: list[int] = field(default_factory=lambda: [5, 5])
-    layer_strides: list[int] = field(default_factory=lambda: [1, 2])
-    num_filters: list[int] = field(default_factory=lambda: [128, 256])
-    upsample_strides: list[int] = field(default_factory=lambda: [1, 2])
-    upsample_filters: list[int] = field(default_factory=lambda: [256, 256])
+    layer_nums: Annotated[list[NonNegativeInt], Length(at_least=1)] = field(default_factory=lambda: [5, 5])
+    layer_strides: list[PositiveInt] = field(default_factory=lambda: [1, 2])
+    num_filters: list[PositiveInt] = field(default_factory=lambda: [128, 256])
+    upsample_strides: list[PositiveInt] = field(default_factory=lambda: [1, 2])
+    upsample_filters: list[PositiveInt] = field(default_factory=lambda: [256, 256])
 
 
 @dataclass
 class HeadConfig:
-    class_names: list[str]
-    class_groups: list[list[str]]
-    code_weights: dict[str, float]   # one weight per regression target component, by name
-    shared_channels: int = 64
-    head_channels: int = 64
-    heatmap_weight: float = 1.0
-    regression_weight: float = 0.25
-    min_overlap: float = 0.1
-    min_radius: int = 2
-    max_objects: int = 500
+    class_names: Annotated[list[str], Length(at_least=1)]
+    class_groups: Annotated[list[Annotated[list[str], Length(at_least=1)]], Length(at_least=1)]
+    code_weights: dict[str, NonNegativeFloat]   # one weight per regression target component, by name
+    shared_channels: PositiveInt = 64
+    head_channels: PositiveInt = 64
+    heatmap_weight: NonNegativeFloat = 1.0
+    regression_weight: NonNegativeFloat = 0.25
+    min_overlap: Annotated[float, Bounds(0, 1, low_open=True, high_open=True)] = 0.1
+    min_radius: NonNegativeInt = 2
+    max_objects: PositiveInt = 500
+
+    def __post_init__(self):
+        where = "model.head"
+        duplicates = sorted({name for name in self.class_names if self.class_names.count(name) > 1})
+        if duplicates or not all(self.class_names):
+            raise ConfigError(f"{where}.class_names must be distinct non-empty names, got {self.class_names}")
+        grouped = [name for group in self.class_groups for name in group]
+        unknown = [name for name in grouped if name not in self.class_names]
+        if unknown:
+            raise ConfigError(f"{where}.class_groups names {unknown[0]!r}, not in class_names {self.class_names}")
+        twice = sorted({name for name in grouped if grouped.count(name) > 1})
+        if twice:
+            raise ConfigError(f"{where}.class_groups names {twice} in more than one place; each class needs exactly "
+                              f"one group")
+        ungrouped = [name for name in self.class_names if name not in grouped]
+        if ungrouped:
+            raise ConfigError(f"{where}.class_groups leaves {ungrouped} of class_names in no group: the head would "
+                              f"never detect them; add them to a group or drop them from class_names")
+        missing = [name for name in REGRESSION_CODE if name not in self.code_weights]
+        unknown = sorted(set(self.code_weights) - set(REGRESSION_CODE))
+        if missing or unknown:
+            raise ConfigError(f"{where}.code_weights must name exactly {list(REGRESSION_CODE)}; missing {missing}, "
+                              f"unknown {unknown}")
 
 
 @dataclass
 class ModelConfig:
+    """The detector. Constructing it checks that its parts fit together (see :func:`model_shapes`)."""
     geometry: GeometryConfig
     head: HeadConfig
-    num_point_features: int = 5
+    num_point_features: Annotated[int, Bounds(3)] = 5    # x, y, z and the extra point columns
     voxelizer: VoxelizerConfig = field(default_factory=VoxelizerConfig)
     backbone_3d: Backbone3DConfig = field(default_factory=Backbone3DConfig)
     bev: BEVConfig = field(default_factory=BEVConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
-
-DATASET_TYPES = ("nuscenes", "kitti")
-
-
-@dataclass
-class DatasetConfig:
-    """``type`` nuscenes: ``root`` is a database in the nuScenes layout (``version``, splits of the devkit,
-    ``num_sweeps``). ``type`` kitti: ``root`` is a KITTI object folder (velodyne/, label_2/, calib/), a
-    split names ``ImageSets/{split}.txt`` when present, else every frame; version and num_sweeps unused."""
-    root: str                        # relative to the current directory
-    type: str = "nuscenes"           # one of DATASET_TYPES
-    version: str = "v1.0-trainval"
-    train_split: str = "train"
-    val_split: str = "val"
-    num_sweeps: int = 10
-
     def __post_init__(self):
-        if self.type not in DATASET_TYPES:
-            raise ConfigError(f"dataset.type must be one of {list(DATASET_TYPES)}, got {self.type!r}")
+        model_shapes(self)
+        topk = self.backbone_3d.activation_topk
+        widths = [*self.backbone_3d.channels, self.backbone_3d.out_channels]
+        if topk is not None and topk > min(widths):
+            raise ConfigError(f"model.backbone_3d.activation_topk = {topk} exceeds the narrowest layer "
+                              f"({min(widths)} channels of {widths}); it must be <= {min(widths)}")
+        groups = len(self.head.class_groups)
+        if self.decode.nms == "circle" and len(self.decode.circle_radius) < groups:
+            raise ConfigError(f"model.decode.circle_radius needs a radius for each of the {groups} class groups, got "
+                              f"{self.decode.circle_radius}")
 
 
 @dataclass
 class OptimizerConfig:
     """Adam(W) with a one-cycle learning rate, as CenterPoint trains."""
-    lr: float = 1e-3                 # the peak of the cycle
-    weight_decay: float = 0.01
-    grad_clip: float = 35.0
-    pct_start: float = 0.4
-    div_factor: float = 10.0
+    lr: PositiveFloat = 1e-3                 # the peak of the cycle
+    weight_decay: NonNegativeFloat = 0.01
+    grad_clip: PositiveFloat = 35.0
+    pct_start: Annotated[float, Bounds(0, 1, low_open=True, high_open=True)] = 0.4
+    div_factor: PositiveFloat = 10.0
 
 
 @dataclass
 class GTSamplingConfig:
-    database: str                    # built from the training split on first use (relative to the cwd)
-    sample_groups: dict[str, int]    # objects pasted per class and frame
-    min_points: int = 5
+    database: str                    # .npz, built from the training split, rebuilt when that changes (cwd-relative)
+    sample_groups: dict[str, NonNegativeInt]    # objects pasted per class and frame
+    min_points: NonNegativeInt = 5
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 4              # per process
-    num_workers: int = 0
-    seed: int = 0
-    checkpoint_every: int = 0        # steps; 0: at the end of each epoch only
-    log_every: int = 10
+    epochs: PositiveInt = 20
+    batch_size: PositiveInt = 4              # per process
+    num_workers: NonNegativeInt = 0
+    seed: NonNegativeInt = 0
+    checkpoint_every: NonNegativeInt = 0        # steps; 0: at the end of each epoch only
+    log_every: PositiveInt = 10
     augmentation: Augmenter | None = None  # global flips, rotation, scaling, translation; None: off
     gt_sampling: GTSamplingConfig | None = None  # copy-paste of training-split objects; None: off
     cbgs: bool = False                     # class-balanced resampling of the training frames
     # GT boxes with fewer key-frame LiDAR points are no training targets (as OpenPCDet's
     # FILTER_MIN_POINTS_IN_GT): the official evaluation drops them, so learning to fire on them
     # only teaches false positives.
-    min_points_in_gt: int = 1
+    min_points_in_gt: NonNegativeInt = 1
     # After the last epoch, replace BatchNorm's running statistics by their exact values over this
     # many training batches (PreciseBN); 0: keep the moving averages. For short runs, whose
     # averages (momentum 0.01) lag behind the weights.
-    precise_bn_batches: int = 0
+    precise_bn_batches: NonNegativeInt = 0
+
+    def __post_init__(self):
+        if self.augmentation is not None:
+            check_augmentation(self.augmentation, "train.augmentation")
+
+
+def check_augmentation(augmenter: Augmenter, where: str) -> None:
+    """Augmenter's fields are plain lists and floats; the ranges that make sense, checked here."""
+    def numbers(name, count):
+        value = getattr(augmenter, name)
+        if not isinstance(value, (list, tuple)) or len(value) != count or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+            raise ConfigError(f"{where}.{name} must be {count} finite numbers, got {value!r}")
+        return value
+
+    for name in ("flip_x", "flip_y"):
+        value = getattr(augmenter, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ConfigError(f"{where}.{name} is a probability in [0, 1], got {value!r}")
+    low, high = numbers("rotation", 2)
+    if low > high:
+        raise ConfigError(f"{where}.rotation is [low, high] in radians with low <= high, got {[low, high]}")
+    low, high = numbers("scaling", 2)
+    if not 0 < low <= high:
+        raise ConfigError(f"{where}.scaling is [low, high] with 0 < low <= high, got {[low, high]}")
+    if min(numbers("translation_std", 3)) < 0:
+        raise ConfigError(f"{where}.translation_std is 3 standard deviations >= 0 (metres), got "
+                          f"{augmenter.translation_std}")
 
 
 @dataclass
@@ -145,6 +224,155 @@ class CenterPointConfig:
     dataset: DatasetConfig | None = None
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        sampling = self.train.gt_sampling
+        if sampling is not None:
+            unknown = sorted(set(sampling.sample_groups) - set(self.model.head.class_names))
+            if unknown:
+                raise ConfigError(f"train.gt_sampling.sample_groups names {unknown}, not in model.head.class_names "
+                                  f"{self.model.head.class_names}")
+
+
+@dataclass(frozen=True)
+class ModelShapes:
+    """What the geometry and the networks make of each other.
+
+    grid: the voxel grid (D, H, W); backbone: the 3D backbone's output (D, H, W); bev: the head's
+    map (H, W); out_size_factor: voxels per head cell along x and y.
+    """
+    grid: tuple[int, int, int]
+    backbone: tuple[int, int, int]
+    bev: tuple[int, int]
+    out_size_factor: int
+
+
+class _ShapeModel:
+    """The configured networks, built on the meta device (no memory, no initialisation), for shape arithmetic."""
+
+    # A grid size every plausible product of strides divides, for the networks' nominal xy stride.
+    REFERENCE_GRID = 2 ** 12 * 3 ** 6 * 5 ** 4 * 7 ** 3
+
+    def __init__(self, model: ModelConfig):
+        backbone, bev = model.backbone_3d, model.bev
+        self.answers: dict = {}  # (axis kind, voxels) → fits; the nearest-value search asks many times
+        with torch.device("meta"):
+            try:
+                self.backbone = build_backbone(backbone.type, in_channels=model.num_point_features,
+                                               channels=backbone.channels, out_channels=backbone.out_channels)
+            except ValueError as error:
+                raise ConfigError(f"model.backbone_3d: {error}") from None
+            try:
+                self.bev = SECONDFPN(backbone.out_channels, **vars(bev))
+            except ValueError as error:
+                raise ConfigError(f"model.bev: {error}") from None
+            self.head = CenterHead(self.bev.out_channels, [["class"]], model.head.shared_channels,
+                                   model.head.head_channels)
+        reference, _ = self.xy_cells(self.REFERENCE_GRID)
+        self.factor = self.REFERENCE_GRID // reference if reference and self.REFERENCE_GRID % reference == 0 else None
+        if self.factor is None:
+            raise ConfigError(f"model.bev: layer_strides {bev.layer_strides} with upsample_strides "
+                              f"{bev.upsample_strides} bring the levels to different sizes on any grid")
+
+    def xy_cells(self, voxels: int) -> tuple[int | None, str]:
+        """Head cells along x (or y) for a grid of ``voxels``, or None and why a network cannot take it."""
+        try:
+            _, height, _ = self.backbone.output_shape((self.REFERENCE_GRID, voxels, voxels))
+            shared = conv2d_output_shape(self.head.shared, self.bev.output_shape(height, height))
+            cells = {conv2d_output_shape(branch, shared)[0] for group in self.head.groups for branch in group.values()}
+        except ValueError as error:
+            return None, str(error)
+        return (cells.pop(), "") if len(cells) == 1 else (None, f"the head's branches give {sorted(cells)} cells")
+
+    def xy_fits(self, voxels: int) -> bool:
+        """Whether a grid of ``voxels`` along x (or y) maps onto whole head cells of ``factor`` voxels."""
+        if ("xy", voxels) not in self.answers:
+            self.answers["xy", voxels] = voxels >= 1 and voxels % self.factor == 0 and \
+                self.xy_cells(voxels)[0] == voxels // self.factor
+        return self.answers["xy", voxels]
+
+    def z_fits(self, voxels: int) -> bool:
+        """Whether a grid of ``voxels`` along z survives the 3D backbone's downsampling."""
+        if ("z", voxels) not in self.answers:
+            try:
+                self.backbone.output_shape((voxels, self.REFERENCE_GRID, self.REFERENCE_GRID))
+                self.answers["z", voxels] = voxels >= 1
+            except ValueError:
+                self.answers["z", voxels] = False
+        return self.answers["z", voxels]
+
+
+def model_shapes(model: ModelConfig) -> ModelShapes:
+    """Check that the geometry gives a whole grid that the backbone, the BEV network and the head
+    divide exactly, and return the shapes; ConfigError naming the field, the value and the nearest
+    valid values otherwise."""
+    geometry = model.geometry
+    shapes = _ShapeModel(model)
+    counts = []
+    for axis in range(3):
+        low, high = geometry.point_cloud_range[axis], geometry.point_cloud_range[axis + 3]
+        voxels = (high - low) / geometry.voxel_size[axis]
+        whole = round(voxels)
+        fits = shapes.z_fits if axis == 2 else shapes.xy_fits
+        if abs(voxels - whole) > WHOLE_GRID_TOLERANCE:
+            problem = f"gives {voxels:.6g} voxels, not a whole number"
+        elif not fits(whole):
+            problem = _misfit(shapes, axis, whole)
+        else:
+            counts.append(whole)
+            continue
+        raise ConfigError(_geometry_error(geometry, axis, problem, fits))
+    nx, ny, nz = counts
+    return ModelShapes((nz, ny, nx), shapes.backbone.output_shape((nz, ny, nx)),
+                       (ny // shapes.factor, nx // shapes.factor), shapes.factor)
+
+
+def _misfit(shapes: _ShapeModel, axis: int, voxels: int) -> str:
+    if axis == 2:
+        least = next((n for n in range(1, 4097) if shapes.z_fits(n)), None)
+        return (f"gives {voxels} voxels, too few for the 3D backbone's downsampling in z"
+                + (f" (at least {least} voxels)" if least else ""))
+    valid = [n for n in range(1, 1025) if shapes.xy_fits(n)]
+    multiples = valid and all(n % valid[0] == 0 for n in valid) and len(valid) == 1024 // valid[0]
+    period = valid[0] if multiples else None
+    rule = f" a multiple of {period} voxels" if period else " a grid size the networks divide"
+    cells, reason = shapes.xy_cells(voxels)
+    seen = f"the networks give {cells} head cells of {shapes.factor} voxels" if cells else reason
+    return f"gives {voxels} voxels, but {seen}; the grid must be{rule} (3D backbone x BEV network x head strides)"
+
+
+def _geometry_error(geometry: GeometryConfig, axis: int, problem: str, fits) -> str:
+    name = "xyz"[axis]
+    low, high = geometry.point_cloud_range[axis], geometry.point_cloud_range[axis + 3]
+    size = geometry.voxel_size[axis]
+    extent = high - low
+    voxels = extent / size
+    below = next((n for n in range(math.ceil(voxels - WHOLE_GRID_TOLERANCE) - 1, 0, -1) if fits(n)), None)
+    above = next((n for n in range(math.floor(voxels + WHOLE_GRID_TOLERANCE) + 1, math.floor(voxels) + 4097)
+                  if fits(n)), None)
+    centre = (low + high) / 2
+    ranges = [f"[{_short(centre - n * size / 2)}, {_short(centre + n * size / 2)}]" for n in (below, above) if n]
+    step = 0.0005  # suggested voxel sizes are whole half-millimetres
+    current = round(size / step)
+    sizes = []
+    for candidates in (range(current if current * step < size else current - 1, 0, -1),
+                       range(current + 1 if current * step <= size else current, current * 4 + 1)):
+        for k in candidates:
+            count = extent / (k * step)
+            if abs(count - round(count)) <= WHOLE_GRID_TOLERANCE and fits(round(count)):
+                sizes.append(_short(k * step))
+                break
+    nearest = []
+    if sizes:
+        nearest.append(f"voxel_size[{axis}] {' or '.join(sizes)} over this range")
+    if ranges:
+        nearest.append(f"point_cloud_range {name} {' or '.join(ranges)} at this voxel size")
+    return (f"model.geometry: voxel_size[{axis}] = {size:g} m over point_cloud_range {name} [{low:g}, {high:g}] "
+            f"({extent:g} m) {problem}. Nearest valid: {'; or '.join(nearest) or 'none near'}")
+
+
+def _short(value: float) -> str:
+    return f"{round(value, 6):g}"
 
 
 def load_centerpoint_config(path: str, overrides=()) -> CenterPointConfig:
@@ -165,26 +393,24 @@ class CenterPoint(nn.Module):
         self.config = config
         geometry = config.geometry
         head = config.head
-        for group in head.class_groups:
-            for name in group:
-                if name not in head.class_names:
-                    raise ValueError(f"model.head.class_groups names {name!r}, not in class_names {head.class_names}")
+        shapes = model_shapes(config)  # ConfigError unless the geometry and the networks fit
         self.voxelizers = {mode: Voxelizer(geometry.voxel_size, geometry.point_cloud_range,
                                            config.voxelizer.max_points_per_voxel, limit)
                            for mode, limit in (("train", config.voxelizer.max_voxels_train),
                                                ("test", config.voxelizer.max_voxels_test))}
-        spatial_shape = self.voxelizers["train"].spatial_shape
         backbone = config.backbone_3d
+        pruning = backbone.site_pruning.arguments() if backbone.site_pruning is not None else None
         self.backbone_3d = build_backbone(backbone.type, in_channels=config.num_point_features,
                                           channels=backbone.channels, out_channels=backbone.out_channels,
                                           conv_type=backbone.conv_type, backend=backbone.backend,
-                                          site_pruning=backbone.site_pruning, activation_topk=backbone.activation_topk)
-        bev_depth = _backbone_output_depth(spatial_shape[0])
+                                          site_pruning=pruning, activation_topk=backbone.activation_topk)
+        bev_depth = shapes.backbone[0]
         self.bev_backbone = SECONDFPN(backbone.out_channels * bev_depth, **vars(config.bev))
         self.head = CenterHead(self.bev_backbone.out_channels, head.class_groups, head.shared_channels,
                                head.head_channels)
-        stride = BACKBONE_STRIDE * config.bev.layer_strides[0]
-        self.grid = BEVGrid(tuple(geometry.point_cloud_range), tuple(geometry.voxel_size), stride)
+        self.grid = BEVGrid(tuple(geometry.point_cloud_range), tuple(geometry.voxel_size), shapes.out_size_factor)
+        if self.grid.shape != shapes.bev:  # the decoder's grid and the head's map must be one and the same
+            raise RuntimeError(f"internal: BEV grid {self.grid.shape} differs from the head's map {shapes.bev}")
 
     def forward(self, clouds: list) -> list[dict[str, torch.Tensor]]:
         tensor, _ = self.voxelizers["train" if self.training else "test"].batch(clouds)
@@ -217,12 +443,5 @@ class CenterPoint(nn.Module):
         return decode(self(clouds), head.class_groups, head.class_names, self.grid, self.config.decode)
 
 
-def _backbone_output_depth(depth: int) -> int:
-    """Height of the backbone output: depth + 1 (as OpenPCDet) through the z strides of conv2..conv_out."""
-    d = depth + 1
-    for kernel, stride, padding in ((3, 2, 1), (3, 2, 1), (3, 2, 0), (3, 2, 0)):
-        d = conv_output_shape((d, 1, 1), (kernel, 1, 1), (stride, 1, 1), (padding, 0, 0), (1, 1, 1))[0]
-    return d
-
-
-__all__ = ["CenterPoint", "CenterPointConfig", "ModelConfig", "REGRESSION_CODE", "load_centerpoint_config"]
+__all__ = ["CenterPoint", "CenterPointConfig", "ModelConfig", "ModelShapes", "REGRESSION_CODE",
+           "load_centerpoint_config", "model_shapes"]

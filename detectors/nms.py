@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from detectors.box_geometry import bev_iou_pairs
+from datasets.boxes import bev_iou_pairs
 
 
 def _greedy(scores: torch.Tensor, too_close: torch.Tensor, max_keep: int | None) -> torch.Tensor:

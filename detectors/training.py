@@ -21,12 +21,11 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from backbones.cross_process_batch_norm import convert_to_cross_process_batch_norm
-from datasets.atomic_files import write_atomically, write_json_atomically
+from datasets.atomic_files import write_atomically
 from datasets.augmentation import Augmenter, sample_rng
-from datasets.gt_sampling import GTSampler, build_gt_database, cbgs_indices
-from datasets.kitti_eval import evaluate_detector_on_kitti
-from datasets.nuscenes_dataset import NuScenesDataset
-from datasets.nuscenes_export import evaluate_nuscenes, lidar_boxes_to_results, write_results
+from datasets.base import DetectionDataset, check_frame
+from datasets.dataset_types import build_dataset, build_evaluator
+from datasets.gt_sampling import GTSampler, cbgs_indices, ensure_gt_database, gt_database_key
 from detectors.center_head import at_least_one
 from detectors.center_targets import build_targets
 from detectors.centerpoint import CenterPoint, CenterPointConfig
@@ -39,7 +38,7 @@ class TargetDataset(Dataset):
     """Frames (augmented when an Augmenter is given) with their CenterPoint targets, built here in
     the data pipeline. Augmentation draws from a generator seeded by (seed, epoch, index)."""
 
-    def __init__(self, frames: NuScenesDataset, model: CenterPoint, augmenter: Augmenter | None = None,
+    def __init__(self, frames: DetectionDataset, model: CenterPoint, augmenter: Augmenter | None = None,
                  seed: int = 0, gt_sampler: GTSampler | None = None, min_points_in_gt: int = 0):
         self.frames = frames
         self.min_points_in_gt = min_points_in_gt
@@ -54,9 +53,10 @@ class TargetDataset(Dataset):
 
     def __getitem__(self, index: int):
         frame = self.frames[index]
+        check_frame(frame, self.frames.class_names, self.frames.num_point_features, where=f"training frame {index}")
         points, boxes, labels = frame["points"], frame["gt_boxes"], frame["gt_labels"]
         if self.min_points_in_gt > 0:
-            visible = np.asarray(frame["meta"]["num_lidar_pts"]) >= self.min_points_in_gt
+            visible = frame["num_points_in_gt"] >= self.min_points_in_gt
             boxes, labels = boxes[visible], labels[visible]
         rng = sample_rng(self.seed, self.epoch, index)
         if self.gt_sampler is not None:
@@ -122,21 +122,16 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
     """
     if config.dataset is None:
         raise ValueError("the config has no dataset section; training needs dataset.root")
-    if config.dataset.type != "nuscenes":
-        raise ValueError(f"training reads nuScenes-format databases (dataset.type nuscenes), got dataset.type "
-                         f"{config.dataset.type!r}; KITTI data can be evaluated, not trained on")
     rank, world = distributed_context()
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() \
         else torch.device("cpu")
     seed_everything(config.train.seed)  # the same initial weights on every rank
     model = CenterPoint(config.model).to(device)
-    frames = NuScenesDataset(config.dataset.root, config.dataset.version, config.dataset.train_split,
-                             config.dataset.num_sweeps, config.model.head.class_names)
+    frames = _dataset(config, config.dataset.train_split)
     data = TargetDataset(frames, model, config.train.augmentation, config.train.seed,
                          _gt_sampler(config, frames, rank, world), config.train.min_points_in_gt)
     if config.train.cbgs:
-        label_sets = [set(info.gt_names) for info in frames.infos]
-        data = torch.utils.data.Subset(data, cbgs_indices(label_sets, config.model.head.class_names,
+        data = torch.utils.data.Subset(data, cbgs_indices(frames.label_sets(), config.model.head.class_names,
                                                           config.train.seed))
     sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=config.train.seed)
     loader = DataLoader(data, batch_size=config.train.batch_size, sampler=sampler, collate_fn=collate,
@@ -259,16 +254,28 @@ def recompute_batch_norm_statistics(model: torch.nn.Module, batches, limit: int)
     return used
 
 
-def _gt_sampler(config: CenterPointConfig, frames: NuScenesDataset, rank: int, world: int) -> GTSampler | None:
-    """The GT sampler of the config, building its database from the training frames when missing."""
+def _dataset(config: CenterPointConfig, split: str) -> DetectionDataset:
+    """The frames of a split of the config's dataset, checked against the model's point features."""
+    frames = build_dataset(config.dataset, split, config.model.head.class_names)
+    if frames.num_point_features != config.model.num_point_features:
+        raise ValueError(f"dataset.type {config.dataset.type!r} gives {frames.num_point_features} point features "
+                         f"{list(frames.point_features)}; model.num_point_features is "
+                         f"{config.model.num_point_features}")
+    return frames
+
+
+def _gt_sampler(config: CenterPointConfig, frames: DetectionDataset, rank: int, world: int) -> GTSampler | None:
+    """The GT sampler of the config, (re)building its database from the training frames when missing or
+    built from other data."""
     settings = config.train.gt_sampling
     if settings is None:
         return None
-    if rank == 0 and not os.path.isfile(settings.database):
-        build_gt_database(frames, settings.database, settings.min_points)
+    if rank == 0:
+        ensure_gt_database(frames, settings.database, settings.min_points)
     if world > 1:
         dist.barrier()
-    return GTSampler(settings.database, settings.sample_groups, config.model.head.class_names)
+    return GTSampler(settings.database, settings.sample_groups, config.model.head.class_names,
+                     expected_key=gt_database_key(frames, settings.min_points))
 
 
 def _finish(model, world, rank, log_path, writer, steps, last_loss, checkpoint_path) -> dict:
@@ -299,8 +306,9 @@ def _tensorboard(run_dir: str):
 
 
 def evaluate(config: CenterPointConfig, checkpoint_path: str, out_dir: str, split: str | None = None) -> dict:
-    """Detect on a split and score it. nuScenes: write the results JSON (global frame) and the official
-    metrics. KITTI: BEV and 3D AP (R40, datasets.kitti_eval), written to ``metrics_kitti.json``."""
+    """Detect on every frame of a split and score it with the dataset type's evaluator (nuScenes: the
+    results JSON and the official metrics; KITTI: BEV / 3D AP; custom: BEV / 3D / distance AP);
+    returns its metrics, which it writes under ``out_dir``."""
     if config.dataset is None:
         raise ValueError("the config has no dataset section; evaluation needs dataset.root")
     split = split or config.dataset.val_split
@@ -308,23 +316,12 @@ def evaluate(config: CenterPointConfig, checkpoint_path: str, out_dir: str, spli
     state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     model.load_state_dict(state.get("model", state))
     model.eval()
-    if config.dataset.type == "kitti":
-        metrics = evaluate_detector_on_kitti(lambda points: model.predict([points])[0], config.dataset.root, split,
-                                             config.model.head.class_names, config.model.num_point_features)
-        write_json_atomically(os.path.join(out_dir, "metrics_kitti.json"), metrics)
-        return metrics
-    frames = NuScenesDataset(config.dataset.root, config.dataset.version, split, config.dataset.num_sweeps,
-                             config.model.head.class_names)
-    results = {}
-    names = config.model.head.class_names
+    frames = _dataset(config, split)
+    evaluator = build_evaluator(config.dataset, split, config.model.head.class_names)
     for index in range(len(frames)):
-        info = frames.infos[index]
-        detections = model.predict([frames.points(index)])[0]
-        results[info.token] = lidar_boxes_to_results(
-            info.token, detections["boxes"].numpy(), detections["scores"].numpy(),
-            [names[int(label)] for label in detections["labels"]], info.lidar_to_ego, info.ego_to_global)
+        frame = frames[index]
+        detections = model.predict([frame["points"]])[0]
+        evaluator.add_frame(str(index), frame)
+        evaluator.process(str(index), detections["boxes"], detections["scores"], detections["labels"])
     os.makedirs(out_dir, exist_ok=True)
-    results_path = os.path.join(out_dir, "results_nusc.json")
-    write_results(results_path, results)
-    metrics = evaluate_nuscenes(config.dataset.root, config.dataset.version, split, results_path, out_dir)
-    return metrics
+    return evaluator.evaluate(out_dir)

@@ -22,7 +22,7 @@ import torch
 from backbones.densification_meter import compare_conv_types, plot_reports
 from datasets import read_points
 from datasets.atomic_files import write_atomically, write_json_atomically
-from datasets.nuscenes_dataset import NuScenesDataset
+from datasets.dataset_types import build_dataset
 from datasets.nuscenes_writer import make_synthetic_database
 from detectors.centerpoint import CenterPoint, load_centerpoint_config
 from detectors.training import evaluate, train
@@ -57,7 +57,7 @@ def main() -> int:
 
     config = load_centerpoint_config(args.config, [f"dataset.root={database}"])
     if config.train.gt_sampling is not None:  # the GT database belongs beside the demo's data
-        config.train.gt_sampling.database = os.path.join(args.out, "gt_database.pkl")
+        config.train.gt_sampling.database = os.path.join(args.out, "gt_database.npz")
     run = os.path.join(args.out, "run")
     checkpoint = os.path.join(run, "checkpoint.pt")
     finished = os.path.isfile(checkpoint) and \
@@ -69,11 +69,11 @@ def main() -> int:
     metrics = evaluate(config, checkpoint, os.path.join(args.out, "eval"))
     timings["evaluate_s"] = time.perf_counter() - start - timings["generate_s"] - timings["train_s"]
 
-    validation = NuScenesDataset(database, config.dataset.version, config.dataset.val_split, config.dataset.num_sweeps,
-                                 config.model.head.class_names)
+    validation = build_dataset(config.dataset, config.dataset.val_split, config.model.head.class_names)
+    first = validation[0]
     model = CenterPoint(config.model)
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["model"])
-    frame, _ = model.voxelizers["test"].batch([validation.points(0)])
+    frame, _ = model.voxelizers["test"].batch([first["points"]])
     reports = compare_conv_types(config.model.backbone_3d.type, frame, state_dict=model.backbone_3d.state_dict(),
                                  channels=config.model.backbone_3d.channels,
                                  out_channels=config.model.backbone_3d.out_channels, prune_topk=0.25)
@@ -83,7 +83,7 @@ def main() -> int:
     plot_reports(reports, densify_png)
     write_atomically(os.path.join(args.out, "densification.txt"), "\n\n".join(r.table() for r in reports).encode())
 
-    scene, *layers = detector_panels(config, validation[0], checkpoint, DEMO_LAYERS, extent=DEMO_VIEW,
+    scene, *layers = detector_panels(config, first, checkpoint, DEMO_LAYERS, extent=DEMO_VIEW,
                                      footprint=True)
     active_voxels_png = render_png(scene_then_layers(scene, layers, 2), os.path.join(args.out, "active_voxels.png"),
                                    size=(1600, 2400), columns=2, extent=DEMO_VIEW)

@@ -1,4 +1,4 @@
-"""Evaluate a CenterPoint checkpoint: the official nuScenes metric, or the KITTI benchmark's AP.
+"""Evaluate a CenterPoint checkpoint with the evaluator of the config's dataset type.
 
     python tools/evaluate.py CONFIG CHECKPOINT [a.b=value ...] --out DIR [--split NAME]
 
@@ -6,11 +6,12 @@ dataset.type nuscenes: writes DIR/results_nusc.json (global frame) and the devki
 metrics_summary.json, and prints mAP, NDS and the per-class AP.
 dataset.type kitti: writes DIR/metrics_kitti.json and prints 2D, BEV and 3D AP and AOS at R40 and R11 per
 class and difficulty, with the official score-threshold sampling.
+dataset.type custom: writes DIR/metrics_custom.json and prints BEV / 3D / centre-distance AP per class.
 """
 import argparse
 import sys
 
-from datasets.kitti_eval import format_table
+from datasets.dataset_types import format_metrics
 from detectors.centerpoint import load_centerpoint_config
 from detectors.training import evaluate
 
@@ -25,12 +26,7 @@ def main() -> int:
     args = parser.parse_args()
     config = load_centerpoint_config(args.config, args.overrides)
     metrics = evaluate(config, args.checkpoint, args.out, args.split)
-    if config.dataset.type == "kitti":
-        print(format_table(metrics))
-        return 0
-    print(f"mAP {metrics['mean_ap']:.4f}  NDS {metrics['nd_score']:.4f}")
-    for name, ap in metrics["mean_dist_aps"].items():
-        print(f"  {name:<22} AP {ap:.4f}")
+    print(format_metrics(config.dataset, metrics))
     return 0
 
 

@@ -18,8 +18,8 @@ import sys
 
 from backbones.voxel_backbones import BACKBONES, build_backbone
 from datasets import read_points
+from datasets.dataset_types import build_dataset
 from datasets.kitti_dataset import KittiDataset
-from datasets.nuscenes_dataset import NuScenesDataset
 from detectors.centerpoint import load_centerpoint_config
 from visualization import display_available, render_png, scene_panel, show_window, sparse_layer_names
 from visualization.render import CAMERAS
@@ -63,8 +63,7 @@ def main() -> int:
 
     if args.config:
         config = load_centerpoint_config(args.config, args.overrides)
-        dataset = NuScenesDataset(config.dataset.root, config.dataset.version, args.split or config.dataset.val_split,
-                                  config.dataset.num_sweeps, config.model.head.class_names)
+        dataset = build_dataset(config.dataset, args.split or config.dataset.val_split, config.model.head.class_names)
         if args.list_layers:
             backbone = config.model.backbone_3d
             model = build_backbone(backbone.type, in_channels=config.model.num_point_features,

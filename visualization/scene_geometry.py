@@ -11,14 +11,11 @@ import zlib
 
 import numpy as np
 
-from datasets.boxes import box_corners
+from datasets.boxes import BOX_EDGES, box_corners
 from optional_dependencies import require
 
 o3d = require("open3d", "the Open3D views")
 
-# Box edges over the corners of datasets.boxes.UNIT_CORNERS: bottom ring, top ring, verticals.
-BOX_EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4],
-                      [0, 4], [1, 5], [2, 6], [3, 7]])
 LINES_PER_BOX = len(BOX_EDGES) + 1  # the edges and a heading mark
 
 # Distinct colours for the nuScenes detection classes and KITTI's; other names get a stable hue.

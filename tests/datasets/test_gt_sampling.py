@@ -33,9 +33,9 @@ class Frames:
 
 def test_database_and_pasting(tmp_path):
     frames = Frames()
-    counts = build_gt_database(frames, str(tmp_path / "db.pkl"), min_points=5)
+    counts = build_gt_database(frames, str(tmp_path / "db.npz"), min_points=5)
     assert counts == {"car": 1, "pedestrian": 1}
-    sampler = GTSampler(str(tmp_path / "db.pkl"), {"car": 1, "pedestrian": 1}, frames.class_names)
+    sampler = GTSampler(str(tmp_path / "db.npz"), {"car": 1, "pedestrian": 1}, frames.class_names)
     empty = frames[1]
     points, boxes, labels = sampler(empty["points"], empty["gt_boxes"], empty["gt_labels"], np.random.default_rng(0))
     assert labels.tolist() == [0, 1] and len(boxes) == 2

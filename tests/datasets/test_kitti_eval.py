@@ -401,7 +401,8 @@ def test_bad_inputs_get_errors_naming_the_file_or_field(tmp_path):
     (tmp_path / "ImageSets" / "val.txt").write_text("000000\n000007\n")
     with pytest.raises(FileNotFoundError, match=r"val.txt names frame '000007'"):
         split_ids(str(tmp_path), "val")
-    assert split_ids(str(tmp_path), "test") is None    # no such split file: every frame
+    with pytest.raises(ValueError, match=r"unknown split 'test': .*ImageSets has val \(or 'all' for every scan\)"):
+        split_ids(str(tmp_path), "test")    # was None (every frame, training frames included)
 
     (tmp_path / "calib" / "000000.txt").write_text(CALIB_TEXT.replace("P2", "P1"))
     meta = KittiDataset(str(tmp_path))[0]["meta"]
@@ -419,7 +420,7 @@ def test_bad_inputs_get_errors_naming_the_file_or_field(tmp_path):
     with pytest.raises(ValueError, match="none of the class names"):
         evaluated_classes(["car_x"])
     assert evaluated_classes(["car", "truck", "pedestrian"]) == ["Car", "Pedestrian"]
-    with pytest.raises(ConfigError, match=r"dataset.type must be one of \['nuscenes', 'kitti'\], got 'waymo'"):
+    with pytest.raises(ConfigError, match=r"dataset.type must be one of \['nuscenes', 'kitti', 'custom'\], got 'waymo'"):
         load_centerpoint_config(CONFIG, ["dataset.type=waymo"])
 
 
@@ -438,7 +439,7 @@ def one_thread():
 def test_evaluate_on_a_tiny_kitti_folder_writes_the_metrics(tmp_path, one_thread):
     write_kitti(tmp_path / "kitti", frames=2)
     config = load_centerpoint_config(CONFIG, [
-        "dataset.type=kitti", f"dataset.root={tmp_path / 'kitti'}", "model.num_point_features=4",
+        f"dataset={{type: kitti, root: {tmp_path / 'kitti'}, fov_crop: false}}", "model.num_point_features=4",
         "model.head.class_names=[Car, Pedestrian, Cyclist]", "model.head.class_groups=[[Car], [Pedestrian, Cyclist]]",
         "model.backbone_3d.channels=[4, 4, 8, 8]", "model.backbone_3d.out_channels=8", "model.bev.layer_nums=[1, 1]",
         "model.bev.num_filters=[8, 8]", "model.bev.upsample_filters=[8, 8]", "model.head.shared_channels=8",

@@ -12,7 +12,9 @@ from datasets import point_file_layout, read_points
     ("sweeps10_float16_N5.bin", np.float16, 5),
 ])
 def test_layouts_round_trip(tmp_path, name, dtype, width):
-    points = np.random.default_rng(0).normal(size=(37, width)).astype(dtype)
+    points = np.random.default_rng(0).normal(scale=10.0, size=(37, width))
+    points[:, 3:] = np.round(np.abs(points[:, 3:]))  # plausible: intensity >= 0, a whole-number ring
+    points = points.astype(dtype)
     path = tmp_path / name
     points.tofile(path)
     assert point_file_layout(str(path)) == (np.dtype(dtype), width)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from shapely.geometry import Polygon
 
-from detectors.box_geometry import bev_corners, bev_iou
+from datasets.boxes import bev_corners, bev_iou
 from detectors.nms import circle_nms, rotated_nms
 
 

@@ -65,8 +65,8 @@ def test_training_without_a_dataset_section_is_refused(tmp_path):
     config = load_centerpoint_config(CONFIG, ["dataset=null"])
     with pytest.raises(ValueError, match="no dataset section"):
         train(config, str(tmp_path))
-    kitti = load_centerpoint_config(CONFIG, ["dataset.type=kitti", f"dataset.root={tmp_path}"])
-    with pytest.raises(ValueError, match="dataset.type 'kitti'"):
+    kitti = load_centerpoint_config(CONFIG, [f"dataset={{type: kitti, root: {tmp_path}}}"])
+    with pytest.raises(ValueError, match="is not a KITTI object folder: no velodyne/"):
         train(kitti, str(tmp_path))
 
 
@@ -112,10 +112,10 @@ def test_torchrun_two_processes_train_as_one_process_with_the_global_batch(datab
 
 
 def test_gt_sampling_and_cbgs_train(database, tmp_path):
-    config = tiny_config(database, f"train.gt_sampling={{database: {tmp_path / 'gt.pkl'}, sample_groups: {{car: 2}}}}",
+    config = tiny_config(database, f"train.gt_sampling={{database: {tmp_path / 'gt.npz'}, sample_groups: {{car: 2}}}}",
                          "train.cbgs=true")
     result = train(config, str(tmp_path / "run"), max_steps=2, progress=False)
-    assert result["steps"] == 2 and (tmp_path / "gt.pkl").is_file()
+    assert result["steps"] == 2 and (tmp_path / "gt.npz").is_file()
 
 
 def test_precise_batch_norm_takes_the_average_of_the_batch_statistics():
