@@ -1,12 +1,13 @@
 """Running a trained CenterPoint on point files: checkpoint loading, matching a file's columns to the
 model's point features, and one detections record (JSON-ready) per file.
 
-The model's input columns are those of its training data. They are not stored in ``model`` config
-(only their number, ``model.num_point_features``), so they follow from ``dataset.type``
-(:data:`TRAINING_POINT_FEATURES`). A file's columns are matched to them by name:
+The model's input columns are those of its training data: the point features its dataset type
+declares (the dataset contract's ``point_features``; ``dataset.point_features`` of a custom type).
+A file's columns are matched to them by name:
 
 - a feature the file has by name is taken from that column (e.g. a nuScenes ``.pcd.bin``'s
-  x, y, z, intensity; its ``ring`` column is not a model feature and is left out);
+  x, y, z, intensity; its ``ring`` column is not a model feature and is left out); ``intensity``
+  and ``reflectance`` name the same thing;
 - an unnamed column (``.npy`` arrays, a raw file's ``value4`` ...) stands for the model's feature at
   its position, when the file has exactly as many columns as the model has features (a ``.npy``
   holds the model's features in order, as OpenPCDet's custom ``points/``); with more, which of them
@@ -18,7 +19,10 @@ The model's input columns are those of its training data. They are not stored in
 Intensity scale (KITTI 0..1, nuScenes 0..255, 16-bit sensors 0..65535) is not in any file, and a
 model fed the wrong scale gives plausible-looking, wrong detections. The scale a cloud uses is read
 off its largest intensity (<= 1: 0..1; <= 255: 0..255; else 0..65535); when it differs from the
-training data's, :func:`model_points` raises, unless asked to rescale (then the factor is recorded).
+training data's (:data:`TRAINING_INTENSITY_SCALE`), :func:`model_points` raises, unless asked to
+rescale (then the factor is recorded). A type without an entry there is not checked (the record
+says so).
+
 """
 from __future__ import annotations
 
@@ -31,11 +35,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from datasets.point_files import point_file_layout, read_points
-try:
-    from datasets.point_files import read_point_file  # names the columns of every format it reads
-except ImportError:  # an older datasets package: columns named here from the file name
-    read_point_file = None
+from datasets.dataset_types import dataset_type
+from datasets.point_files import read_point_file
 from detectors.centerpoint import CenterPoint, CenterPointConfig
 from detectors.config import ConfigError, apply_overrides, from_dict, load_config, read_yaml_with_bases, to_dict
 
@@ -44,12 +45,9 @@ BOX_CONVENTION = ("LiDAR frame of the point file; x, y, z the box centre (m); dx
                   "heading, across it and up (m); yaw about +z from +x (rad); vx, vy velocity (m/s)")
 RECORD_FORMAT = "sparsevox detections 1"
 
-# The point features a dataset type trains on, in the model's column order, and the range of their
-# intensity. nuScenes: key frame and sweeps with their time lag (s); KITTI: reflectance 0..1.
-TRAINING_POINT_FEATURES = {
-    "nuscenes": (("x", "y", "z", "intensity", "time_lag"), 255.0),
-    "kitti": (("x", "y", "z", "intensity"), 1.0),
-}
+# The intensity range of each dataset type's points: KITTI reflectance 0..1, nuScenes 0..255.
+TRAINING_INTENSITY_SCALE = {"nuscenes": 255.0, "kitti": 1.0}
+INTENSITY_NAMES = ("intensity", "reflectance")
 INTENSITY_SCALES = (1.0, 255.0, 65535.0)
 SINGLE_SWEEP_FEATURE = "time_lag"
 
@@ -84,17 +82,17 @@ class PointMapping:
 
 
 def model_input(config: CenterPointConfig) -> ModelInput:
-    """The features the model of ``config`` takes, from its dataset type (module docstring)."""
+    """The features the model of ``config`` takes: its dataset type's point features (module docstring)."""
     count = config.model.num_point_features
-    dataset_type = config.dataset.type if config.dataset is not None else None
-    if dataset_type not in TRAINING_POINT_FEATURES:
+    if config.dataset is None:
         generic = ("x", "y", "z", "intensity", *(f"feature{i}" for i in range(4, count)))[:count]
-        return ModelInput(generic, None, f"dataset.type {dataset_type!r}: features by position, intensity unchecked")
-    names, scale = TRAINING_POINT_FEATURES[dataset_type]
-    if count > len(names):
-        raise ConfigError(f"model.num_point_features = {count}, but dataset.type {dataset_type!r} provides "
-                          f"{len(names)} features: {list(names)}")
-    return ModelInput(names[:count], scale, f"dataset.type {dataset_type!r}")
+        return ModelInput(generic, None, "no dataset section: features by position, intensity unchecked")
+    kind = config.dataset.type
+    features = tuple(getattr(config.dataset, "point_features", None) or dataset_type(kind).dataset.point_features)
+    if len(features) != count:
+        raise ConfigError(f"model.num_point_features = {count}, but dataset.type {kind!r} gives {len(features)} "
+                          f"point features: {list(features)}")
+    return ModelInput(features, TRAINING_INTENSITY_SCALE.get(kind), f"dataset.type {kind!r}")
 
 
 # ------------------------------------------------------------------------------------- checkpoints
@@ -206,20 +204,6 @@ def load_detector(checkpoint_path: str, config: CenterPointConfig | str | None =
 
 # ------------------------------------------------------------------------------ points for a model
 
-def _read_named(path: str) -> tuple[np.ndarray, tuple[str, ...], str]:
-    """(points (N, C) float32, column names, layout in words) of a point file."""
-    if read_point_file is not None:
-        read = read_point_file(path)
-        return read.points, tuple(read.columns), read.layout
-    points = read_points(path)
-    if path.lower().endswith(".npy"):
-        return points, ("x", "y", "z", *(f"value{i}" for i in range(3, points.shape[1]))), "npy"
-    dtype, width = point_file_layout(path)
-    names = ("x", "y", "z", "intensity", "ring") if path.lower().endswith(".pcd.bin") and width == 5 else \
-        ("x", "y", "z", "intensity", *(f"value{i}" for i in range(4, width)))[:width]
-    return points, names, f"raw {dtype.name} x {width}"
-
-
 def _holds_one_sweep(path: str, columns: tuple[str, ...]) -> bool:
     """A file of one LiDAR sweep: raw KITTI / nuScenes key-frame files, PCD and LAS scans. A float16
     stack named ``_N<k>`` holds several sweeps; an ``.npy`` array may hold anything."""
@@ -249,12 +233,15 @@ def model_points(path: str, model_in: ModelInput, columns: list[str] | None = No
                  rescale_intensity: bool = False) -> tuple[np.ndarray, PointMapping]:
     """Read a point file as the model's (N', C) float32 input (module docstring for the rules).
 
-    columns: names for the file's columns, replacing those of the reader (same count).
+    columns: names for the file's columns, replacing those of the reader (same count; for a raw file
+        also its values per point).
     rescale_intensity: scale intensities to the training range instead of refusing a mismatch.
     Points with a NaN or inf in a used column are dropped and counted (``nonfinite_dropped``).
     Raises ValueError naming the file, its columns and the model's features when they do not match.
     """
-    points, names, layout = _read_named(path)
+    raw = not path.lower().endswith((".npy", ".pcd", ".las", ".laz"))
+    read = read_point_file(path, point_width=len(columns) if columns is not None and raw else None)
+    points, names, layout = read.points, tuple(read.columns), read.layout
     if columns is not None:
         if len(columns) != points.shape[1]:
             raise ValueError(f"{path}: --columns names {len(columns)} columns ({', '.join(columns)}) but the file "
@@ -264,8 +251,10 @@ def model_points(path: str, model_in: ModelInput, columns: list[str] | None = No
     taken, selected = {}, []
     one_sweep = _holds_one_sweep(path, names)
     for position, feature in enumerate(wanted):
-        if feature in names:
-            taken[feature], index = feature, names.index(feature)
+        aliases = INTENSITY_NAMES if feature in INTENSITY_NAMES else (feature,)
+        named = [name for name in aliases if name in names]
+        if named:
+            taken[feature], index = named[0], names.index(named[0])
         elif position < len(names) and _is_unnamed(names[position]) and len(names) == len(wanted):
             taken[feature], index = names[position], position
         elif feature == SINGLE_SWEEP_FEATURE and one_sweep:
@@ -283,8 +272,11 @@ def model_points(path: str, model_in: ModelInput, columns: list[str] | None = No
         used = used[finite]
     mapping = PointMapping(os.path.abspath(path), layout, list(names), list(wanted), taken,
                            points_read=len(points), nonfinite_dropped=int((~finite).sum()))
-    if "intensity" in wanted and model_in.intensity_scale is not None:
-        column = wanted.index("intensity")
+    intensity = [position for position, feature in enumerate(wanted) if feature in INTENSITY_NAMES]
+    if intensity and model_in.intensity_scale is None:
+        mapping.intensity = {"checked": False, "why": f"no intensity range known for {model_in.source}"}
+    elif intensity:
+        column = intensity[0]
         file_scale = intensity_scale_of(used[:, column])
         mapping.intensity = {"file_max": float(used[:, column].max()) if len(used) else None,
                              "file_scale": file_scale, "model_scale": model_in.intensity_scale, "rescaled_by": 1.0}
@@ -368,6 +360,6 @@ def output_paths(files, out_dir: str, overwrite: bool = False, suffixes=(".json"
     return plans
 
 
-__all__ = ["BOX_FIELDS", "MUST_MATCH_TRAINING", "ModelInput", "PointMapping", "TRAINING_POINT_FEATURES",
+__all__ = ["BOX_FIELDS", "MUST_MATCH_TRAINING", "ModelInput", "PointMapping", "TRAINING_INTENSITY_SCALE",
            "check_same_training", "checkpoint_config", "detect_points", "detection_record", "intensity_scale_of",
            "load_detector", "model_input", "model_points", "output_paths", "read_checkpoint"]

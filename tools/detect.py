@@ -61,7 +61,7 @@ def main() -> int:
     except (ValueError, OSError, ConfigError, ImportError, RuntimeError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
-        return 1
+        return 2  # as argparse for bad arguments
 
 
 def detect(args, files, overrides, columns) -> int:

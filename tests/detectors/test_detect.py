@@ -12,28 +12,36 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import KITTI_SCANS, NUSCENES_KEYFRAME, NUSCENES_SWEEPS
+
 from datasets import read_points
 from detectors.centerpoint import CenterPoint, load_centerpoint_config
 from detectors.config import to_dict
-from detectors.inference import (ModelInput, intensity_scale_of, load_detector, model_points, output_paths,
-                                 read_checkpoint)
+from detectors.inference import (
+    ModelInput,
+    intensity_scale_of,
+    load_detector,
+    model_points,
+    output_paths,
+    read_checkpoint,
+)
 from detectors.training import rng_states, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = str(ROOT / "configs" / "centerpoint_synthetic_cpu.yaml")
+CONFIGS = ROOT / "configs"
 TOOL = ROOT / "tools" / "detect.py"
-SMALL = ["model.backbone_3d.channels=[4, 4, 8, 8]", "model.backbone_3d.out_channels=8", "model.bev.layer_nums=[1, 1]",
-         "model.bev.num_filters=[8, 8]", "model.bev.upsample_filters=[8, 8]", "model.head.shared_channels=8",
-         "model.head.head_channels=8", "model.decode.score_threshold=0.12"]
+NARROW = ["model.backbone_3d.channels=[4, 4, 8, 8]", "model.backbone_3d.out_channels=8",
+          "model.head.shared_channels=8", "model.head.head_channels=8", "model.decode.score_threshold=0.12"]
+SMALL_NUSCENES = [*NARROW, "model.bev.layer_nums=[1, 1]", "model.bev.num_filters=[8, 8]",
+                  "model.bev.upsample_filters=[8, 8]"]
+SMALL_KITTI = [*NARROW, "model.bev.layer_nums=[1]", "model.bev.num_filters=[8]", "model.bev.upsample_filters=[8]"]
 NUSCENES_FEATURES = ModelInput(("x", "y", "z", "intensity", "time_lag"), 255.0, "test")
 
 
-def write_run(folder: Path, overrides=(), seed: int = 0) -> Path:
+def write_run(folder: Path, config_name: str, overrides=(), seed: int = 0) -> Path:
     """A run folder as training writes it (config.yaml, checkpoint.pt with optimizer-free state and
     the RNG states), with seeded random weights, scaled so that the scores spread (some above 0.12)."""
-    config = load_centerpoint_config(CONFIG, [*SMALL, *overrides])
+    config = load_centerpoint_config(str(CONFIGS / config_name), list(overrides))
     torch.manual_seed(seed)
     model = CenterPoint(config.model)
     with torch.no_grad():
@@ -49,12 +57,12 @@ def write_run(folder: Path, overrides=(), seed: int = 0) -> Path:
 
 @pytest.fixture(scope="module")
 def nuscenes_run(tmp_path_factory) -> Path:
-    return write_run(tmp_path_factory.mktemp("run_nuscenes"))
+    return write_run(tmp_path_factory.mktemp("run_nuscenes"), "centerpoint_synthetic_cpu.yaml", SMALL_NUSCENES)
 
 
 @pytest.fixture(scope="module")
 def kitti_run(tmp_path_factory) -> Path:
-    return write_run(tmp_path_factory.mktemp("run_kitti"), ["dataset.type=kitti", "model.num_point_features=4"])
+    return write_run(tmp_path_factory.mktemp("run_kitti"), "centerpoint_kitti_cpu.yaml", SMALL_KITTI)
 
 
 def run_tool(*args, cwd=None) -> subprocess.CompletedProcess:
@@ -134,7 +142,7 @@ def test_kitti_model_reads_kitti_scans_as_they_are_and_refuses_0_255_intensities
     assert_record_matches(record, model.predict([np.fromfile(kitti, dtype=np.float32).reshape(-1, 4)])[0],
                           model.config.head.class_names)
     code, error = call_tool(capsys, kitti_run / "config.yaml", kitti_run / "checkpoint.pt", keyframe, "--out", tmp_path)
-    assert code == 1 and error.count("\n") == 1
+    assert code == 2 and error.count("\n") == 1
     assert "0..255" in error and "0..1" in error and "--rescale-intensity" in error and keyframe.name in error
 
 
@@ -191,19 +199,19 @@ def test_errors_are_one_clear_line(nuscenes_run, real_file, tmp_path, capsys):
     config, checkpoint = nuscenes_run / "config.yaml", nuscenes_run / "checkpoint.pt"
 
     code, error = call_tool(capsys, config, checkpoint, tmp_path / "missing.bin", "--out", tmp_path)
-    assert code == 1 and error.count("\n") == 1 and "not found" in error and "missing.bin" in error
+    assert code == 2 and error.count("\n") == 1 and "not found" in error and "missing.bin" in error
 
     three_columns = tmp_path / "xyz.npy"
     np.save(three_columns, np.fromfile(kitti, dtype=np.float32).reshape(-1, 4)[:, :3])
     code, error = call_tool(capsys, config, checkpoint, three_columns, "--out", tmp_path)
-    assert code == 1 and error.count("\n") == 1
+    assert code == 2 and error.count("\n") == 1
     assert "xyz.npy" in error and "5 features (x, y, z, intensity, time_lag" in error and "3 columns (x, y, z" in error
 
     code, error = call_tool(capsys, config, checkpoint, kitti, "--out", tmp_path, "--rescale-intensity")
     assert code == 0, error
     written = (tmp_path / "000000.bin.json").read_text()
     code, error = call_tool(capsys, config, checkpoint, kitti, "--out", tmp_path, "--rescale-intensity")
-    assert code == 1 and error.count("\n") == 1 and "exists" in error and "--overwrite" in error
+    assert code == 2 and error.count("\n") == 1 and "exists" in error and "--overwrite" in error
     assert (tmp_path / "000000.bin.json").read_text() == written
     code, error = call_tool(capsys, config, checkpoint, kitti, "--out", tmp_path, "--rescale-intensity",
                             "--overwrite", "--score-threshold", "0.9")
@@ -211,16 +219,16 @@ def test_errors_are_one_clear_line(nuscenes_run, real_file, tmp_path, capsys):
     assert json.loads((tmp_path / "000000.bin.json").read_text())["score_threshold"] == 0.9
 
     code, error = call_tool(capsys, config, checkpoint, kitti, "--out", tmp_path / "o", "model.bev.num_filters=[8, 16]")
-    assert code == 1 and error.count("\n") == 1 and "do not fit" in error
+    assert code == 2 and error.count("\n") == 1 and "do not fit" in error
 
     # Same shapes, other label order: the boxes would be named wrongly without a word.
     code, error = call_tool(capsys, config, checkpoint, kitti, "--out", tmp_path / "o", "--rescale-intensity",
                             "model.head.class_names=[truck, car, construction_vehicle, bus, trailer, barrier, "
                             "motorcycle, bicycle, pedestrian, traffic_cone]")
-    assert code == 1 and error.count("\n") == 1 and "model.head.class_names" in error and "trained with" in error
+    assert code == 2 and error.count("\n") == 1 and "model.head.class_names" in error and "trained with" in error
 
     code, error = call_tool(capsys, config, config, kitti, "--out", tmp_path / "o")
-    assert code == 1 and error.count("\n") == 1 and "not a PyTorch checkpoint" in error
+    assert code == 2 and error.count("\n") == 1 and "not a PyTorch checkpoint" in error
 
 
 def test_npy_columns_are_positional_and_can_be_named(tmp_path):
