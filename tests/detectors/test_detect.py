@@ -21,6 +21,7 @@ from detectors.inference import (
     ModelInput,
     intensity_scale_of,
     load_detector,
+    model_input,
     model_points,
     output_paths,
     read_checkpoint,
@@ -293,3 +294,20 @@ def test_outputs_are_planned_before_any_work(tmp_path):
         output_paths([str(first), str(second)], str(tmp_path / "out"))
     plans = output_paths([str(first)], str(tmp_path / "out"), suffixes=(".json", ".png"))
     assert plans == [{".json": str(tmp_path / "out" / "scan.bin.json"), ".png": str(tmp_path / "out" / "scan.bin.png")}]
+
+
+def test_model_features_come_from_the_dataset_type(tmp_path):
+    nuscenes = load_centerpoint_config(str(CONFIGS / "centerpoint_synthetic_cpu.yaml"))
+    assert model_input(nuscenes) == ModelInput(("x", "y", "z", "intensity", "time_lag"), 255.0,
+                                               "dataset.type 'nuscenes'")
+    kitti = load_centerpoint_config(str(CONFIGS / "centerpoint_kitti_cpu.yaml"))
+    assert model_input(kitti).features == ("x", "y", "z", "reflectance") and model_input(kitti).intensity_scale == 1
+    custom = load_centerpoint_config(str(CONFIGS / "centerpoint_synthetic_cpu.yaml"), [
+        "dataset={type: custom, root: data, point_features: [x, y, z, intensity, elongation]}"])
+    features = model_input(custom)
+    assert features.features == ("x", "y", "z", "intensity", "elongation") and features.intensity_scale is None
+    cloud = np.array([[1.0, 2.0, 0.5, 0.7, 3.0], [4.0, 5.0, 0.1, 0.2, 1.0]], np.float32)
+    np.save(tmp_path / "frame.npy", cloud)
+    points, mapping = model_points(str(tmp_path / "frame.npy"), features)
+    np.testing.assert_array_equal(points, cloud)
+    assert mapping.intensity["checked"] is False  # a custom type's intensity range is unknown: said, not guessed
