@@ -413,6 +413,9 @@ class CenterPoint(nn.Module):
             raise RuntimeError(f"internal: BEV grid {self.grid.shape} differs from the head's map {shapes.bev}")
 
     def forward(self, clouds: list) -> list[dict[str, torch.Tensor]]:
+        device = next(self.head.parameters()).device
+        if device.type != "cpu":  # the voxelizer works where the points are: on the model's device
+            clouds = [torch.as_tensor(cloud, device=device) for cloud in clouds]
         tensor, _ = self.voxelizers["train" if self.training else "test"].batch(clouds)
         sparse = self.backbone_3d(tensor).out
         return self.head(self.bev_backbone(height_compression(sparse)))
