@@ -23,6 +23,8 @@ training data's (:data:`TRAINING_INTENSITY_SCALE`), :func:`model_points` raises,
 rescale (then the factor is recorded). A type without an entry there is not checked (the record
 says so).
 
+Points are used as the file holds them: no camera field-of-view crop (a KITTI-trained model also
+reports objects outside the camera's view, where its training had no labels).
 """
 from __future__ import annotations
 
