@@ -75,6 +75,11 @@ class KWinnersTakeAll(nn.Module):
         return torch.zeros_like(features).scatter(1, indices, values)
 
 
+# The activation modules of a sparse backbone: their outputs are a layer's features "after the
+# activation", for the densification meter and the activation penalties alike.
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, KWinnersTakeAll)
+
+
 class SiteTopK(SparseModule):
     """Keeps the highest-magnitude output sites of each batch sample, the exact-sparsity control
     applied to sites (as SPS-Conv prunes a regular conv's outputs).
@@ -133,7 +138,16 @@ def l1_activation_penalty(activations: list[torch.Tensor]) -> torch.Tensor:
     return total / max(count, 1)
 
 
-def hoyer_square_penalty(activations: list[torch.Tensor], eps: float = 1e-12) -> torch.Tensor:
+def hoyer_square_penalty(activations: list[torch.Tensor], eps: float = 1e-12,
+                         per_element: bool = False) -> torch.Tensor:
     """Sum over tensors of |x|_1^2 / |x|_2^2 (Hoyer-square, DeepHoyer): scale-invariant, between 1
-    (one non-zero) and n (all equal); lower is sparser."""
-    return sum(a.abs().sum().square() / (a.square().sum() + eps) for a in activations)
+    (one non-zero) and n (all equal); lower is sparser.
+
+    ``per_element``: each tensor's term is divided by its element count n, giving a value in
+    [1/n, 1] (an effective density: 1 when all elements are equally active), and the terms are
+    averaged over the tensors — so the penalty, and the weight it needs, do not grow with the
+    number of sites or layers."""
+    terms = [a.abs().sum().square() / (a.square().sum() + eps) for a in activations]
+    if not per_element:
+        return sum(terms)
+    return sum(t / max(a.numel(), 1) for t, a in zip(terms, activations)) / max(len(terms), 1)

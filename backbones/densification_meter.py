@@ -9,6 +9,14 @@ the project's own kernel maps (the map the torch backend used; for the spconv ba
 built from the same input, because spconv stores only half the offsets of a SubM map). The
 activation statistics are taken from the activation that follows a conv (the first ReLU or k-WTA
 call on that conv's sites, e.g. after BatchNorm, or after the residual addition of a block).
+
+What a sparsity-aware kernel could skip is counted from each conv's *input* features, i.e. the
+previous layer's output after its activation (and after site pruning or a residual addition, if
+any; for the first conv, the voxel features):
+- ``skippable_macs``: pairs whose input site's feature row is entirely zero, x C_in x C_out — a
+  kernel that tests each gathered row skips them;
+- ``zero_input_macs``: the zero elements of each pair's input row, x C_out — a kernel that skips
+  single zero inputs (as k-WTA's zeros need) skips these; it includes ``skippable_macs``.
 """
 from __future__ import annotations
 
@@ -22,13 +30,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from backbones.activation_sparsity import KWinnersTakeAll, activation_statistics
+from backbones.activation_sparsity import ACTIVATIONS, activation_statistics
 from backbones.kernel_map import KernelMap
 from backbones.sparse_modules import SparseConvolution
+from datasets.atomic_files import write_atomically
 from optional_dependencies import require
 from voxelize.sparse_tensor import SparseTensor
 
-ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, KWinnersTakeAll)
 NON_NEGATIVE_ACTIVATIONS = (nn.ReLU, nn.ReLU6)
 
 
@@ -39,6 +47,8 @@ class SampleStats:
     sites_out: int
     pairs: int
     macs: int
+    skippable_macs: int = 0
+    zero_input_macs: int = 0
     active_ratio: float | None = None
     hoyer: float | None = None
 
@@ -60,8 +70,11 @@ class LayerRecord:
     pairs: int                  # true kernel-map pairs (input, output, offset), centre included
     macs: int                   # multiply-adds done: pairs x C_in x C_out
     dense_macs: int             # the equivalent dense conv: output voxels x K x C_in x C_out
+    skippable_macs: int = 0     # pairs whose input row is all zeros x C_in x C_out (module docstring)
+    zero_input_macs: int = 0    # zero elements of each pair's input row x C_out
     active_ratio: float | None = None   # non-zero fraction of the activation after this conv
     hoyer: float | None = None          # Hoyer sparsity of that activation
+    channel_zero_fraction: list[float] | None = None  # per output channel: share of sites at 0 after it
     samples: list[SampleStats] = field(default_factory=list)
 
     @property
@@ -74,9 +87,15 @@ class LayerRecord:
         """Share of the output grid's voxels that are active."""
         return self.sites_out / (self.batch_size * math.prod(self.spatial_shape))
 
+    @property
+    def dead_channels(self) -> int | None:
+        """Output channels that are zero at every site after the activation."""
+        return None if self.channel_zero_fraction is None else sum(f == 1.0 for f in self.channel_zero_fraction)
+
 
 COLUMNS = ["name", "kind", "kernel_size", "stride", "tensor_stride", "channels_in", "channels_out", "sites_in",
-           "sites_out", "growth", "occupancy", "pairs", "macs", "dense_macs", "active_ratio", "hoyer"]
+           "sites_out", "growth", "occupancy", "pairs", "macs", "dense_macs", "skippable_macs", "zero_input_macs",
+           "active_ratio", "hoyer", "dead_channels", "channel_zero_fraction"]
 
 
 @dataclass
@@ -92,32 +111,56 @@ class DensificationReport:
     def total_macs(self) -> int:
         return sum(layer.macs for layer in self.layers)
 
+    @property
+    def total_skippable_macs(self) -> int:
+        return sum(layer.skippable_macs for layer in self.layers)
+
+    @property
+    def total_zero_input_macs(self) -> int:
+        return sum(layer.zero_input_macs for layer in self.layers)
+
     def to_json(self) -> str:
-        layers = [dict(asdict(layer), growth=layer.growth, occupancy=layer.occupancy) for layer in self.layers]
-        return json.dumps({"label": self.label, "total_macs": self.total_macs, "layers": layers}, indent=1)
+        layers = [dict(asdict(layer), growth=layer.growth, occupancy=layer.occupancy, dead_channels=layer.dead_channels)
+                  for layer in self.layers]
+        return json.dumps({"label": self.label, "total_macs": self.total_macs,
+                           "total_skippable_macs": self.total_skippable_macs,
+                           "total_zero_input_macs": self.total_zero_input_macs, "layers": layers}, indent=1)
 
     def to_csv(self) -> str:
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=COLUMNS)
         writer.writeheader()
         for row in self.rows():
-            writer.writerow({k: "x".join(map(str, v)) if isinstance(v, tuple) else ("" if v is None else v)
-                             for k, v in row.items()})
+            writer.writerow({k: _csv_cell(v) for k, v in row.items()})
         return out.getvalue()
 
     def table(self) -> str:
         """A fixed-width table for the terminal."""
         header = f"{'layer':<26} {'kind':<7} {'k':<6} {'s':<6} {'ts':<8} {'sites in':>9} {'sites out':>9} " \
-                 f"{'growth':>7} {'occup.':>8} {'pairs':>9} {'GMAC':>7} {'dense GMAC':>10} {'active':>7} {'hoyer':>6}"
+                 f"{'growth':>7} {'occup.':>8} {'pairs':>9} {'GMAC':>7} {'skip GMAC':>9} {'dense GMAC':>10} " \
+                 f"{'active':>7} {'hoyer':>6} {'dead ch':>7}"
         lines = [f"== {self.label} ==" if self.label else "", header, "-" * len(header)]
         for layer in self.layers:
             lines.append(
                 f"{layer.name[-26:]:<26} {layer.kind:<7} {_short(layer.kernel_size):<6} {_short(layer.stride):<6} "
                 f"{_short(layer.tensor_stride):<8} {layer.sites_in:>9} {layer.sites_out:>9} "
                 f"{_fmt(layer.growth, '.3f'):>7} {layer.occupancy:>8.2e} {layer.pairs:>9} {layer.macs / 1e9:>7.3f} "
-                f"{layer.dense_macs / 1e9:>10.1f} {_fmt(layer.active_ratio, '.3f'):>7} {_fmt(layer.hoyer, '.3f'):>6}")
-        lines.append(f"total: {self.total_macs / 1e9:.3f} GMAC done")
+                f"{layer.skippable_macs / 1e9:>9.3f} {layer.dense_macs / 1e9:>10.1f} "
+                f"{_fmt(layer.active_ratio, '.3f'):>7} {_fmt(layer.hoyer, '.3f'):>6} "
+                f"{_fmt(layer.dead_channels, 'd'):>7}")
+        lines.append(f"total: {self.total_macs / 1e9:.3f} GMAC done, {self.total_skippable_macs / 1e9:.3f} of them on "
+                     f"all-zero input rows, {self.total_zero_input_macs / 1e9:.3f} on zero input elements")
         return "\n".join(line for line in lines if line)
+
+
+def _csv_cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, tuple):
+        return "x".join(map(str, value))
+    if isinstance(value, list):
+        return " ".join(format(v, ".6g") for v in value)
+    return value
 
 
 def _short(triple) -> str:
@@ -128,8 +171,21 @@ def _fmt(value, spec) -> str:
     return "-" if value is None else format(value, spec)
 
 
+PLOT_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".svg": "svg", ".pdf": "pdf"}
+
+
+def plot_format(path: str) -> str:
+    """The matplotlib format of a plot file name; ValueError for an extension not in :data:`PLOT_FORMATS`."""
+    encoding = PLOT_FORMATS.get(os.path.splitext(path)[1].lower())
+    if encoding is None:
+        raise ValueError(f"{path}: cannot tell the plot format from the name; use one of {', '.join(PLOT_FORMATS)}")
+    return encoding
+
+
 def plot_reports(reports: list[DensificationReport], path: str) -> None:
-    """Two panels: active sites per layer (log scale) and multiply-adds per layer, one line per report."""
+    """Two panels: active sites per layer (log scale) and multiply-adds per layer, one line per report,
+    in the format the name asks for (:func:`plot_format`), written atomically."""
+    encoding = plot_format(path)
     # A Figure of its own, not pyplot's: the library never switches the process's matplotlib backend.
     figure = require("matplotlib.figure", "plotting densification reports").Figure(figsize=(11, 8))
     sites, macs = figure.subplots(2, 1, sharex=True)
@@ -146,10 +202,9 @@ def plot_reports(reports: list[DensificationReport], path: str) -> None:
         axis.grid(True, alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    folder, name = os.path.split(os.path.abspath(path))
-    temporary = os.path.join(folder, f".{name}.tmp.png")
-    figure.savefig(temporary, dpi=110)  # then renamed: a reader never sees half a PNG
-    os.replace(temporary, path)
+    encoded = io.BytesIO()
+    figure.savefig(encoded, dpi=110, format=encoding)
+    write_atomically(path, encoded.getvalue())  # a reader never sees half a plot
 
 
 class DensificationMeter:
@@ -242,8 +297,34 @@ class DensificationMeter:
             sites_out = torch.bincount(out_batch, minlength=x.batch_size).tolist()
             record.samples = [SampleStats(sites_in[b], sites_out[b], pairs[b], pairs[b] * channels)
                               for b in range(x.batch_size)]
+        self._count_skippable(record, module, x, kernel_map)
         self.records.append(record)
         self._pending.append((record, out_batch))
+
+    def _count_skippable(self, record: LayerRecord, module: SparseConvolution, x: SparseTensor,
+                         kernel_map: KernelMap | None) -> None:
+        """Fill in the skippable multiply-adds of ``record`` from the zeros of the conv's input ``x``."""
+        zeros = (x.features.detach() == 0).sum(1)  # (N,) zero elements per input row
+        if x.num_sites == 0 or not bool(zeros.any()):
+            return
+        if kernel_map is None:
+            with torch.no_grad():
+                kernel_map = module.kernel_map(x)  # spconv backend, one sample: count with our own map
+        pairs_per_row = torch.bincount(kernel_map.in_rows, minlength=x.num_sites)
+        skippable_pairs = pairs_per_row * (zeros == module.in_channels)
+        zero_inputs = pairs_per_row * zeros
+        record.skippable_macs = int(skippable_pairs.sum()) * module.in_channels * module.out_channels
+        record.zero_input_macs = int(zero_inputs.sum()) * module.out_channels
+        if len(record.samples) == 1:
+            record.samples[0].skippable_macs, record.samples[0].zero_input_macs = \
+                record.skippable_macs, record.zero_input_macs
+        elif record.samples:
+            batch = x.coords[:, 0].long()
+            per_sample = torch.zeros((2, x.batch_size), dtype=torch.int64, device=zeros.device)
+            per_sample.index_add_(1, batch, torch.stack([skippable_pairs, zero_inputs]))
+            for sample, (rows_pairs, zero_count) in zip(record.samples, per_sample.t().tolist()):
+                sample.skippable_macs = rows_pairs * module.in_channels * module.out_channels
+                sample.zero_input_macs = zero_count * module.out_channels
 
     def _record_activation(self, module: nn.Module, inputs, output: torch.Tensor) -> None:
         # The most recent conv still waiting for its activation, on the same sites.
@@ -257,6 +338,8 @@ class DensificationMeter:
         features = output.detach()
         non_negative = isinstance(module, NON_NEGATIVE_ACTIVATIONS)
         record.active_ratio, record.hoyer = activation_statistics(features, non_negative)
+        if features.shape[0]:
+            record.channel_zero_fraction = [count / features.shape[0] for count in (features == 0).sum(0).tolist()]
         if self.per_sample and record.batch_size > 1:
             for b, sample in enumerate(record.samples):
                 sample.active_ratio, sample.hoyer = activation_statistics(features[batch == b], non_negative)
@@ -280,6 +363,9 @@ def conv_type_variants(backbone_type: str, in_channels: int, backend: str = "tor
 
     variants = {"ssc": dict(conv_type="subm"), "regular": dict(conv_type="regular")}
     if prune_topk is not None:
+        if not (0 < prune_topk < 1 or (prune_topk >= 1 and float(prune_topk).is_integer())):
+            raise ValueError(f"prune_topk must be a fraction in (0, 1) or a whole number of sites k >= 1, "
+                             f"got {prune_topk:g}")
         pruning = {"k": int(prune_topk)} if prune_topk >= 1 else {"fraction": float(prune_topk)}
         variants[f"regular + top-{prune_topk:g} sites"] = dict(conv_type="regular", site_pruning=pruning)
     torch.manual_seed(seed)

@@ -220,10 +220,15 @@ def conv_bn(conv: SparseConvolution, bn: nn.modules.batchnorm._BatchNorm, x: Spa
 def on_features(module: nn.Module, x: SparseTensor) -> SparseTensor:
     """``module`` applied to the (N, C) features of ``x`` (BatchNorm is skipped when N = 0: batch
     statistics of nothing are undefined, and the features stay empty either way; a cross-process
-    BatchNorm still runs, so that its process joins the others' all-reduce)."""
-    if x.num_sites == 0 and isinstance(module, nn.modules.batchnorm._BatchNorm) \
-            and not isinstance(module, CrossProcessBatchNorm):
-        return x
+    BatchNorm still runs, so that its process joins the others' all-reduce). A BatchNorm in training
+    mode refuses a single site: its batch variance would be undefined (one value per channel)."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, CrossProcessBatchNorm):
+        if x.num_sites == 0:
+            return x
+        if x.num_sites == 1 and module.training:
+            raise ValueError(f"BatchNorm in training mode needs at least 2 active sites, this layer got 1 (spatial "
+                             f"shape {tuple(x.spatial_shape)}, batch of {x.batch_size}): the batch's point clouds hold "
+                             f"almost no points inside point_cloud_range; train on larger batches or drop such frames")
     return x.replace_features(module(x.features))
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from backbones.activation_sparsity import KWinnersTakeAll, SiteTopK
@@ -204,10 +203,10 @@ def build_backbone(type: str, **kwargs) -> SparseBackbone3D:
     return BACKBONES[type](**kwargs)
 
 
-def load_backbone_weights(path: str) -> dict:
-    """A backbone state_dict from a file holding it, or a checkpoint {'model': ...} of a detector
-    whose backbone keys start with 'backbone_3d.'."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+def backbone_weights(state: dict) -> dict:
+    """A backbone state_dict from a loaded checkpoint (``detectors.checkpoints.load_checkpoint``): a
+    backbone state_dict itself, or a detector checkpoint {'model': ...} whose backbone keys start
+    with 'backbone_3d.'."""
     state = state.get("model", state)
     prefix = "backbone_3d."
     if any(key.startswith(prefix) for key in state):

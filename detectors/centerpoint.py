@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 import torch
 from torch import nn
 
+from backbones.activation_penalty import ActivationPenalty, ActivationPenaltyConfig
 from backbones.bev import SECONDFPN, conv2d_output_shape, height_compression
 from backbones.sparse_modules import BACKENDS
 from backbones.voxel_backbones import BACKBONES, CONV_TYPES, build_backbone
@@ -80,6 +81,7 @@ class Backbone3DConfig:
     backend: Literal[BACKENDS] = "torch"
     site_pruning: SitePruningConfig | None = None
     activation_topk: PositiveInt | None = None
+    activation_penalty: ActivationPenaltyConfig | None = None  # see backbones/activation_penalty.py
 
 
 @dataclass
@@ -404,6 +406,8 @@ class CenterPoint(nn.Module):
                                           channels=backbone.channels, out_channels=backbone.out_channels,
                                           conv_type=backbone.conv_type, backend=backbone.backend,
                                           site_pruning=pruning, activation_topk=backbone.activation_topk)
+        self.activation_penalty = None if backbone.activation_penalty is None \
+            else ActivationPenalty(self.backbone_3d, backbone.activation_penalty)
         bev_depth = shapes.backbone[0]
         self.bev_backbone = SECONDFPN(backbone.out_channels * bev_depth, **vars(config.bev))
         self.head = CenterHead(self.bev_backbone.out_channels, head.class_groups, head.shared_channels,
@@ -429,8 +433,9 @@ class CenterPoint(nn.Module):
     def loss(self, predictions, batched_targets, normaliser=at_least_one) -> dict[str, torch.Tensor]:
         """The losses; ``normaliser`` as in :func:`detectors.center_head.center_loss` (DDP)."""
         head = self.config.head
-        return center_loss(predictions, batched_targets, head.code_weights, head.heatmap_weight,
-                           head.regression_weight, normaliser)
+        losses = center_loss(predictions, batched_targets, head.code_weights, head.heatmap_weight,
+                             head.regression_weight, normaliser)
+        return losses if self.activation_penalty is None else self.activation_penalty.add_to(losses)
 
     @classmethod
     def from_checkpoint(cls, path: str, config=None, device="cpu", overrides=()) -> "CenterPoint":

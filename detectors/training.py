@@ -2,12 +2,14 @@
 
 A run folder holds the resolved config, ``log.jsonl`` (one JSON object per logged step), TensorBoard
 scalars when tensorboard is installed, and checkpoints written atomically (temp file, fsync,
-rename). ``resume`` restores model, optimizer, scheduler, epoch, position in the epoch and the RNG
-states, so an interrupted run continues as if it had not stopped (bitwise on CPU).
+rename) and read without running code (``detectors.checkpoints``). ``resume`` restores model,
+optimizer, scheduler, epoch, position in the epoch and the RNG states, so an interrupted run
+continues as if it had not stopped (bitwise on CPU). A folder that holds a run is never written
+over by accident (``detectors.run_folder``), and a run or an evaluation of nothing (0 steps, 0
+frames) is an error, not a result.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import random
@@ -29,9 +31,16 @@ from datasets.gt_sampling import GTSampler, cbgs_indices, ensure_gt_database, gt
 from detectors.center_head import at_least_one
 from detectors.center_targets import build_targets
 from detectors.centerpoint import CenterPoint, CenterPointConfig
+from detectors.checkpoints import (
+    load_checkpoint,
+    load_model_weights,
+    load_state_checked,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
 from detectors.config import to_dict
-
-CHECKPOINT = "checkpoint.pt"
+from detectors.run_folder import CHECKPOINT, CONFIG, LOG, check_run_folder, move_aside
 
 
 class TargetDataset(Dataset):
@@ -83,22 +92,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_states() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def restore_rng_states(states: dict) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-
-
-def save_checkpoint(path: str, state: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    write_atomically(path, buffer.getvalue())
-
-
 def global_share(count: torch.Tensor) -> torch.Tensor:
     """This process's share of a loss divisor: the count over all processes (at least 1) / their number."""
     total = count.detach().clone()
@@ -115,13 +108,22 @@ def distributed_context() -> tuple[int, int]:
 
 
 def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_steps: int | None = None,
-          progress: bool = True) -> dict:
+          progress: bool = True, overwrite: bool = False) -> dict:
     """Train; returns {'steps': total steps done, 'last_loss': float, 'checkpoint': path, 'model': the model}.
 
     max_steps stops early (after that many optimizer steps in total), for tests and smoke runs.
+    A ``run_dir`` that holds a run is refused unless ``resume`` (continue it, with the same config)
+    or ``overwrite`` (start over; the old folder is renamed to ``RUN_DIR.replaced-<time>``), see
+    ``detectors.run_folder``. Every check (run folder, config, a training of at least one step, the
+    checkpoint) is done before anything is written.
     """
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+    if config.train.epochs < 1:
+        raise ValueError(f"training would take 0 steps: train.epochs = {config.train.epochs}, expected at least 1")
     if config.dataset is None:
         raise ValueError("the config has no dataset section; training needs dataset.root")
+    plan = check_run_folder(run_dir, to_dict(config), resume, overwrite)
     rank, world = distributed_context()
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() \
         else torch.device("cpu")
@@ -146,21 +148,50 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr, betas=(0.95, 0.99),
                                   weight_decay=config.optimizer.weight_decay)
     total_steps = config.train.epochs * len(loader)
+    if total_steps <= 0:
+        raise ValueError(f"training would take 0 steps: train.epochs = {config.train.epochs}, and the training split "
+                         f"{config.dataset.train_split!r} of {config.dataset.root} gives {len(loader)} batches per "
+                         f"epoch ({len(data)} frames{', after CBGS' if config.train.cbgs else ''})")
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.optimizer.lr, total_steps=max(total_steps, 1), pct_start=config.optimizer.pct_start,
         div_factor=config.optimizer.div_factor, base_momentum=0.85, max_momentum=0.95)
     checkpoint_path = os.path.join(run_dir, CHECKPOINT)
+    log_path = os.path.join(run_dir, LOG)
     start_epoch, skip, step_total = 0, 0, 0
-    if rank == 0:
-        os.makedirs(run_dir, exist_ok=True)
-        write_atomically(os.path.join(run_dir, "config.yaml"), yaml.safe_dump(to_dict(config), sort_keys=False).encode())
-    if resume and os.path.isfile(checkpoint_path):
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
+    if plan == "resume":
+        state = load_checkpoint(checkpoint_path, map_location=device)
+        saved_batches = state.get("batches_per_epoch", len(loader))
+        if saved_batches != len(loader):
+            raise ValueError(f"--resume: {checkpoint_path} was trained with {saved_batches} batches per epoch "
+                             f"(world size {state.get('world_size', '?')}), this run has {len(loader)} (world size "
+                             f"{world}): the position in the epoch would not be the same; resume with the same "
+                             f"number of processes")
+        if state["epoch"] >= config.train.epochs:
+            raise ValueError(f"--resume: the run in {run_dir} has finished ({state['epoch']} of "
+                             f"{config.train.epochs} epochs, {state['steps']} steps): nothing left to train")
+        if max_steps is not None and max_steps <= state["steps"]:
+            raise ValueError(f"--resume: the run in {run_dir} has done {state['steps']} steps already; max_steps "
+                             f"{max_steps} counts all steps of the run, so it must exceed {state['steps']}")
+        load_state_checked(model, state["model"], checkpoint_path)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, skip, step_total = state["epoch"], state["step_in_epoch"], state["steps"]
-        restore_rng_states(state["rng"])
+        rng_to_restore = state["rng"]
+    if world > 1:
+        dist.barrier()  # every rank has checked the folder before rank 0 changes it
+    if rank == 0:
+        if plan == "overwrite":
+            moved = move_aside(run_dir)
+            print(f"{run_dir}: the previous run was moved to {moved}")
+        os.makedirs(run_dir, exist_ok=True)
+        if plan != "resume":
+            write_atomically(os.path.join(run_dir, CONFIG), yaml.safe_dump(to_dict(config), sort_keys=False).encode())
+        else:
+            with open(log_path, "a") as f:  # later records of the interrupted run are superseded from here on
+                f.write(json.dumps({"event": "resume", "steps": step_total, "epoch": start_epoch,
+                                    "step_in_epoch": skip, "time": time.time()}) + "\n")
+    if plan == "resume":
+        restore_rng_states(rng_to_restore)  # last: nothing above may draw from the restored generators
     writer = _tensorboard(run_dir) if rank == 0 else None
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -171,9 +202,9 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
             save_checkpoint(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                               "scheduler": scheduler.state_dict(), "epoch": epoch,
                                               "step_in_epoch": step_in_epoch, "steps": step_total,
+                                              "batches_per_epoch": len(loader), "world_size": world,
                                               "rng": rng_states()})
 
-    log_path = os.path.join(run_dir, "log.jsonl")
     timing = {"data_time": 0.0, "step_time": 0.0, "steps": 0}
     for epoch in range(start_epoch, config.train.epochs):
         sampler.set_epoch(epoch)
@@ -313,10 +344,11 @@ def evaluate(config: CenterPointConfig, checkpoint_path: str, out_dir: str, spli
         raise ValueError("the config has no dataset section; evaluation needs dataset.root")
     split = split or config.dataset.val_split
     model = CenterPoint(config.model)
-    state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-    model.load_state_dict(state.get("model", state))
+    load_model_weights(model, checkpoint_path)
     model.eval()
     frames = _dataset(config, split)
+    if len(frames) == 0:
+        raise ValueError(f"the split {split!r} of {config.dataset.root} has no frames: nothing to evaluate")
     evaluator = build_evaluator(config.dataset, split, config.model.head.class_names)
     for index in range(len(frames)):
         frame = frames[index]

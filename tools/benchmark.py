@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 
+from command_line import add_debug_option, run_tool
+
 from backbones.benchmark import benchmark_conv, benchmark_meter, conv_table, meter_table
 from detectors.benchmark import benchmark_training, training_table
 from voxelize.benchmark import benchmark_voxelize, machine_description, voxelize_table
@@ -44,9 +46,12 @@ def main() -> int:
     training.add_argument("--steps", type=int, default=6, help="timed steps per run (one warm-up step more)")
     training.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts")
     training.add_argument("--backends", nargs="+", default=["torch", "spconv"], choices=["torch", "spconv"])
+    add_debug_option(parser)
     args = parser.parse_args()
 
     if args.benchmark == "train":
+        if not os.path.isdir(args.database):
+            parser.error(f"--database {args.database}: no such folder (make one with tools/make_synthetic.py)")
         synthetic = [f"dataset.root={args.database}", "dataset.version=v1.0-synthetic",
                      "dataset.train_split=synthetic_train", "dataset.val_split=synthetic_val"]
         print(f"machine: {machine_description()}\n")
@@ -64,4 +69,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

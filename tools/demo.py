@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-import torch
+from command_line import add_debug_option, run_tool
 
 from backbones.densification_meter import compare_conv_types, plot_reports
 from datasets import read_points
@@ -25,6 +25,7 @@ from datasets.atomic_files import write_atomically, write_json_atomically
 from datasets.dataset_types import build_dataset
 from datasets.nuscenes_writer import make_synthetic_database
 from detectors.centerpoint import CenterPoint, load_centerpoint_config
+from detectors.checkpoints import load_checkpoint, load_model_weights
 from detectors.training import evaluate, train
 from visualization import render_png
 from visualization.views import detector_panels, scene_then_layers
@@ -43,6 +44,7 @@ def main() -> int:
                         help="folder of the real scans, relative to the current directory (default: %(default)s)")
     parser.add_argument("--scenes", type=int, default=40)
     parser.add_argument("--config", default=CONFIG)
+    add_debug_option(parser)
     args = parser.parse_args()
     start = time.perf_counter()
     timings = {}
@@ -60,10 +62,10 @@ def main() -> int:
         config.train.gt_sampling.database = os.path.join(args.out, "gt_database.npz")
     run = os.path.join(args.out, "run")
     checkpoint = os.path.join(run, "checkpoint.pt")
-    finished = os.path.isfile(checkpoint) and \
-        torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"] >= config.train.epochs
-    if not finished:
-        train(config, run, resume=True)
+    started = os.path.isfile(checkpoint)
+    if not started or load_checkpoint(checkpoint)["epoch"] < config.train.epochs:
+        # The demo owns its run folder: a run stopped before its first checkpoint is started over (moved aside).
+        train(config, run, resume=started, overwrite=not started)
     timings["train_s"] = time.perf_counter() - start - timings["generate_s"]
 
     metrics = evaluate(config, checkpoint, os.path.join(args.out, "eval"))
@@ -72,7 +74,7 @@ def main() -> int:
     validation = build_dataset(config.dataset, config.dataset.val_split, config.model.head.class_names)
     first = validation[0]
     model = CenterPoint(config.model)
-    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["model"])
+    load_model_weights(model, checkpoint)
     frame, _ = model.voxelizers["test"].batch([first["points"]])
     reports = compare_conv_types(config.model.backbone_3d.type, frame, state_dict=model.backbone_3d.state_dict(),
                                  channels=config.model.backbone_3d.channels,
@@ -118,4 +120,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -14,10 +14,13 @@ import os
 import re
 import sys
 
-from backbones.densification_meter import compare_conv_types, plot_reports
-from backbones.voxel_backbones import BACKBONES, load_backbone_weights
+from command_line import add_debug_option, run_tool
+
+from backbones.densification_meter import compare_conv_types, plot_format, plot_reports
+from backbones.voxel_backbones import BACKBONES, backbone_weights
 from datasets import read_points
 from datasets.atomic_files import write_atomically, write_json_atomically
+from detectors.checkpoints import load_checkpoint
 from voxelize.presets import VOXEL_PRESETS
 from voxelize.voxelizer import Voxelizer
 
@@ -34,12 +37,16 @@ def main() -> int:
     parser.add_argument("--weights", default="random", help="'random' (seeded) or a checkpoint path")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prune-topk", type=float, help="add the regular variant pruned to K sites per sample "
-                                                          "after each regular layer (a fraction if K < 1)")
+                                                          "after each regular layer (a whole number K >= 1, or a "
+                                                          "fraction of the sites if 0 < K < 1)")
     parser.add_argument("--json", help="write all reports as JSON")
     parser.add_argument("--csv", help="write each report as CSV (the variant is added to the name)")
-    parser.add_argument("--plot", help="write a PNG: active sites (log) and GMAC per layer")
+    parser.add_argument("--plot", help="write a plot (.png, .jpg, .svg, .pdf): active sites (log) and GMAC per layer")
+    add_debug_option(parser)
     args = parser.parse_args()
 
+    if args.plot:
+        plot_format(args.plot)  # refused before the work, not after it
     geometry = dict(VOXEL_PRESETS[args.preset])
     if args.voxel_size:
         geometry["voxel_size"] = args.voxel_size
@@ -48,7 +55,7 @@ def main() -> int:
     tensor, dropped = Voxelizer(**geometry).batch([read_points(path) for path in args.scans])
     for path, counts in zip(args.scans, dropped):
         print(f"{path}: dropped {counts}", file=sys.stderr)
-    state = None if args.weights == "random" else load_backbone_weights(args.weights)
+    state = None if args.weights == "random" else backbone_weights(load_checkpoint(args.weights))
     reports = compare_conv_types(args.backbone, tensor, backend=args.backend, state_dict=state, seed=args.seed,
                                  prune_topk=args.prune_topk)
     for report in reports:
@@ -68,4 +75,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -11,6 +11,8 @@ dataset.type custom: writes DIR/metrics_custom.json and prints BEV / 3D / centre
 import argparse
 import sys
 
+from command_line import add_debug_option, run_tool
+
 from datasets.dataset_types import format_metrics
 from detectors.centerpoint import load_centerpoint_config
 from detectors.training import evaluate
@@ -23,6 +25,7 @@ def main() -> int:
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--out", required=True)
     parser.add_argument("--split", help="default: dataset.val_split of the config")
+    add_debug_option(parser)
     args = parser.parse_args()
     config = load_centerpoint_config(args.config, args.overrides)
     metrics = evaluate(config, args.checkpoint, args.out, args.split)
@@ -31,4 +34,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -10,6 +10,7 @@ import argparse
 import sys
 import time
 
+from command_line import add_debug_option, run_tool
 from tqdm import tqdm
 
 from datasets.nuscenes_writer import make_synthetic_database
@@ -23,6 +24,7 @@ def main() -> int:
     parser.add_argument("--keyframes", type=int, default=4, help="key frames per scene (2 Hz)")
     parser.add_argument("--val-fraction", type=float, default=0.25)
     parser.add_argument("--lidar", default="hdl32e", choices=["hdl32e", "hdl64e"])
+    add_debug_option(parser)
     args = parser.parse_args()
     start = time.perf_counter()
     summary = make_synthetic_database(args.out, args.scenes, args.seed, args.keyframes, args.val_fraction,
@@ -34,4 +36,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -16,13 +16,15 @@ seen from above (bev) each (y, x) column is one cube, blue when any site in it c
 import argparse
 import sys
 
+from command_line import add_debug_option, run_tool
+
 from backbones.voxel_backbones import BACKBONES, build_backbone
 from datasets import read_points
 from datasets.dataset_types import build_dataset
 from datasets.kitti_dataset import KittiDataset
 from detectors.centerpoint import load_centerpoint_config
 from visualization import display_available, render_png, scene_panel, show_window, sparse_layer_names
-from visualization.render import CAMERAS
+from visualization.render import CAMERAS, check_extent, image_format
 from visualization.views import active_voxel_panels, detector_panels, scene_then_layers
 from voxelize.presets import VOXEL_PRESETS, preset_voxelizer
 
@@ -54,12 +56,20 @@ def main() -> int:
     parser.add_argument("--columns", type=int, help="panels per row (default: one per variant)")
     parser.add_argument("--max-cubes", type=int, default=200_000,
                         help="above this many sites a layer is drawn as points at the voxel centres")
-    parser.add_argument("--save", help="write a PNG (headless) instead of opening a window")
+    parser.add_argument("--save", help="write a PNG or JPEG (.png, .jpg; headless) instead of opening a window")
+    add_debug_option(parser)
     args = parser.parse_args()
     if args.overrides and not args.config:
         parser.error("a.b=value overrides need --config")
     if args.checkpoint and not args.config:
         parser.error("--checkpoint needs --config (the model the weights belong to)")
+    check_extent(args.view_range)  # refused before the work, not after it
+    if args.columns is not None and args.columns < 1:
+        raise ValueError(f"--columns must be at least 1, got {args.columns}")
+    if not 0.0 <= args.score_threshold <= 1.0:
+        raise ValueError(f"--score-threshold is a detection score in [0, 1], got {args.score_threshold:g}")
+    if args.save:
+        image_format(args.save)
 
     if args.config:
         config = load_centerpoint_config(args.config, args.overrides)
@@ -70,12 +80,14 @@ def main() -> int:
                                    channels=backbone.channels, out_channels=backbone.out_channels)
             print("\n".join(sparse_layer_names(model)))
             return 0
+        check_index(args.index, dataset, f"split {args.split or config.dataset.val_split!r} of {config.dataset.root}")
         panels = detector_panels(config, dataset[args.index], args.checkpoint, args.layers, args.variants,
                                  args.score_threshold, not args.no_scene, args.view_range, args.seed, args.max_cubes,
                                  footprint=args.camera == "bev")
     else:
         if args.kitti:
             dataset = KittiDataset(args.kitti)
+            check_index(args.index, dataset, f"KITTI folder {args.kitti}")
             frame = dataset[args.index]
             names = [dataset.class_names[int(label)] for label in frame["gt_labels"]]
         else:
@@ -93,7 +105,7 @@ def main() -> int:
     if not panels:
         parser.error("nothing to draw: give --layers, or leave out --no-scene")
 
-    columns = args.columns or (len(args.variants) if args.layers else 1)
+    columns = args.columns if args.columns is not None else (len(args.variants) if args.layers else 1)
     if not args.no_scene:
         panels = scene_then_layers(panels[0], panels[1:], columns)
     if args.save or not display_available():
@@ -105,5 +117,11 @@ def main() -> int:
     return 0
 
 
+def check_index(index: int, dataset, what: str) -> None:
+    if not 0 <= index < len(dataset):
+        raise IndexError(f"--index {index} is not a frame of the {what}: it has {len(dataset)} frames "
+                         f"(0 to {len(dataset) - 1})")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

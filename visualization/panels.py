@@ -4,9 +4,16 @@ from __future__ import annotations
 import numpy as np
 
 from visualization.active_sites import LayerSites
-from visualization.render import Panel
-from visualization.scene_geometry import (SITE_ADDED, SITE_FROM_INPUT, box_line_set, class_color, point_cloud,
-                                          voxel_cells, voxel_geometry)
+from visualization.render import Panel, check_extent
+from visualization.scene_geometry import (
+    SITE_ADDED,
+    SITE_FROM_INPUT,
+    box_line_set,
+    class_color,
+    point_cloud,
+    voxel_cells,
+    voxel_geometry,
+)
 
 PREDICTION_SHADE = 0.55  # predictions are drawn in a darker tone of their class colour
 
@@ -14,7 +21,7 @@ PREDICTION_SHADE = 0.55  # predictions are drawn in a darker tone of their class
 def _inside(xy: np.ndarray, extent) -> np.ndarray:
     if extent is None:
         return np.ones(len(xy), dtype=bool)
-    x0, y0, x1, y1 = extent
+    x0, y0, x1, y1 = check_extent(extent)
     return (xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0) & (xy[:, 1] <= y1)
 
 

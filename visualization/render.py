@@ -12,18 +12,21 @@ extent, which is centred on the sensor, that is a view over the sensor's shoulde
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from datasets.atomic_files import write_atomically
 from optional_dependencies import require
 
 o3d = require("open3d", "the Open3D views")
 rendering = require("open3d.visualization.rendering", "the Open3D views")
 
 CAMERAS = ("bev", "chase")
+IMAGE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}  # file extension -> matplotlib format
 BACKGROUND = (1.0, 1.0, 1.0)
 LINE_WIDTH_PIXELS = 2.5  # box edges, about this wide in a bird's-eye view
 
@@ -33,6 +36,26 @@ class Panel:
     title: str
     geometries: list = field(default_factory=list)
     labels: list[tuple[np.ndarray, str]] = field(default_factory=list)   # (xyz, text)
+
+
+def check_extent(extent) -> tuple[float, float, float, float] | None:
+    """``extent`` (x0, y0, x1, y1) in metres as floats, or None; ValueError unless x0 < x1 and y0 < y1 (finite)."""
+    if extent is None:
+        return None
+    values = tuple(float(v) for v in extent)
+    if len(values) != 4 or not all(math.isfinite(v) for v in values) or not (values[0] < values[2]
+                                                                            and values[1] < values[3]):
+        raise ValueError(f"view range must be (x0, y0, x1, y1) with x0 < x1 and y0 < y1 (metres), got {list(extent)}")
+    return values
+
+
+def image_format(path: str) -> str:
+    """The matplotlib format of an image file name ('png' or 'jpeg'); ValueError for any other extension."""
+    encoding = IMAGE_FORMATS.get(os.path.splitext(path)[1].lower())
+    if encoding is None:
+        raise ValueError(f"{path}: cannot tell the image format from the name; use one of "
+                         f"{', '.join(sorted(IMAGE_FORMATS))}")
+    return encoding
 
 
 def display_available() -> bool:
@@ -117,7 +140,7 @@ def project(camera, xyz: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def render_panel_images(panels: list[Panel], width: int, height: int, camera: str = "bev", extent=None):
     """(images (H, W, 3) uint8, label pixels [(column, row, text)] per panel), all from one camera."""
-    extent = scene_extent(panels) if extent is None else extent
+    extent = scene_extent(panels) if extent is None else check_extent(extent)
     line_width = LINE_WIDTH_PIXELS * max(extent[2] - extent[0], extent[3] - extent[1]) / min(width, height)
     renderer = rendering.OffscreenRenderer(width, height)
     renderer.scene.view.set_post_processing(False)  # exact colours: no tone mapping
@@ -146,14 +169,19 @@ def render_panel_images(panels: list[Panel], width: int, height: int, camera: st
 
 def render_png(panels: list[Panel], path: str, size=(1600, 900), camera: str = "bev", columns: int | None = None,
                extent=None) -> str:
-    """Render ``panels`` headless into one PNG of exactly ``size`` (width, height) pixels, tiled in
+    """Render ``panels`` headless into one image of exactly ``size`` (width, height) pixels, tiled in
     ``columns`` (default: all in one row up to 3, then a grid); a ``None`` panel leaves its cell empty.
-    Written atomically; returns ``path``."""
+    The format follows the name: ``.png``, or ``.jpg`` / ``.jpeg``; any other is refused before
+    rendering. Written atomically; returns ``path``."""
     figure_module = require("matplotlib.figure", "rendering PNGs")
 
+    encoding = image_format(path)
     if not any(panels):
         raise ValueError("nothing to render: no panels")
+    check_extent(extent)
     width, height = int(size[0]), int(size[1])
+    if columns is not None and columns < 1:
+        raise ValueError(f"columns must be at least 1, got {columns}")
     columns = columns or min(len(panels), 3)
     rows = math.ceil(len(panels) / columns)
     cell_width, cell_height = width // columns, height // rows
@@ -180,11 +208,9 @@ def render_png(panels: list[Panel], path: str, size=(1600, 900), camera: str = "
                     bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=2))
         for x, y, text in labels[index]:
             figure.text((left + x) / width, 1 - (top + y) / height, text, fontsize=7, ha="center", va="bottom")
-    folder, name = os.path.split(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, f".{name}.tmp.png")
-    figure.savefig(temporary, dpi=dpi)  # then renamed: a reader never sees half a PNG
-    os.replace(temporary, path)
+    encoded = io.BytesIO()
+    figure.savefig(encoded, dpi=dpi, format=encoding)
+    write_atomically(path, encoded.getvalue())  # a reader never sees half an image
     return path
 
 

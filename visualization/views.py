@@ -46,12 +46,12 @@ def detector_panels(config, frame: dict, checkpoint: str | None = None, layer_na
     scene with GT boxes (and, with a checkpoint, predictions above ``score_threshold`` with their
     scores), then the active voxels of ``layer_names`` with the model's voxelizer and backbone."""
     from detectors.centerpoint import CenterPoint
+    from detectors.checkpoints import load_model_weights
 
     torch.manual_seed(seed)
     model = CenterPoint(config.model).eval()
     if checkpoint is not None:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        model.load_state_dict(state.get("model", state))
+        load_model_weights(model, checkpoint)
     names = config.model.head.class_names
     panels = []
     if scene:

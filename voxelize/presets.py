@@ -12,7 +12,8 @@ VOXEL_PRESETS = {
 
 
 def preset_voxelizer(name: str) -> Voxelizer:
-    """A hard-mode Voxelizer with the geometry and limits of a published config."""
+    """A hard-mode Voxelizer with the geometry and limits of a published config; it warns with the
+    count when the voxel limit drops points (a dense scan can exceed a test-time limit)."""
     if name not in VOXEL_PRESETS:
         raise ValueError(f"unknown voxel preset {name!r}; valid: {sorted(VOXEL_PRESETS)}")
-    return Voxelizer(**VOXEL_PRESETS[name])
+    return Voxelizer(**VOXEL_PRESETS[name], warn_voxel_limit=True)

@@ -94,13 +94,15 @@ class Voxelizer:
         max_voxels: hard mode: keep the first this-many voxels, in order of first appearance.
         mode: ``'hard'`` (the limits above; the same choice as spconv's ``PointToVoxel``, so the two
             agree exactly) or ``'dynamic'`` (every in-range point kept; no limits may be given).
+        warn_voxel_limit: warn (once per call, with the count) when ``max_voxels`` drops points, as
+            for non-finite points; off for models, whose voxel limits are part of the published recipe.
 
     The grid is ``round((p1 - p0) / v)`` voxels per axis (float32, as spconv), exposed as
     ``spatial_shape = (D, H, W)`` in z, y, x. Memory is O(points), never O(grid).
     """
 
     def __init__(self, voxel_size, point_cloud_range, max_points_per_voxel: int | None = None,
-                 max_voxels: int | None = None, mode: str = "hard"):
+                 max_voxels: int | None = None, mode: str = "hard", warn_voxel_limit: bool = False):
         voxel_size = np.asarray(voxel_size, dtype=np.float32)
         pc_range = np.asarray(point_cloud_range, dtype=np.float32)
         if voxel_size.shape != (3,) or not (voxel_size > 0).all():
@@ -123,6 +125,7 @@ class Voxelizer:
         self.max_points_per_voxel = max_points_per_voxel
         self.max_voxels = max_voxels
         self.mode = mode
+        self.warn_voxel_limit = warn_voxel_limit
         extent = (pc_range[3:] - pc_range[:3]) / voxel_size  # float32, as spconv
         self.grid_size_xyz = tuple(int(np.floor(e + np.float32(0.5))) for e in extent)  # std::round
         self.spatial_shape = self.grid_size_xyz[::-1]
@@ -136,6 +139,7 @@ class Voxelizer:
         """Voxelize one cloud (N, C>=3) ``[x, y, z, ...]``; warns once if non-finite points were dropped."""
         voxels = self._voxelize(as_point_tensor(points))
         _warn_nonfinite(voxels.dropped.nonfinite)
+        self._warn_voxel_limit(voxels.dropped.voxel_limit)
         return voxels
 
     def batch(self, clouds) -> tuple[SparseTensor, list[DroppedPoints]]:
@@ -152,6 +156,7 @@ class Voxelizer:
             raise ValueError(f"all clouds of a batch need the same number of columns, got {sorted(widths)}")
         per_cloud = [self._voxelize(c) for c in clouds]
         _warn_nonfinite(sum(v.dropped.nonfinite for v in per_cloud))
+        self._warn_voxel_limit(sum(v.dropped.voxel_limit for v in per_cloud))
         coords = torch.cat([
             torch.cat([torch.full((v.coords.shape[0], 1), b, dtype=torch.int32, device=v.coords.device),
                        v.coords], dim=1)
@@ -159,6 +164,12 @@ class Voxelizer:
         features = torch.cat([v.features for v in per_cloud])
         tensor = SparseTensor(features, coords, self.spatial_shape, len(clouds), check=False)
         return tensor, [v.dropped for v in per_cloud]
+
+    def _warn_voxel_limit(self, count: int) -> None:
+        if count and self.warn_voxel_limit:
+            warnings.warn(f"dropped {count} points whose voxels came after the first max_voxels={self.max_voxels} "
+                          f"voxels of their cloud (counted in DroppedPoints.voxel_limit); raise max_voxels to keep "
+                          f"them", RuntimeWarning, stacklevel=3)
 
     def _voxelize(self, points: torch.Tensor) -> Voxels:
         # Gathers and scatters use index_select / index_copy_ (3-4x faster than x[idx] on CPU). Large

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from backbones import SparseConvolution, VoxelBackBone8x, VoxelResBackBone8x, set_backend
+from backbones import SparseConv3d, SparseConvolution, SubMConv3d, VoxelBackBone8x, VoxelResBackBone8x, set_backend
 from backbones.activation_sparsity import (KWinnersTakeAll, SiteTopK, activation_ratio, activation_statistics,
                                            hoyer_sparsity, hoyer_square_penalty, l1_activation_penalty)
 from backbones.densification_meter import compare_conv_types, measure, plot_reports
@@ -101,6 +101,12 @@ def test_both_backends_read_the_same(batch):
             (theirs.name, theirs.sites_in, theirs.sites_out, theirs.pairs, theirs.macs)
         assert ours.active_ratio == pytest.approx(theirs.active_ratio, abs=1e-4)
         assert ours.hoyer == pytest.approx(theirs.hoyer, abs=1e-4)
+        # Float differences between the backends could flip an exact zero; with this input none does.
+        assert (ours.skippable_macs, ours.zero_input_macs) == (theirs.skippable_macs, theirs.zero_input_macs)
+        assert ours.channel_zero_fraction == pytest.approx(theirs.channel_zero_fraction, abs=1e-4)
+        assert [(s.skippable_macs, s.zero_input_macs) for s in ours.samples] == \
+            [(s.skippable_macs, s.zero_input_macs) for s in theirs.samples]
+    assert sum(layer.skippable_macs for layer in reports["torch"].layers) > 0  # ReLU left all-zero rows to count
 
 
 def test_activation_measures_follow_their_formulas():
@@ -215,3 +221,78 @@ def test_pruning_and_kwta_from_backbone_options():
     assert all(layer.active_ratio <= 2 / layer.channels_out + 1e-9 for layer in report.layers)
     with pytest.raises(ValueError, match="exactly one of k and fraction"):
         VoxelResBackBone8x(4, site_pruning={})
+
+
+def pairs_per_input(coords: np.ndarray, spatial_shape, layer: SparseConvolution) -> np.ndarray:
+    """(N,) kernel-map pairs each input site takes part in, from numpy and a Python set."""
+    sites = {tuple(c) for c in coords.tolist()}
+    kernel = np.array(layer.kernel_size)
+    offsets = np.array(np.meshgrid(*[np.arange(k) for k in kernel], indexing="ij")).reshape(3, -1).T
+    if layer.kind == "subm":  # input i feeds output i - d for each centred offset d that lands on a site
+        centred = offsets - kernel // 2
+        return np.array([sum((b, z - dz, y - dy, x - dx) in sites for dz, dy, dx in centred)
+                         for b, z, y, x in coords.tolist()])
+    stride, padding = np.array(layer.stride), np.array(layer.padding)
+    out_shape = (np.array(spatial_shape) + 2 * padding - (kernel - 1) - 1) // stride + 1
+    numerator = coords[:, None, 1:] + padding - offsets[None]
+    out = numerator // stride
+    return (((numerator % stride) == 0).all(2) & (out >= 0).all(2) & (out < out_shape).all(2)).sum(1)
+
+
+@pytest.mark.parametrize("backend", ["torch", "spconv"])
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("kind", ["subm", "regular"])
+def test_skippable_macs_match_a_numpy_count_with_planted_zero_rows(kind, batch, backend):
+    torch.manual_seed(0)
+    layer = SubMConv3d(4, 6, 3, bias=False, indice_key="k") if kind == "subm" else \
+        SparseConv3d(4, 6, 3, stride=2, padding=1, bias=False)
+    set_backend(layer, backend)
+    x = small_cloud(batch=batch, sites=400)
+    features = x.features.clone()
+    g = torch.Generator().manual_seed(1)
+    zero_rows = torch.randperm(x.num_sites, generator=g)[:90]
+    features[zero_rows] = 0.0                               # whole rows at zero: skippable
+    features[torch.randperm(x.num_sites, generator=g)[:70], 2] = 0.0  # single zeros: skippable elements only
+    x = x.replace_features(features)
+    report = measure(layer.eval(), x)
+    record = report.layers[0]
+
+    coords, values = x.coords.numpy(), features.numpy()
+    pairs = pairs_per_input(coords, GRID, layer)
+    zeros = (values == 0).sum(1)
+    all_zero = zeros == 4
+    assert all_zero.sum() == 90 and pairs[all_zero].sum() > 0
+    assert record.pairs == pairs.sum()
+    assert record.skippable_macs == int(pairs[all_zero].sum()) * 4 * 6
+    assert record.zero_input_macs == int((pairs * zeros).sum()) * 6
+    assert record.zero_input_macs > record.skippable_macs // 4  # single zeros counted too
+    for b, sample in enumerate(record.samples):
+        mine = coords[:, 0] == b
+        assert sample.skippable_macs == int(pairs[mine & all_zero].sum()) * 4 * 6
+        assert sample.zero_input_macs == int((pairs * zeros)[mine].sum()) * 6
+    assert report.total_skippable_macs == record.skippable_macs
+
+
+def test_no_zeros_nothing_skippable_and_the_channel_zero_fraction():
+    torch.manual_seed(0)
+    model = VoxelBackBone8x(4, channels=(4, 4, 8, 8), out_channels=8).eval()
+    captured = []
+    relu = model.conv_input[2]
+    relu.register_forward_hook(lambda m, i, o: captured.append(o.clone()))
+    report = measure(model, small_cloud(sites=300))
+    first = report.layers[0]
+    assert first.skippable_macs == first.zero_input_macs == 0  # random voxel features have no zeros
+    activation = captured[0].numpy()
+    expected = (activation == 0).mean(0)
+    assert first.channel_zero_fraction == pytest.approx(expected.tolist())
+    assert np.mean(first.channel_zero_fraction) == pytest.approx(1 - first.active_ratio)
+    assert first.dead_channels == int((expected == 1).sum())
+    second = report.layers[1]  # its input is the first layer's output after the ReLU
+    assert second.zero_input_macs > 0
+    parsed = json.loads(report.to_json())
+    assert parsed["total_skippable_macs"] == report.total_skippable_macs
+    assert parsed["layers"][0]["channel_zero_fraction"] == first.channel_zero_fraction
+    header, row = report.to_csv().splitlines()[:2]
+    assert "skippable_macs" in header.split(",") and "channel_zero_fraction" in header.split(",")
+    assert len(row.split(",")[header.split(",").index("channel_zero_fraction")].split()) == 4
+    assert "skip GMAC" in report.table()

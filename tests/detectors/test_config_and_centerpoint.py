@@ -35,7 +35,7 @@ def test_overrides_and_errors(tmp_path):
     config = load_centerpoint_config(base, ["model.backbone_3d.backend=spconv", "model.decode.score_threshold=0.3"])
     assert config.model.backbone_3d.backend == "spconv" and config.model.decode.score_threshold == 0.3
     with pytest.raises(ConfigError, match=r"unknown key model.backbone_3d.chanels; valid keys of model.backbone_3d: "
-                                          r"\['activation_topk', 'backend', 'channels'"):
+                                          r"\['activation_penalty', 'activation_topk', 'backend', 'channels'"):
         load_centerpoint_config(base, ["model.backbone_3d.chanels=[1,2,3,4]"])
     with pytest.raises(ConfigError, match="model.voxelizer.max_points_per_voxel: expected int, got 'ten'"):
         load_centerpoint_config(base, ["model.voxelizer.max_points_per_voxel=ten"])

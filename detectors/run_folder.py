@@ -1,0 +1,94 @@
+"""Run folders that are never clobbered.
+
+A training run folder holds ``config.yaml``, ``log.jsonl``, ``checkpoint.pt`` and ``tensorboard/``.
+Before a run writes anything, :func:`check_run_folder` decides what it may do there:
+
+- a folder without run files (or no folder): a new run;
+- a folder with run files: refused, unless ``resume`` (continue the checkpoint's run, with the same
+  config: the differences from the saved ``config.yaml`` are listed field by field) or ``overwrite``
+  (start over; :func:`move_aside` renames the old folder to ``RUN.replaced-YYYYmmdd-HHMMSS``,
+  nothing is deleted);
+- ``resume`` without a checkpoint: refused.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import yaml
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.yaml"
+LOG = "log.jsonl"
+RUN_FILES = (CHECKPOINT, CONFIG, LOG, "tensorboard")
+# Settings that change how a run is executed or logged, not what it computes: a resume may change them.
+RESUMABLE_CHANGES = ("train.num_workers", "train.log_every", "train.checkpoint_every")
+
+
+def check_run_folder(run_dir: str, config: dict, resume: bool, overwrite: bool) -> str:
+    """'new', 'resume' or 'overwrite': what a run of ``config`` (a plain dict, as written to
+    config.yaml) may do in ``run_dir``. Raises ValueError (nothing written) when the folder holds
+    another run and neither ``resume`` nor ``overwrite`` is given, when ``resume`` finds no
+    checkpoint, or when ``resume`` is asked with a config that differs from the run's."""
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: continue the run, or start it over")
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise ValueError(f"run folder {run_dir} is a file, not a folder")
+    present = [name for name in RUN_FILES if os.path.exists(os.path.join(run_dir, name))]
+    checkpoint = os.path.join(run_dir, CHECKPOINT)
+    if resume:
+        if not os.path.isfile(checkpoint):
+            raise ValueError(f"--resume: {run_dir} holds no {CHECKPOINT} to continue from"
+                             + (f" (it holds {', '.join(present)}; start over with --overwrite)" if present else ""))
+        saved_path = os.path.join(run_dir, CONFIG)
+        if os.path.isfile(saved_path):
+            with open(saved_path) as f:
+                saved = yaml.safe_load(f)
+            differences = config_differences(saved, _as_written(config))
+            if differences:
+                raise ValueError(f"--resume: the config differs from the run's {saved_path}: "
+                                 f"{'; '.join(differences[:12])}{'; ...' if len(differences) > 12 else ''} "
+                                 f"(resume with the run's config, or start a new run: another --out, or --overwrite)")
+        return "resume"
+    if not present:
+        return "new"
+    if overwrite:
+        return "overwrite"
+    what = "a checkpoint" if CHECKPOINT in present else f"the files of a run ({', '.join(present)})"
+    raise ValueError(f"run folder {run_dir} already holds {what}: pass --resume to continue it"
+                     f"{'' if CHECKPOINT in present else ' (not possible: no checkpoint)'}, --overwrite to start "
+                     f"over (the old folder is renamed, not deleted), or choose another --out")
+
+
+def config_differences(saved: dict, requested: dict) -> list[str]:
+    """'key: run X, requested Y' for every dotted key whose value differs, model keys first, leaving
+    out :data:`RESUMABLE_CHANGES`."""
+    old, new = _flatten(saved or {}), _flatten(requested)
+    keys = [key for key in sorted(set(old) | set(new), key=lambda k: (not k.startswith("model."), k))
+            if key not in RESUMABLE_CHANGES and old.get(key, "<absent>") != new.get(key, "<absent>")]
+    return [f"{key}: run {old.get(key, '<absent>')!r}, requested {new.get(key, '<absent>')!r}" for key in keys]
+
+
+def move_aside(run_dir: str) -> str:
+    """Rename ``run_dir`` to ``run_dir.replaced-<local time>`` (a counter added when taken); returns the new path."""
+    stem = f"{os.path.normpath(run_dir)}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+    target, counter = stem, 1
+    while os.path.exists(target):
+        counter += 1
+        target = f"{stem}-{counter}"
+    os.rename(run_dir, target)
+    return target
+
+
+def _as_written(config: dict) -> dict:
+    """``config`` as config.yaml will read back (tuples as lists, and so on)."""
+    return yaml.safe_load(yaml.safe_dump(config, sort_keys=False))
+
+
+def _flatten(value, prefix: str = "") -> dict:
+    if isinstance(value, dict) and value:
+        flat = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}

@@ -1,0 +1,112 @@
+"""The sparsity study end to end on a tiny synthetic database: two variants, one epoch; the study
+files are written, a finished variant is skipped on a rerun, a changed config is not."""
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from datasets.nuscenes_writer import make_synthetic_database
+from detectors import sparsity_study
+from detectors.sparsity_study import (GEOMETRIES, VARIANTS, memory_status, record_path, run_study, step_times,
+                                      variant_config, variant_key)
+
+CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "centerpoint_synthetic_cpu.yaml")
+TINY = ["dataset.num_sweeps=1", "model.backbone_3d.channels=[4, 4, 8, 8]", "model.backbone_3d.out_channels=8",
+        "model.bev.layer_nums=[1, 1]", "model.bev.num_filters=[8, 8]", "model.bev.upsample_filters=[8, 8]",
+        "model.head.shared_channels=8", "model.head.head_channels=8", "train.gt_sampling=null", "train.log_every=1",
+        "train.batch_size=2"]
+
+
+def test_variant_configs_and_keys(tmp_path):
+    configs = {name: variant_config(CONFIG, TINY, name, seed=0, epochs=1) for name in VARIANTS}
+    assert configs["regular"].model.backbone_3d.conv_type == "regular"
+    assert configs["regular_top25"].model.backbone_3d.site_pruning.arguments() == {"fraction": 0.25}
+    assert configs["ssc_kwta2"].model.backbone_3d.activation_topk == 2
+    assert configs["ssc_hoyer"].model.backbone_3d.activation_penalty.type == "hoyer_square"
+    assert all(config.train.epochs == 1 and config.train.seed == 0 for config in configs.values())
+    keys = {name: variant_key(config, name, None) for name, config in configs.items()}
+    assert len(set(keys.values())) == len(keys)
+    assert variant_key(variant_config(CONFIG, TINY, "ssc", seed=1), "ssc", None) != \
+        variant_key(variant_config(CONFIG, TINY, "ssc", seed=0), "ssc", None)
+    reduced = variant_config(CONFIG, TINY, "ssc", seed=0, geometry="reduced")
+    assert reduced.model.geometry.voxel_size == [0.4, 0.4, 0.2] and "reduced" in GEOMETRIES
+    demo = variant_config(CONFIG, TINY, "ssc", seed=0)
+    assert demo.model.geometry.voxel_size == [0.2, 0.2, 0.2]
+    assert variant_key(reduced, "ssc", None) != variant_key(demo, "ssc", None)
+    with pytest.raises(ValueError, match="unknown study variant"):
+        variant_config(CONFIG, TINY, "dense", seed=0)
+
+
+def test_step_times_weight_each_record_by_its_steps(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(json.dumps(entry) for entry in [
+        {"step": 1, "step_time": 4.0, "data_time": 1.0}, {"step": 4, "step_time": 2.0, "data_time": 0.0},
+        {"event": "end", "steps": 4}]) + "\n")
+    assert step_times(str(log)) == pytest.approx(((4.0 + 3 * 2.0) / 4, 1.0 / 4))
+
+
+def test_memory_status_reads_the_resident_set_and_its_peak():
+    import mmap
+
+    before = memory_status("VmRSS")
+    size = 64 * 2 ** 20
+    block = mmap.mmap(-1, size)  # fresh pages, not a reused allocator pool
+    for offset in range(0, size, mmap.PAGESIZE):
+        block[offset] = 1        # touched: now resident
+    assert memory_status("VmRSS") - before > 32 * 2 ** 20
+    assert memory_status("VmHWM") >= memory_status("VmRSS")
+    block.close()
+    with pytest.raises(ValueError, match="no VmNothing"):
+        memory_status("VmNothing")
+
+
+@pytest.mark.slow
+def test_study_end_to_end_writes_its_files_and_resumes(tmp_path, monkeypatch):
+    root = tmp_path / "db"
+    make_synthetic_database(str(root), scenes=2, seed=3, keyframes_per_scene=3)
+    out = tmp_path / "study"
+    overrides = [f"dataset.root={root}", *TINY]
+    messages = []
+    records = run_study(CONFIG, str(out), ["ssc", "ssc_kwta2"], overrides, epochs=1, seeds=[0], meter_frames=1,
+                        progress=False, log=messages.append)
+    assert [r["variant"] for r in records] == ["ssc", "ssc_kwta2"]
+    for record in records:
+        assert 0.0 <= record["metrics"]["mAP"] <= 1.0 and record["metrics"]["car_AP"] is not None
+        assert record["training"]["steps"] == 2 and record["training"]["seconds_per_step"] > 0
+        assert record["training"]["peak_rss_mib"] > 0
+        assert record["trained"]["frames"] == record["init"]["frames"] == 1
+        assert record["trained"]["gmac_per_frame"] > 0
+        assert 0 <= record["trained"]["skippable_gmac_per_frame"] <= record["trained"]["gmac_per_frame"]
+    # k-WTA with k = 2 leaves at most 2 non-zero channels per site after every activation
+    kwta = records[1]["trained"]["layers"]
+    assert all(layer["active_ratio"] <= 2 / layer["channels_out"] + 1e-9 for layer in kwta)
+    assert records[1]["trained"]["zero_input_gmac_per_frame"] > records[0]["trained"]["zero_input_gmac_per_frame"]
+
+    study = json.loads((out / "study.json").read_text())
+    assert [v["variant"] for v in study["variants"]] == ["ssc", "ssc_kwta2"] and "ssc" in study["summary"]
+    rows = list(csv.DictReader((out / "study.csv").open()))
+    assert [row["variant"] for row in rows] == ["ssc", "ssc_kwta2"]
+    assert float(rows[0]["gmac_per_frame"]) == pytest.approx(records[0]["trained"]["gmac_per_frame"])
+    layer_rows = list(csv.DictReader((out / "study_layers.csv").open()))
+    assert len(layer_rows) == 2 * 2 * len(kwta)
+    for plot in ("accuracy_vs_gmac.png", "training_cost.png", "layer_sparsity.png"):
+        assert (out / plot).read_bytes()[:4] == b"\x89PNG", plot
+    finished = Path(record_path(str(out), "ssc", 0))
+    assert finished.is_file()
+
+    # Rerun: both variants are finished with the same configs, so nothing trains again.
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished variant was run again")
+
+    monkeypatch.setattr(sparsity_study, "run_variant", no_training)
+    before = finished.read_bytes()
+    again = run_study(CONFIG, str(out), ["ssc", "ssc_kwta2"], overrides, epochs=1, seeds=[0], meter_frames=1,
+                      progress=False, log=messages.append)
+    assert again == records and finished.read_bytes() == before
+    assert sum("skipped" in m for m in messages) == 2
+    # A changed config is not taken for finished: the variant runs again.
+    with pytest.raises(AssertionError, match="run again"):
+        run_study(CONFIG, str(out), ["ssc"], [*overrides, "optimizer.lr=0.002"], epochs=1, seeds=[0],
+                  meter_frames=1, progress=False, log=messages.append)
+    assert "changed" in messages[-2]

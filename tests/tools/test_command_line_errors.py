@@ -1,0 +1,157 @@
+"""Every command-line tool answers bad input with one line ``TOOL: error: ...`` and exit code 2 (not
+a traceback), and shows the traceback with --debug or SPARSEVOX_DEBUG=1."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = str(ROOT / "configs" / "centerpoint_synthetic_cpu.yaml")
+
+
+def run_tool(tool: str, *arguments, env=None) -> subprocess.CompletedProcess:
+    environment = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", **(env or {}))
+    environment.pop("SPARSEVOX_DEBUG", None) if not env or "SPARSEVOX_DEBUG" not in env else None
+    return subprocess.run([sys.executable, str(ROOT / "tools" / f"{tool}.py"), *map(str, arguments)], cwd=ROOT,
+                          env=environment, capture_output=True, text=True, timeout=300)
+
+
+def assert_one_error_line(completed: subprocess.CompletedProcess, tool: str, *fragments: str) -> str:
+    assert completed.returncode == 2, (completed.returncode, completed.stderr[-3000:])
+    assert "Traceback" not in completed.stderr + completed.stdout, completed.stderr[-3000:]
+    lines = [line for line in completed.stderr.splitlines() if line.startswith(f"{tool}.py: error: ")]
+    assert len(lines) == 1, completed.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory) -> Path:
+    """A small (N, 4) cloud as .npy: enough for the tools to get past reading it."""
+    path = tmp_path_factory.mktemp("scan") / "cloud.npy"
+    rng = np.random.default_rng(0)
+    points = np.column_stack([rng.uniform(-20, 20, (2000, 2)), rng.uniform(-2, 1, 2000), rng.uniform(0, 1, 2000)])
+    np.save(path, points.astype(np.float32))
+    return path
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("hostile")
+    marker = folder / "marker"
+
+    class Payload:
+        def __reduce__(self):
+            return open, (str(marker), "w")
+
+    torch.save({"model": {"weight": Payload()}}, folder / "hostile.pt")
+    return folder / "hostile.pt", marker
+
+
+def test_train_refuses_a_run_folder_that_holds_a_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"a checkpoint")
+    assert_one_error_line(run_tool("train", CONFIG, f"dataset.root={tmp_path}", "--out", run), "train",
+                          "already holds a checkpoint", "--resume", "--overwrite")
+    assert (run / "checkpoint.pt").read_bytes() == b"a checkpoint" and sorted(os.listdir(run)) == ["checkpoint.pt"]
+
+
+# (tool, arguments, fragments of the error line); {tmp}: a fresh folder, {scan}: a small .npy cloud,
+# {hostile}: a checkpoint whose pickle would create {tmp}/marker, {file}: a plain file.
+ONE_LINE_CASES = [
+    ("train", ["{tmp}/nope.yaml", "--out", "{tmp}/run"], ["config file not found", "nope.yaml"]),
+    ("train", [CONFIG, "dataset.root={tmp}", "--out", "{tmp}/run", "--resume"], ["holds no checkpoint.pt"]),
+    ("train", [CONFIG, "dataset.root={tmp}", "--out", "{tmp}/run", "--max-steps", "0"],
+     ["max_steps must be at least 1"]),
+    ("train", [CONFIG, "dataset.root={tmp}", "train.epochs=0", "--out", "{tmp}/run"], ["train.epochs"]),
+    ("evaluate", [CONFIG, "{hostile}", "dataset.root={tmp}", "--out", "{tmp}/eval"], ["refused", "never runs code"]),
+    ("evaluate", [CONFIG, "{tmp}/missing.pt", "dataset.root={tmp}", "--out", "{tmp}/eval"],
+     ["checkpoint not found", "missing.pt"]),
+    ("evaluate", [CONFIG, "{file}", "dataset.root={tmp}", "--out", "{tmp}/eval"], ["not a PyTorch checkpoint"]),
+    ("densify", ["{tmp}/nope.bin"], ["nope.bin"]),
+    ("densify", ["{scan}", "--weights", "{hostile}"], ["refused"]),
+    ("densify", ["{scan}", "--prune-topk", "1.5"], ["prune_topk must be a fraction in (0, 1) or a whole number"]),
+    ("densify", ["{scan}", "--prune-topk", "0"], ["prune_topk must be a fraction in (0, 1) or a whole number"]),
+    ("densify", ["{scan}", "--plot", "{tmp}/plot.bmp"], ["cannot tell the plot format from the name"]),
+    ("visualize", ["--scan", "{tmp}/nope.bin", "--save", "{tmp}/v.png"], ["nope.bin"]),
+    ("visualize", ["--scan", "{scan}", "--save", "{tmp}/v.bmp"], ["cannot tell the image format", ".jpg"]),
+    ("visualize", ["--scan", "{scan}", "--view-range", "10", "10", "-10", "-10", "--save", "{tmp}/v.png"],
+     ["x0 < x1 and y0 < y1", "[10.0, 10.0, -10.0, -10.0]"]),
+    ("visualize", ["--scan", "{scan}", "--columns", "0", "--save", "{tmp}/v.png"], ["--columns must be at least 1"]),
+    ("visualize", ["--scan", "{scan}", "--score-threshold", "30", "--save", "{tmp}/v.png"],
+     ["--score-threshold is a detection score in [0, 1]"]),
+    ("visualize", ["--scan", "{scan}", "--layers", "conv7", "--save", "{tmp}/v.png"], ["valid layer names"]),
+    ("make_synthetic", ["--out", "{file}", "--scenes", "1"], ["a_file"]),
+    ("benchmark", ["train", "--database", "{tmp}/nodb", "--steps", "1", "--workers", "0", "--backends", "torch"],
+     ["nodb"]),
+    ("demo", ["--out", "{file}"], ["a_file"]),
+]
+
+
+@pytest.mark.parametrize("tool, arguments, fragments", ONE_LINE_CASES,
+                         ids=[f"{tool}-{'-'.join(a for a in arguments if a.startswith('--') or '{' not in a)[:40]}"
+                              for tool, arguments, _ in ONE_LINE_CASES])
+def test_bad_input_gives_one_line_and_exit_code_2(tool, arguments, fragments, tmp_path, scan, hostile):
+    path, marker = hostile
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder, not a checkpoint")
+    filled = [a.format(tmp=tmp_path, scan=scan, hostile=path, file=a_file) for a in arguments]
+    assert_one_error_line(run_tool(tool, *filled), tool, *fragments)
+    assert not marker.exists()  # no code of the hostile checkpoint ran
+    assert a_file.read_text() == "not a folder, not a checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing written
+
+
+@pytest.mark.parametrize("switch", ["--debug", "SPARSEVOX_DEBUG=1"])
+def test_debug_shows_the_traceback(tmp_path, switch):
+    arguments = [tmp_path / "nope.yaml", "--out", tmp_path / "run"]
+    completed = run_tool("train", *arguments, "--debug") if switch == "--debug" else \
+        run_tool("train", *arguments, env={"SPARSEVOX_DEBUG": "1"})
+    assert completed.returncode == 1 and "Traceback" in completed.stderr and "ConfigError" in completed.stderr
+
+
+def test_one_line_for_every_kind_of_input_error():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from command_line import error_line
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    assert error_line(ValueError("bad\n  value")) == "bad value"
+    assert error_line(FileNotFoundError(2, "No such file or directory", "/x/y.bin")) == \
+        "No such file or directory: /x/y.bin"
+    assert error_line(KeyError("car")) == "KeyError: car"
+    assert error_line(IndexError("--index 9 is not a frame")) == "--index 9 is not a frame"
+    assert error_line(FileNotFoundError("point file not found: a.bin")) == "point file not found: a.bin"
+    from optional_dependencies import MissingExtraError
+    assert error_line(MissingExtraError("the Open3D views needs the package 'open3d', which is not installed: "
+                                        "pip install 'sparsevox[viz]'")).endswith("pip install 'sparsevox[viz]'")
+
+
+def test_run_tool_turns_input_errors_into_exit_code_2_and_lets_bugs_through(capsys, monkeypatch):
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from command_line import run_tool as run_main
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    from optional_dependencies import MissingExtraError
+    monkeypatch.delenv("SPARSEVOX_DEBUG", raising=False)
+    monkeypatch.setattr(sys, "argv", ["tool.py"])
+
+    def failing(error):
+        def main():
+            raise error
+        return main
+
+    for error in (ValueError("bad"), MissingExtraError("pip install 'sparsevox[viz]'"),
+                  IsADirectoryError(21, "x", "d")):
+        assert run_main(failing(error)) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+    with pytest.raises(TypeError):  # a bug keeps its traceback
+        run_main(failing(TypeError("unsupported operand")))
+    assert run_main(lambda: 0) == 0
