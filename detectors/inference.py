@@ -1,4 +1,5 @@
-"""Running a trained CenterPoint on point files: checkpoint loading, matching a file's columns to the
+"""Running a trained CenterPoint on point files: a model from a checkpoint (read with
+``torch.load(weights_only=True)``, :mod:`detectors.checkpoints`), a file's columns matched to the
 model's point features, and one detections record (JSON-ready) per file.
 
 The model's input columns are those of its training data: the point features its dataset type
@@ -29,9 +30,7 @@ reports objects outside the camera's view, where its training had no labels).
 from __future__ import annotations
 
 import os
-import pickle
 import time
-import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +39,7 @@ import torch
 from datasets.dataset_types import dataset_type
 from datasets.point_files import read_point_file
 from detectors.centerpoint import CenterPoint, CenterPointConfig
+from detectors.checkpoints import load_checkpoint, load_state_checked, model_state
 from detectors.config import ConfigError, apply_overrides, from_dict, load_config, read_yaml_with_bases, to_dict
 
 BOX_FIELDS = ("x", "y", "z", "dx", "dy", "dz", "yaw", "vx", "vy")
@@ -52,11 +52,6 @@ TRAINING_INTENSITY_SCALE = {"nuscenes": 255.0, "kitti": 1.0}
 INTENSITY_NAMES = ("intensity", "reflectance")
 INTENSITY_SCALES = (1.0, 255.0, 65535.0)
 SINGLE_SWEEP_FEATURE = "time_lag"
-
-# numpy globals in the RNG state of checkpoints written before those states were stored as tensors:
-# allowed so that such checkpoints still load with weights_only=True (plain arrays, no code).
-_NUMPY_GLOBALS = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
-
 
 @dataclass(frozen=True)
 class ModelInput:
@@ -98,36 +93,6 @@ def model_input(config: CenterPointConfig) -> ModelInput:
 
 
 # ------------------------------------------------------------------------------------- checkpoints
-
-def read_checkpoint(path: str, map_location="cpu") -> dict:
-    """A checkpoint's top-level dict, loaded with ``torch.load(weights_only=True)`` (no code runs).
-
-    Either a training checkpoint ({'model': state_dict, optional 'config': plain mapping, ...}) or a
-    bare state_dict. Raises FileNotFoundError, or ValueError naming the file when it is no checkpoint.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    with open(path, "rb") as f:
-        head = f.read(2)
-    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # torch.save's zip archive, or its legacy pickle
-        raise ValueError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle, as torch.save "
-                         f"writes)")
-    try:
-        with torch.serialization.safe_globals(_NUMPY_GLOBALS):
-            state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        lines = [line.strip() for line in str(error).splitlines()]
-        reason = next((line.split("error: ", 1)[-1].split(". Please use")[0] for line in lines
-                       if "Unsupported" in line), lines[0] if lines else type(error).__name__)
-        raise ValueError(f"{path}: holds objects other than tensors and plain values, refused by "
-                         f"torch.load(weights_only=True): {reason}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path}: not a PyTorch checkpoint ({first})") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a dict (a checkpoint or a state_dict), got {type(state).__name__}")
-    return state
-
 
 def checkpoint_config(checkpoint_path: str, state: dict, overrides=()) -> tuple[CenterPointConfig, str]:
     """The config a checkpoint was trained with: its 'config' entry, else the run folder's
@@ -174,7 +139,7 @@ def load_detector(checkpoint_path: str, config: CenterPointConfig | str | None =
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda asked for, but torch sees no CUDA device (use --device cpu)")
-    state = read_checkpoint(checkpoint_path, map_location=device)
+    state = load_checkpoint(checkpoint_path, map_location=device)
     if isinstance(config, str):
         config = load_config(CenterPointConfig, config, overrides)
     if config is None:
@@ -186,20 +151,8 @@ def load_detector(checkpoint_path: str, config: CenterPointConfig | str | None =
             trained = None  # a bare state_dict away from its run folder: only the shapes are checked
         if trained is not None:
             check_same_training(config, trained, trained_source)
-    weights = state.get("model", state)
     model = CenterPoint(config.model)
-    if not isinstance(weights, dict):
-        raise ValueError(f"{checkpoint_path}: 'model' is a {type(weights).__name__}, not a state_dict")
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = [k for k in shapes if k not in weights]
-    unexpected = [k for k in weights if k not in shapes]
-    wrong = [f"{k} {tuple(v.shape)} vs model {shapes[k]}" for k, v in weights.items()
-             if k in shapes and hasattr(v, "shape") and tuple(v.shape) != shapes[k]]
-    if missing or unexpected or wrong:
-        raise ValueError(f"{checkpoint_path}: weights do not fit the config's model: {len(missing)} missing "
-                         f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}), "
-                         f"{len(wrong)} of another shape (e.g. {wrong[:2]})")
-    model.load_state_dict(weights)
+    load_state_checked(model, model_state(state, checkpoint_path), checkpoint_path)
     model.point_features = model_input(config)
     return model.to(device).eval()
 
@@ -364,4 +317,4 @@ def output_paths(files, out_dir: str, overwrite: bool = False, suffixes=(".json"
 
 __all__ = ["BOX_FIELDS", "MUST_MATCH_TRAINING", "ModelInput", "PointMapping", "TRAINING_INTENSITY_SCALE",
            "check_same_training", "checkpoint_config", "detect_points", "detection_record", "intensity_scale_of",
-           "load_detector", "model_input", "model_points", "output_paths", "read_checkpoint"]
+           "load_detector", "model_input", "model_points", "output_paths"]

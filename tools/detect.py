@@ -24,9 +24,10 @@ import re
 import sys
 import time
 
+from command_line import add_debug_option, run_tool
+
 from datasets.atomic_files import write_json_atomically
 from detectors.centerpoint import CenterPoint
-from detectors.config import ConfigError
 from detectors.inference import detection_record, output_paths
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")  # a.b=value; anything else is a point file
@@ -48,6 +49,7 @@ def main() -> int:
     parser.add_argument("--rescale-intensity", action="store_true",
                         help="scale intensities to the training data's range instead of refusing a mismatch")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_debug_option(parser)
     args = parser.parse_intermixed_args()
     overrides = [item for item in args.inputs if OVERRIDE.match(item) and not os.path.exists(item)]
     files = [item for item in args.inputs if item not in overrides]
@@ -56,12 +58,7 @@ def main() -> int:
     if args.score_threshold is not None:
         overrides.append(f"model.decode.score_threshold={args.score_threshold}")
     columns = [name.strip() for name in args.columns.split(",")] if args.columns else None
-    try:
-        return detect(args, files, overrides, columns)
-    except (ValueError, OSError, ConfigError, ImportError, RuntimeError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"{parser.prog}: error: {message}", file=sys.stderr)
-        return 2  # as argparse for bad arguments
+    return detect(args, files, overrides, columns)
 
 
 def detect(args, files, overrides, columns) -> int:
@@ -95,4 +92,4 @@ def render_detections(points, record: dict, path: str, min_score: float) -> None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -24,7 +24,6 @@ from detectors.inference import (
     model_input,
     model_points,
     output_paths,
-    read_checkpoint,
 )
 from detectors.training import rng_states, save_checkpoint
 
@@ -73,14 +72,19 @@ def run_tool(*args, cwd=None) -> subprocess.CompletedProcess:
 
 
 def call_tool(capsys, *args) -> tuple[int, str]:
-    """tools/detect.py's main() in this process (fast): (exit code, stderr)."""
-    spec = importlib.util.spec_from_file_location("detect_tool", TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    """tools/detect.py as its command line runs it (one-line errors, exit code 2), in this process
+    (fast): (exit code, stderr)."""
+    sys.path.insert(0, str(TOOL.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("detect_tool", TOOL)
+        tool = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tool)
+    finally:
+        sys.path.remove(str(TOOL.parent))
     argv = sys.argv
     sys.argv = ["detect.py", *map(str, args)]
     try:
-        code = tool.main()
+        code = tool.run_tool(tool.main)
     finally:
         sys.argv = argv
     return code, capsys.readouterr().err
@@ -267,22 +271,22 @@ def test_intensity_scale_is_read_off_the_largest_value():
     assert intensity_scale_of(np.zeros(4, np.float32)) is None
 
 
-def test_checkpoint_loads_with_weights_only_and_refuses_pickled_objects(nuscenes_run, tmp_path):
-    state = read_checkpoint(str(nuscenes_run / "checkpoint.pt"))  # RNG states hold numpy arrays
-    assert "model" in state and isinstance(state["rng"]["numpy"][1], np.ndarray)
+def test_from_checkpoint_takes_the_checkpoint_config_or_the_run_folder_s(nuscenes_run, tmp_path):
+    state = torch.load(nuscenes_run / "checkpoint.pt", weights_only=True)
     config = load_centerpoint_config(str(nuscenes_run / "config.yaml"))
     with_config = tmp_path / "with_config.pt"
     torch.save({"model": state["model"], "config": to_dict(config)}, with_config)
     model = CenterPoint.from_checkpoint(str(with_config))   # no config.yaml beside it: the 'config' entry
     assert model.config.head.head_channels == 8 and not model.training
-    torch.save({"model": state["model"], "hook": Path("/")}, tmp_path / "object.pt")
-    with pytest.raises(ValueError, match="weights_only=True"):
-        read_checkpoint(str(tmp_path / "object.pt"))
+    assert model.point_features.features == ("x", "y", "z", "intensity", "time_lag")
     bare = tmp_path / "bare.pt"
     torch.save(state["model"], bare)
-    with pytest.raises(Exception, match="no config"):
+    with pytest.raises(ValueError, match="no config"):
         CenterPoint.from_checkpoint(str(bare))
     assert CenterPoint.from_checkpoint(str(bare), str(nuscenes_run / "config.yaml")).config.head.head_channels == 8
+    torch.save({"model": state["model"], "hook": Path("/")}, tmp_path / "object.pt")
+    with pytest.raises(ValueError, match="PosixPath"):  # refused by weights_only loading: no code runs
+        CenterPoint.from_checkpoint(str(tmp_path / "object.pt"), str(nuscenes_run / "config.yaml"))
 
 
 def test_outputs_are_planned_before_any_work(tmp_path):
