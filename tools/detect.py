@@ -55,6 +55,9 @@ def main() -> int:
     files = [item for item in args.inputs if item not in overrides]
     if not files:
         parser.error("no point files given")
+    for option, value in (("--score-threshold", args.score_threshold), ("--png-min-score", args.png_min_score)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError(f"{option} is a detection score in [0, 1], got {value:g}")
     if args.score_threshold is not None:
         overrides.append(f"model.decode.score_threshold={args.score_threshold}")
     columns = [name.strip() for name in args.columns.split(",")] if args.columns else None
