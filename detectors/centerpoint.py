@@ -417,6 +417,9 @@ class CenterPoint(nn.Module):
             raise RuntimeError(f"internal: BEV grid {self.grid.shape} differs from the head's map {shapes.bev}")
 
     def forward(self, clouds: list) -> list[dict[str, torch.Tensor]]:
+        device = next(self.head.parameters()).device
+        if device.type != "cpu":  # the voxelizer works where the points are: on the model's device
+            clouds = [torch.as_tensor(cloud, device=device) for cloud in clouds]
         tensor, _ = self.voxelizers["train" if self.training else "test"].batch(clouds)
         sparse = self.backbone_3d(tensor).out
         return self.head(self.bev_backbone(height_compression(sparse)))
@@ -433,6 +436,14 @@ class CenterPoint(nn.Module):
         losses = center_loss(predictions, batched_targets, head.code_weights, head.heatmap_weight,
                              head.regression_weight, normaliser)
         return losses if self.activation_penalty is None else self.activation_penalty.add_to(losses)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, config=None, device="cpu", overrides=()) -> "CenterPoint":
+        """A trained model in eval mode on ``device``: ``CenterPoint.from_checkpoint(path).predict([points])``.
+        config: None (the checkpoint's own, else the run folder's config.yaml), a YAML path or a config;
+        points: the model's features (``detectors.inference.model_points`` reads a file as such)."""
+        from detectors.inference import load_detector  # inference builds on this module
+        return load_detector(path, config, device, overrides)
 
     @torch.no_grad()
     def predict(self, clouds: list) -> list[dict[str, torch.Tensor]]:
