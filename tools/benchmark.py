@@ -3,6 +3,8 @@
     python tools/benchmark.py voxelize [--real-data ../shared/data/real] [--repeats 7] [--threads 1 2]
     python tools/benchmark.py conv [--real-data ../shared/data/real] [--repeats 5] [--threads 1 2]
     python tools/benchmark.py meter [--real-data ../shared/data/real] [--repeats 5] [--threads 2]
+    python tools/benchmark.py detector [--real-data ../shared/data/real] [--repeats 5] [--threads 1 2]
+        [--backends torch spconv]
     python tools/benchmark.py train --database work/synthetic [--config configs/centerpoint_nuscenes_voxel01.yaml]
         [--steps 6] [--workers 0 2] [--backends torch spconv]
 """
@@ -11,7 +13,7 @@ import os
 import sys
 
 from backbones.benchmark import benchmark_conv, benchmark_meter, conv_table, meter_table
-from detectors.benchmark import benchmark_training, training_table
+from detectors.benchmark import benchmark_detector, benchmark_training, detector_table, training_table
 from voxelize.benchmark import benchmark_voxelize, machine_description, voxelize_table
 
 REAL_CLOUDS = {  # benchmark -> [(path under the real-data folder, voxel preset)]
@@ -20,6 +22,10 @@ REAL_CLOUDS = {  # benchmark -> [(path under the real-data folder, voxel preset)
     "conv": [("nuscenes/sweeps10_float16_N5.bin", "nuscenes"), ("kitti/velodyne/000000.bin", "kitti")],
     "meter": [("nuscenes/sweeps10_float16_N5.bin", "nuscenes"), ("kitti/velodyne/000000.bin", "kitti")],
 }
+DETECTOR_CASES = [  # (case, config, cloud under the real-data folder)
+    ("nuScenes 10-sweep stack", "configs/centerpoint_nuscenes_voxel01.yaml", "nuscenes/sweeps10_float16_N5.bin"),
+    ("KITTI scan", "configs/centerpoint_kitti_voxel005.yaml", "kitti/velodyne/000000.bin"),
+]
 RUNS = {"voxelize": (benchmark_voxelize, voxelize_table), "conv": (benchmark_conv, conv_table),
         "meter": (benchmark_meter, meter_table)}
 
@@ -38,6 +44,12 @@ def main() -> int:
                              help="timed runs per side (median reported)")
         command.add_argument("--threads", type=int, nargs="+", default=[2] if name == "meter" else [1, 2],
                              help="torch thread counts to time")
+    detector = sub.add_parser("detector", help="CenterPoint.predict per stage on the nuScenes stack and a KITTI scan")
+    detector.add_argument("--real-data", default="../shared/data/real",
+                          help="folder of the real scans (default: %(default)s, relative to the current directory)")
+    detector.add_argument("--repeats", type=int, default=5, help="timed runs per side (median reported)")
+    detector.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to time")
+    detector.add_argument("--backends", nargs="+", default=["torch", "spconv"], choices=["torch", "spconv"])
     training = sub.add_parser("train", help="training step time vs data-loading time on a synthetic database")
     training.add_argument("--database", required=True, help="a synthetic nuScenes database (tools/make_synthetic.py)")
     training.add_argument("--config", default="configs/centerpoint_nuscenes_voxel01.yaml")
@@ -51,6 +63,15 @@ def main() -> int:
                      "dataset.train_split=synthetic_train", "dataset.val_split=synthetic_val"]
         print(f"machine: {machine_description()}\n")
         print(training_table(benchmark_training(args.config, synthetic, args.backends, args.workers, args.steps)))
+        return 0
+
+    if args.benchmark == "detector":
+        cases = [(name, config, os.path.join(args.real_data, rel)) for name, config, rel in DETECTOR_CASES]
+        missing = [path for _, _, path in cases if not os.path.isfile(path)]
+        if missing:
+            parser.error(f"real scans not found: {', '.join(missing)} (set --real-data)")
+        print(f"machine: {machine_description()}\n")
+        print(detector_table(benchmark_detector(cases, args.threads, args.repeats, args.backends)))
         return 0
 
     clouds = [(os.path.join(args.real_data, rel), preset) for rel, preset in REAL_CLOUDS[args.benchmark]]
