@@ -69,6 +69,7 @@ DETECTOR_STAGES = ("voxelize", "backbone 3D", "BEV (height compression + SECOND-
 class DetectorResult:
     case: str
     backend: str
+    precision: str
     threads: int
     points: int
     voxels: int
@@ -90,14 +91,15 @@ def _staged_predict(model, clouds) -> tuple[dict[str, float], list]:
         seconds[stage], clock = now - clock, now
 
     with torch.no_grad():
-        tensor, _ = model.voxelizers["test"].batch(clouds)
-        lap(DETECTOR_STAGES[0])
-        sparse = model.backbone_3d(tensor).out
-        lap(DETECTOR_STAGES[1])
-        bev = model.bev_backbone(height_compression(sparse))
-        lap(DETECTOR_STAGES[2])
-        predictions = model.head(bev)
-        lap(DETECTOR_STAGES[3])
+        with model.inference_autocast():
+            tensor, _ = model.voxelizers["test"].batch(clouds)
+            lap(DETECTOR_STAGES[0])
+            sparse = model.backbone_3d(tensor).out
+            lap(DETECTOR_STAGES[1])
+            bev = model.bev_backbone(height_compression(sparse))
+            lap(DETECTOR_STAGES[2])
+            predictions = model.head(bev)
+            lap(DETECTOR_STAGES[3])
         head = model.config.head
         result = decode(predictions, head.class_groups, head.class_names, model.grid, model.config.decode)
         lap(DETECTOR_STAGES[4])
@@ -105,10 +107,11 @@ def _staged_predict(model, clouds) -> tuple[dict[str, float], list]:
 
 
 def benchmark_detector(cases: list[tuple[str, str, str]], threads=(1, 2), repeats: int = 5,
-                       backends=("torch", "spconv"), seed: int = 0) -> list[DetectorResult]:
+                       backends=("torch", "spconv"), precisions=("fp32",), seed: int = 0) -> list[DetectorResult]:
     """``CenterPoint.predict`` on one cloud per (name, config path, cloud path), eval mode, weights
     initialised from ``seed``: per stage and end to end, medians of ``repeats`` runs after a warm-up,
-    the backends interleaved run by run."""
+    the (backend, precision) variants interleaved run by run. Precision 'bf16' is the config's
+    ``model.inference_precision`` switch."""
     from backbones.sparse_modules import set_backend
     from datasets.point_files import read_points
     from detectors.centerpoint import CenterPoint, load_centerpoint_config
@@ -118,37 +121,40 @@ def benchmark_detector(cases: list[tuple[str, str, str]], threads=(1, 2), repeat
         config = load_centerpoint_config(config_path)
         torch.manual_seed(seed)
         model = CenterPoint(config.model).eval()
+        variants = [(backend, precision) for backend in backends for precision in precisions]
         points = read_points(cloud_path)[:, :config.model.num_point_features]
         clouds = [torch.as_tensor(points)]
         voxels = model.voxelizers["test"].batch(clouds)[0].num_sites
         for count in threads:
             torch.set_num_threads(count)
-            samples = {backend: {"stages": [], "predict": [], "boxes": 0} for backend in backends}
+            samples = {variant: {"stages": [], "predict": [], "boxes": 0} for variant in variants}
             for repeat in range(repeats + 1):  # the first round warms up
-                for backend in backends:
+                for backend, precision in variants:
                     set_backend(model, backend)
+                    model.config.inference_precision = precision
+                    sample = samples[backend, precision]
                     stage_seconds, result = _staged_predict(model, clouds)
                     start = time.perf_counter()
                     model.predict(clouds)
                     predict_seconds = time.perf_counter() - start
                     if repeat:
-                        samples[backend]["stages"].append(stage_seconds)
-                        samples[backend]["predict"].append(predict_seconds)
-                    samples[backend]["boxes"] = len(result[0]["scores"])
-            for backend, sample in samples.items():
+                        sample["stages"].append(stage_seconds)
+                        sample["predict"].append(predict_seconds)
+                    sample["boxes"] = len(result[0]["scores"])
+            for (backend, precision), sample in samples.items():
                 stage_ms = {stage: 1e3 * statistics.median(s[stage] for s in sample["stages"])
                             for stage in DETECTOR_STAGES}
-                results.append(DetectorResult(name, backend, count, len(points), voxels, sample["boxes"], stage_ms,
+                results.append(DetectorResult(name, backend, precision, count, len(points), voxels, sample["boxes"], stage_ms,
                                               1e3 * statistics.median(sample["predict"])))
     return results
 
 
 def detector_table(results: list[DetectorResult]) -> str:
     header = " | ".join(f"{stage} ms" for stage in DETECTOR_STAGES)
-    lines = [f"| case | points → voxels | backend | threads | {header} | predict ms | boxes |",
-             "|---|---|---|---|" + "---|" * len(DETECTOR_STAGES) + "---|---|"]
+    lines = [f"| case | points → voxels | backend | precision | threads | {header} | predict ms | boxes |",
+             "|---|---|---|---|---|" + "---|" * len(DETECTOR_STAGES) + "---|---|"]
     for r in results:
         stages = " | ".join(f"{r.stage_ms[stage]:.1f}" for stage in DETECTOR_STAGES)
-        lines.append(f"| {r.case} | {r.points} → {r.voxels} | {r.backend} | {r.threads} | {stages} | "
+        lines.append(f"| {r.case} | {r.points} → {r.voxels} | {r.backend} | {r.precision} | {r.threads} | {stages} | "
                      f"{r.predict_ms:.1f} | {r.boxes} |")
     return "\n".join(lines)

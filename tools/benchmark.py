@@ -4,7 +4,7 @@
     python tools/benchmark.py conv [--real-data ../shared/data/real] [--repeats 5] [--threads 1 2]
     python tools/benchmark.py meter [--real-data ../shared/data/real] [--repeats 5] [--threads 2]
     python tools/benchmark.py detector [--real-data ../shared/data/real] [--repeats 5] [--threads 1 2]
-        [--backends torch spconv]
+        [--backends torch spconv] [--precisions fp32 bf16]
     python tools/benchmark.py train --database work/synthetic [--config configs/centerpoint_nuscenes_voxel01.yaml]
         [--steps 6] [--workers 0 2] [--backends torch spconv]
 """
@@ -14,6 +14,7 @@ import sys
 
 from backbones.benchmark import benchmark_conv, benchmark_meter, conv_table, meter_table
 from detectors.benchmark import benchmark_detector, benchmark_training, detector_table, training_table
+from detectors.centerpoint import INFERENCE_PRECISIONS
 from voxelize.benchmark import benchmark_voxelize, machine_description, voxelize_table
 
 REAL_CLOUDS = {  # benchmark -> [(path under the real-data folder, voxel preset)]
@@ -50,6 +51,8 @@ def main() -> int:
     detector.add_argument("--repeats", type=int, default=5, help="timed runs per side (median reported)")
     detector.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to time")
     detector.add_argument("--backends", nargs="+", default=["torch", "spconv"], choices=["torch", "spconv"])
+    detector.add_argument("--precisions", nargs="+", default=["fp32"], choices=sorted(INFERENCE_PRECISIONS),
+                          help="model.inference_precision values to time (bf16: autocast, opt-in)")
     training = sub.add_parser("train", help="training step time vs data-loading time on a synthetic database")
     training.add_argument("--database", required=True, help="a synthetic nuScenes database (tools/make_synthetic.py)")
     training.add_argument("--config", default="configs/centerpoint_nuscenes_voxel01.yaml")
@@ -71,7 +74,7 @@ def main() -> int:
         if missing:
             parser.error(f"real scans not found: {', '.join(missing)} (set --real-data)")
         print(f"machine: {machine_description()}\n")
-        print(detector_table(benchmark_detector(cases, args.threads, args.repeats, args.backends)))
+        print(detector_table(benchmark_detector(cases, args.threads, args.repeats, args.backends, args.precisions)))
         return 0
 
     clouds = [(os.path.join(args.real_data, rel), preset) for rel, preset in REAL_CLOUDS[args.benchmark]]
