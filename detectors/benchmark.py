@@ -80,7 +80,6 @@ class DetectorResult:
 
 def _staged_predict(model, clouds) -> tuple[dict[str, float], list]:
     """CenterPoint.predict cut into its stages: seconds of each and the same result as predict."""
-    from backbones.bev import height_compression
     from detectors.center_head import decode
 
     seconds, clock = {}, time.perf_counter()
@@ -96,7 +95,7 @@ def _staged_predict(model, clouds) -> tuple[dict[str, float], list]:
             lap(DETECTOR_STAGES[0])
             sparse = model.backbone_3d(tensor).out
             lap(DETECTOR_STAGES[1])
-            bev = model.bev_backbone(height_compression(sparse))
+            bev = model.bev_backbone(model.bev_map(sparse))
             lap(DETECTOR_STAGES[2])
             predictions = model.head(bev)
             lap(DETECTOR_STAGES[3])
