@@ -15,6 +15,7 @@ import sys
 from backbones.benchmark import benchmark_conv, benchmark_meter, conv_table, meter_table
 from detectors.benchmark import benchmark_detector, benchmark_training, detector_table, training_table
 from detectors.centerpoint import INFERENCE_PRECISIONS
+from voxelize.allocator import keep_freed_memory
 from voxelize.benchmark import benchmark_voxelize, machine_description, voxelize_table
 
 REAL_CLOUDS = {  # benchmark -> [(path under the real-data folder, voxel preset)]
@@ -59,7 +60,13 @@ def main() -> int:
     training.add_argument("--steps", type=int, default=6, help="timed steps per run (one warm-up step more)")
     training.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts")
     training.add_argument("--backends", nargs="+", default=["torch", "spconv"], choices=["torch", "spconv"])
+    for command in sub.choices.values():
+        command.add_argument("--default-malloc", action="store_true",
+                             help="leave glibc's malloc thresholds alone (default: keep freed large buffers, "
+                                  "for both backends alike; see voxelize/allocator.py)")
     args = parser.parse_args()
+    if not args.default_malloc:
+        keep_freed_memory()
 
     if args.benchmark == "train":
         synthetic = [f"dataset.root={args.database}", "dataset.version=v1.0-synthetic",
