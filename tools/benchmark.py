@@ -12,7 +12,9 @@ import argparse
 import os
 import sys
 
+from backbones import sparse_conv_function
 from backbones.benchmark import benchmark_conv, benchmark_meter, conv_table, meter_table
+from backbones.sparse_conv_function import CONV_GEMMS
 from detectors.benchmark import benchmark_detector, benchmark_training, detector_table, training_table
 from detectors.centerpoint import INFERENCE_PRECISIONS
 from voxelize.allocator import keep_freed_memory
@@ -54,6 +56,8 @@ def main() -> int:
     detector.add_argument("--backends", nargs="+", default=["torch", "spconv"], choices=["torch", "spconv"])
     detector.add_argument("--precisions", nargs="+", default=["fp32"], choices=sorted(INFERENCE_PRECISIONS),
                           help="model.inference_precision values to time (bf16: autocast, opt-in)")
+    sub.choices["conv"].add_argument("--conv-gemm", choices=CONV_GEMMS, default=sparse_conv_function.CONV_GEMM,
+                                     help="GEMM of the torch backend's conv loop (default: %(default)s)")
     training = sub.add_parser("train", help="training step time vs data-loading time on a synthetic database")
     training.add_argument("--database", required=True, help="a synthetic nuScenes database (tools/make_synthetic.py)")
     training.add_argument("--config", default="configs/centerpoint_nuscenes_voxel01.yaml")
@@ -84,6 +88,9 @@ def main() -> int:
         print(detector_table(benchmark_detector(cases, args.threads, args.repeats, args.backends, args.precisions)))
         return 0
 
+    if args.benchmark == "conv":
+        sparse_conv_function.CONV_GEMM = args.conv_gemm
+        print(f"torch backend conv GEMM: {args.conv_gemm}")
     clouds = [(os.path.join(args.real_data, rel), preset) for rel, preset in REAL_CLOUDS[args.benchmark]]
     missing = [path for path, _ in clouds if not os.path.isfile(path)]
     if missing:
