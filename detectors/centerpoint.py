@@ -13,6 +13,7 @@ from torch import nn
 
 from backbones.bev import SECONDFPN, height_compression
 from backbones.kernel_map import conv_output_shape
+from backbones.sparse_modules import SparseConvolution
 from backbones.voxel_backbones import build_backbone
 from datasets.augmentation import Augmenter
 from detectors.center_head import CenterHead, DecodeConfig, at_least_one, center_loss, decode
@@ -232,7 +233,15 @@ class CenterPoint(nn.Module):
         """The autocast context of ``model.inference_precision`` on this model's device (disabled for fp32)."""
         dtype = INFERENCE_PRECISIONS[self.config.inference_precision]
         device_type = next(self.parameters()).device.type
+        if dtype is not None and device_type == "cpu" and uses_spconv(self):
+            raise ValueError(f"model.inference_precision={self.config.inference_precision} needs the torch sparse-conv "
+                             "backend on CPU: spconv's CPU kernels take no bfloat16")
         return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def uses_spconv(model: nn.Module) -> bool:
+    """Whether any sparse conv of ``model`` runs on the spconv backend."""
+    return any(isinstance(m, SparseConvolution) and m.backend == "spconv" for m in model.modules())
 
 
 def _backbone_output_depth(depth: int) -> int:

@@ -6,9 +6,8 @@ import torch
 
 from backbones.sparse_modules import SparseConvolution
 from detectors.config import ConfigError
-from test_config_and_centerpoint import CONFIGS, small_model
-
 from detectors.centerpoint import load_centerpoint_config
+from test_config_and_centerpoint import CONFIGS, small_model
 
 
 def clouds():
@@ -43,6 +42,16 @@ def test_bf16_inference_runs_the_convs_in_bf16_close_to_fp32():
             torch.testing.assert_close(group_low[name].float(), value, rtol=0, atol=0.05 * float(scale))
     assert bf16[0]["boxes"].dtype == torch.float32 and fp32[0]["boxes"].dtype == torch.float32
     assert abs(len(bf16[0]["scores"]) - len(fp32[0]["scores"])) <= max(2, len(fp32[0]["scores"]) // 10)
+
+
+def test_bf16_with_spconv_on_cpu_is_refused_by_name():
+    from backbones.sparse_modules import set_backend
+
+    model = small_model().eval()
+    model.config.inference_precision = "bf16"
+    set_backend(model, "spconv")
+    with pytest.raises(ValueError, match="inference_precision=bf16 needs the torch sparse-conv backend"):
+        model.predict(clouds())
 
 
 def test_unknown_inference_precision_is_a_config_error():
