@@ -145,8 +145,8 @@ def benchmark_detector(cases: list[tuple[str, str, str]], threads=(1, 2), repeat
             for (backend, precision), sample in samples.items():
                 stage_ms = {stage: 1e3 * statistics.median(s[stage] for s in sample["stages"])
                             for stage in DETECTOR_STAGES}
-                results.append(DetectorResult(name, backend, precision, count, len(points), voxels, sample["boxes"], stage_ms,
-                                              1e3 * statistics.median(sample["predict"])))
+                results.append(DetectorResult(name, backend, precision, count, len(points), voxels, sample["boxes"],
+                                              stage_ms, 1e3 * statistics.median(sample["predict"])))
     return results
 
 
@@ -156,6 +156,7 @@ def detector_table(results: list[DetectorResult]) -> str:
              "|---|---|---|---|---|" + "---|" * len(DETECTOR_STAGES) + "---|---|"]
     for r in results:
         stages = " | ".join(f"{r.stage_ms[stage]:.1f}" for stage in DETECTOR_STAGES)
-        lines.append(f"| {r.case} | {r.points} → {r.voxels} | {r.backend} | {r.precision} | {r.threads} | {stages} | "
+        lines.append(f"| {r.case} | {r.points} → {r.voxels} | {r.backend} | {r.precision} | {r.threads} | "
+                     f"{stages} | "
                      f"{r.predict_ms:.1f} | {r.boxes} |")
     return "\n".join(lines)
