@@ -2,6 +2,7 @@
 
     python tools/benchmark.py voxelize [--real-data ../shared/data/real] [--repeats 7] [--threads 1 2]
     python tools/benchmark.py conv [--real-data ../shared/data/real] [--repeats 5] [--threads 1 2]
+        [--conv-gemm mm|onednn] [--cases NAME ...]
     python tools/benchmark.py meter [--real-data ../shared/data/real] [--repeats 5] [--threads 2]
     python tools/benchmark.py detector [--real-data ../shared/data/real] [--repeats 5] [--threads 1 2]
         [--backends torch spconv] [--precisions fp32 bf16]
@@ -58,6 +59,8 @@ def main() -> int:
                           help="model.inference_precision values to time (bf16: autocast, opt-in)")
     sub.choices["conv"].add_argument("--conv-gemm", choices=CONV_GEMMS, default=sparse_conv_function.CONV_GEMM,
                                      help="GEMM of the torch backend's conv loop (default: %(default)s)")
+    sub.choices["conv"].add_argument("--cases", nargs="+", help="only these cases, by their table name, e.g. "
+                                     "'VoxelResBackBone8x (eval)' (default: all)")
     training = sub.add_parser("train", help="training step time vs data-loading time on a synthetic database")
     training.add_argument("--database", required=True, help="a synthetic nuScenes database (tools/make_synthetic.py)")
     training.add_argument("--config", default="configs/centerpoint_nuscenes_voxel01.yaml")
@@ -96,8 +99,13 @@ def main() -> int:
     if missing:
         parser.error(f"real scans not found: {', '.join(missing)} (set --real-data)")
     run, table = RUNS[args.benchmark]
+    options = {"cases": args.cases} if args.benchmark == "conv" else {}
     print(f"machine: {machine_description()}\n")
-    print(table(run(clouds, threads=args.threads, repeats=args.repeats)))
+    try:
+        results = run(clouds, threads=args.threads, repeats=args.repeats, **options)
+    except ValueError as error:  # e.g. an unknown --cases name
+        parser.error(str(error))
+    print(table(results))
     return 0
 
 
