@@ -145,21 +145,27 @@ class _IndexGrid:
         self._cells: dict[torch.device, torch.Tensor] = {}
         self._lock = threading.Lock()
 
-    def neighbour_rows(self, keys: torch.Tensor, neighbour_keys: torch.Tensor, num_cells: int) -> torch.Tensor:
-        """Row of each neighbour key (-1: absent or a negative key), for the sites with ``keys`` (N,) int64
-        in rows 0..N-1 and any-shaped int64 ``neighbour_keys`` < ``num_cells``."""
+    def absent_key(self, num_cells: int, device) -> int:
+        """A key past ``num_cells`` whose cell stays -1: what an absent neighbour is looked up as (so the
+        lookup needs no masking pass). Allocates the grid for ``num_cells`` if needed."""
         with self._lock:
-            grid = self._cells.get(keys.device)
-            if grid is None or grid.numel() < num_cells:
-                self._cells.pop(keys.device, None)
-                grid = torch.full((num_cells,), -1, dtype=torch.int32, device=keys.device)
-                self._cells[keys.device] = grid
+            grid = self._cells.get(torch.device(device))
+            if grid is None or grid.numel() <= num_cells:
+                self._cells.pop(torch.device(device), None)  # free the old one before the new one
+                grid = torch.full((num_cells + 1,), -1, dtype=torch.int32, device=device)
+                self._cells[torch.device(device)] = grid
+            return grid.numel() - 1
+
+    def neighbour_rows(self, keys: torch.Tensor, neighbour_keys: torch.Tensor) -> torch.Tensor:
+        """(..., ) int32 row of each neighbour key (-1: absent), for the sites with ``keys`` (N,) int64 in
+        rows 0..N-1; ``neighbour_keys`` int64, each a site key or :meth:`absent_key`'s."""
+        with self._lock:
+            grid = self._cells[keys.device]
             grid.index_copy_(0, keys, torch.arange(keys.numel(), dtype=torch.int32, device=keys.device))
             try:
-                rows = grid.index_select(0, neighbour_keys.clamp(min=0).view(-1)).view(neighbour_keys.shape)
+                return grid.index_select(0, neighbour_keys.view(-1)).view(neighbour_keys.shape)
             finally:
                 grid.index_fill_(0, keys, -1)
-        return rows.masked_fill_(neighbour_keys < 0, -1)
 
     def release(self) -> None:
         """Free the buffers (they are rebuilt on the next use)."""
@@ -202,16 +208,17 @@ def build_submanifold_map(tensor: SparseTensor, kernel_size, dilation, dense_gri
             in_grid[axis, k] = (c >= -delta) & (c < extent - delta)
     neighbour_keys = torch.empty((looked_up, n), dtype=torch.int64, device=device)
     identity = volume // 2 if odd else None
+    absent = _INDEX_GRID.absent_key(tensor.batch_size * depth * height * width, device) if dense_grid else ABSENT
     for offset, (kz, ky, kx) in enumerate(itertools.islice(itertools.product(*map(range, kernel_size)), looked_up)):
         if offset == identity:
-            neighbour_keys[offset].fill_(ABSENT)  # the centre is applied without a map
+            neighbour_keys[offset].fill_(absent)  # the centre is applied without a map
             continue
         dz, dy, dx = ((k - size // 2) * d for k, size, d in zip((kz, ky, kx), kernel_size, dilation))
         torch.add(keys, (dz * height + dy) * width + dx, out=neighbour_keys[offset])
         inside = in_grid[0, kz] & in_grid[1, ky] & in_grid[2, kx]
-        neighbour_keys[offset].masked_fill_(~inside, ABSENT)
+        neighbour_keys[offset].masked_fill_(~inside, absent)
     if dense_grid:
-        rows = _INDEX_GRID.neighbour_rows(keys, neighbour_keys, tensor.batch_size * depth * height * width)
+        rows = _INDEX_GRID.neighbour_rows(keys, neighbour_keys)
     else:
         rows = tensor.hash_map.query_keys(neighbour_keys.view(-1)).view(looked_up, n)
     in_rows, out_rows, counts = _pairs_from_matrix(rows)
