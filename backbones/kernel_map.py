@@ -134,7 +134,7 @@ def _sorted_by_output(in_rows: torch.Tensor, out_rows: torch.Tensor, counts: lis
 # whole batch grid) when it takes at most this many bytes, else in the tensor's hash map. The grid
 # built the nuScenes stride-1 map ~2x faster than the hash map (issue 14; a prototype measured
 # 2.4-3.9x on a quiet machine) and needs no hash map built for the tensor. It is allocated once per
-# process (and kept: release it with ``_INDEX_GRID.release()``) and reset cell by cell after each use,
+# process (and kept: :func:`release_dense_grid` frees it) and reset cell by cell after each use,
 # because a fresh grid of this size costs more in page faults than the whole lookup.
 DENSE_GRID_MAX_BYTES = 512 * 2**20
 
@@ -175,6 +175,12 @@ class _IndexGrid:
 
 
 _INDEX_GRID = _IndexGrid()
+
+
+def release_dense_grid() -> None:
+    """Free the dense index grid of submanifold lookups (up to DENSE_GRID_MAX_BYTES per device); the
+    next lookup allocates it again."""
+    _INDEX_GRID.release()
 
 
 def uses_dense_grid(tensor: SparseTensor) -> bool:

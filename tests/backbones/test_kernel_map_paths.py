@@ -36,10 +36,13 @@ def test_dense_grid_keeps_no_sites_of_an_earlier_tensor():
     second = random_sparse(SHAPE, num_sites=30, seed=2)
     assert_same_map(build_submanifold_map(second, 3, 1, dense_grid=True),
                     build_submanifold_map(second, 3, 1, dense_grid=False))
-    # And a larger grid after a smaller one (the buffer grows).
+    # And a larger grid after a smaller one (the buffer grows), and after the grid was freed.
     third = random_sparse((9, 10, 11), batch_size=3, num_sites=300, seed=3)
     assert_same_map(build_submanifold_map(third, 3, 1, dense_grid=True),
                     build_submanifold_map(third, 3, 1, dense_grid=False))
+    kernel_map_module.release_dense_grid()
+    assert_same_map(build_submanifold_map(second, 3, 1, dense_grid=True),
+                    build_submanifold_map(second, 3, 1, dense_grid=False))
 
 
 def test_lookup_is_chosen_by_grid_size(monkeypatch):
