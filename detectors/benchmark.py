@@ -10,6 +10,7 @@ import json
 import os
 import statistics
 import tempfile
+import time
 from dataclasses import dataclass
 
 import torch
@@ -58,4 +59,104 @@ def training_table(results: list[TrainingResult]) -> str:
     for r in results:
         lines.append(f"| {r.backend} | {r.workers} | {r.batch_size} | {r.steps} | {r.step_s:.2f} | {r.data_s:.2f} | "
                      f"{100 * r.data_share:.1f}% | {r.step_s / r.batch_size:.2f}, {r.data_s / r.batch_size:.2f} |")
+    return "\n".join(lines)
+
+
+DETECTOR_STAGES = ("voxelize", "backbone 3D", "BEV (height compression + SECOND-FPN)", "head", "decode + NMS")
+
+
+@dataclass
+class DetectorResult:
+    case: str
+    backend: str
+    precision: str
+    threads: int
+    points: int
+    voxels: int
+    boxes: int
+    stage_ms: dict          # stage name -> median ms, stages run one after the other
+    predict_ms: float       # median of the whole CenterPoint.predict
+
+
+def _staged_predict(model, clouds) -> tuple[dict[str, float], list]:
+    """CenterPoint.predict cut into its stages: seconds of each and the same result as predict."""
+    from detectors.center_head import decode
+
+    seconds, clock = {}, time.perf_counter()
+
+    def lap(stage):
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[stage], clock = now - clock, now
+
+    with torch.no_grad():
+        with model.inference_autocast():
+            tensor, _ = model.voxelizers["test"].batch(clouds)
+            lap(DETECTOR_STAGES[0])
+            sparse = model.backbone_3d(tensor).out
+            lap(DETECTOR_STAGES[1])
+            bev = model.bev_backbone(model.bev_map(sparse))
+            lap(DETECTOR_STAGES[2])
+            predictions = model.head(bev)
+            lap(DETECTOR_STAGES[3])
+        head = model.config.head
+        result = decode(predictions, head.class_groups, head.class_names, model.grid, model.config.decode)
+        lap(DETECTOR_STAGES[4])
+    return seconds, result
+
+
+def benchmark_detector(cases: list[tuple[str, str, str]], threads=(1, 2), repeats: int = 5,
+                       backends=("torch", "spconv"), precisions=("fp32",), seed: int = 0) -> list[DetectorResult]:
+    """``CenterPoint.predict`` on one cloud per (name, config path, cloud path), eval mode, weights
+    initialised from ``seed``: per stage and end to end, medians of ``repeats`` runs after a warm-up,
+    the (backend, precision) variants interleaved run by run. Precision 'bf16' is the config's
+    ``model.inference_precision`` switch."""
+    from backbones.sparse_modules import set_backend
+    from datasets.point_files import read_points
+    from detectors.centerpoint import CenterPoint, load_centerpoint_config
+
+    results = []
+    for name, config_path, cloud_path in cases:
+        config = load_centerpoint_config(config_path)
+        torch.manual_seed(seed)
+        model = CenterPoint(config.model).eval()
+        # spconv's CPU kernels take no bfloat16: its rows are fp32 only.
+        variants = [(backend, precision) for backend in backends for precision in precisions
+                    if backend == "torch" or precision == "fp32"]
+        points = read_points(cloud_path)[:, :config.model.num_point_features]
+        clouds = [torch.as_tensor(points)]
+        voxels = model.voxelizers["test"].batch(clouds)[0].num_sites
+        for count in threads:
+            torch.set_num_threads(count)
+            samples = {variant: {"stages": [], "predict": [], "boxes": 0} for variant in variants}
+            for repeat in range(repeats + 1):  # the first round warms up
+                for backend, precision in variants:
+                    set_backend(model, backend)
+                    model.config.inference_precision = precision
+                    sample = samples[backend, precision]
+                    stage_seconds, result = _staged_predict(model, clouds)
+                    start = time.perf_counter()
+                    model.predict(clouds)
+                    predict_seconds = time.perf_counter() - start
+                    if repeat:
+                        sample["stages"].append(stage_seconds)
+                        sample["predict"].append(predict_seconds)
+                    sample["boxes"] = len(result[0]["scores"])
+            for (backend, precision), sample in samples.items():
+                stage_ms = {stage: 1e3 * statistics.median(s[stage] for s in sample["stages"])
+                            for stage in DETECTOR_STAGES}
+                results.append(DetectorResult(name, backend, precision, count, len(points), voxels, sample["boxes"],
+                                              stage_ms, 1e3 * statistics.median(sample["predict"])))
+    return results
+
+
+def detector_table(results: list[DetectorResult]) -> str:
+    header = " | ".join(f"{stage} ms" for stage in DETECTOR_STAGES)
+    lines = [f"| case | points → voxels | backend | precision | threads | {header} | predict ms | boxes |",
+             "|---|---|---|---|---|" + "---|" * len(DETECTOR_STAGES) + "---|---|"]
+    for r in results:
+        stages = " | ".join(f"{r.stage_ms[stage]:.1f}" for stage in DETECTOR_STAGES)
+        lines.append(f"| {r.case} | {r.points} → {r.voxels} | {r.backend} | {r.precision} | {r.threads} | "
+                     f"{stages} | "
+                     f"{r.predict_ms:.1f} | {r.boxes} |")
     return "\n".join(lines)

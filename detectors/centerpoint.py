@@ -23,6 +23,7 @@ from backbones.activation_penalty import ActivationPenalty, ActivationPenaltyCon
 from backbones.bev import SECONDFPN, conv2d_output_shape, height_compression
 from backbones.backends import BACKENDS
 from backbones.voxel_backbones import BACKBONES, CONV_TYPES, build_backbone
+from backbones.sparse_modules import SparseConvolution
 from datasets.augmentation import Augmenter
 from datasets.base import DatasetConfig  # one subclass per dataset.type (datasets.dataset_types)
 from detectors.center_head import CenterHead, DecodeConfig, at_least_one, center_loss, decode
@@ -33,6 +34,7 @@ from voxelize.voxelizer import Voxelizer
 
 # A grid counts as whole when range / voxel size is this close to an integer (in voxels).
 WHOLE_GRID_TOLERANCE = 1e-6
+INFERENCE_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # name -> autocast dtype (None: off)
 
 
 @dataclass
@@ -140,6 +142,9 @@ class ModelConfig:
     backbone_3d: Backbone3DConfig = field(default_factory=Backbone3DConfig)
     bev: BEVConfig = field(default_factory=BEVConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    # Precision of predict(): 'fp32', or 'bf16' (autocast: convolutions multiply in bfloat16 and
+    # accumulate in fp32; decoding in fp32). Opt-in: its effect on AP is not yet measured.
+    inference_precision: Literal[tuple(INFERENCE_PRECISIONS)] = "fp32"
 
     def __post_init__(self):
         model_shapes(self)
@@ -422,7 +427,16 @@ class CenterPoint(nn.Module):
             clouds = [torch.as_tensor(cloud, device=device) for cloud in clouds]
         tensor, _ = self.voxelizers["train" if self.training else "test"].batch(clouds)
         sparse = self.backbone_3d(tensor).out
-        return self.head(self.bev_backbone(height_compression(sparse)))
+        return self.head(self.bev_backbone(self.bev_map(sparse)))
+
+    def bev_map(self, sparse) -> torch.Tensor:
+        """The backbone's stride-8 SparseTensor as the (B, C * D, H, W) BEV input of the 2D network.
+
+        In eval mode it is laid out channels-last: oneDNN's 2D convs then run ~10% faster in fp32 and
+        ~3x faster in bf16 on CPU (measured on the KITTI BEV); training keeps the default layout.
+        """
+        bev = height_compression(sparse)
+        return bev if self.training else bev.contiguous(memory_format=torch.channels_last)
 
     def targets(self, gt_boxes, gt_labels) -> list[dict[str, torch.Tensor]]:
         """One sample's training targets on this model's head grid."""
@@ -448,7 +462,23 @@ class CenterPoint(nn.Module):
     @torch.no_grad()
     def predict(self, clouds: list) -> list[dict[str, torch.Tensor]]:
         head = self.config.head
-        return decode(self(clouds), head.class_groups, head.class_names, self.grid, self.config.decode)
+        with self.inference_autocast():
+            predictions = self(clouds)
+        return decode(predictions, head.class_groups, head.class_names, self.grid, self.config.decode)
+
+    def inference_autocast(self) -> torch.autocast:
+        """The autocast context of ``model.inference_precision`` on this model's device (disabled for fp32)."""
+        dtype = INFERENCE_PRECISIONS[self.config.inference_precision]
+        device_type = next(self.parameters()).device.type
+        if dtype is not None and device_type == "cpu" and uses_spconv(self):
+            raise ValueError(f"model.inference_precision={self.config.inference_precision} needs the torch sparse-conv "
+                             "backend on CPU: spconv's CPU kernels take no bfloat16")
+        return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def uses_spconv(model: nn.Module) -> bool:
+    """Whether any sparse conv of ``model`` runs on the spconv backend."""
+    return any(isinstance(m, SparseConvolution) and m.backend == "spconv" for m in model.modules())
 
 
 __all__ = ["CenterPoint", "CenterPointConfig", "ModelConfig", "ModelShapes", "REGRESSION_CODE",

@@ -2,7 +2,10 @@
 
     python tools/benchmark.py voxelize [--real-data ../shared/data/real] [--repeats 7] [--threads 1 2]
     python tools/benchmark.py conv [--real-data ../shared/data/real] [--repeats 5] [--threads 1 2]
+        [--conv-gemm mm|onednn] [--cases NAME ...]
     python tools/benchmark.py meter [--real-data ../shared/data/real] [--repeats 5] [--threads 2]
+    python tools/benchmark.py detector [--real-data ../shared/data/real] [--repeats 5] [--threads 1 2]
+        [--backends torch spconv] [--precisions fp32 bf16]
     python tools/benchmark.py train --database work/synthetic [--config configs/centerpoint_nuscenes_voxel01.yaml]
         [--steps 6] [--workers 0 2] [--backends torch spconv]
 """
@@ -12,9 +15,13 @@ import sys
 
 from command_line import add_debug_option, run_tool
 
+from backbones import sparse_conv_function
 from backbones.backends import BACKENDS
 from backbones.benchmark import benchmark_conv, benchmark_meter, conv_table, meter_table
-from detectors.benchmark import benchmark_training, training_table
+from backbones.sparse_conv_function import CONV_GEMMS
+from detectors.benchmark import benchmark_detector, benchmark_training, detector_table, training_table
+from detectors.centerpoint import INFERENCE_PRECISIONS
+from voxelize.allocator import keep_freed_memory
 from voxelize.benchmark import benchmark_voxelize, machine_description, voxelize_table
 
 REAL_CLOUDS = {  # benchmark -> [(path under the real-data folder, voxel preset)]
@@ -23,6 +30,10 @@ REAL_CLOUDS = {  # benchmark -> [(path under the real-data folder, voxel preset)
     "conv": [("nuscenes/sweeps10_float16_N5.bin", "nuscenes"), ("kitti/velodyne/000000.bin", "kitti")],
     "meter": [("nuscenes/sweeps10_float16_N5.bin", "nuscenes"), ("kitti/velodyne/000000.bin", "kitti")],
 }
+DETECTOR_CASES = [  # (case, config, cloud under the real-data folder)
+    ("nuScenes 10-sweep stack", "configs/centerpoint_nuscenes_voxel01.yaml", "nuscenes/sweeps10_float16_N5.bin"),
+    ("KITTI scan", "configs/centerpoint_kitti_voxel005.yaml", "kitti/velodyne/000000.bin"),
+]
 RUNS = {"voxelize": (benchmark_voxelize, voxelize_table), "conv": (benchmark_conv, conv_table),
         "meter": (benchmark_meter, meter_table)}
 
@@ -41,14 +52,32 @@ def main() -> int:
                              help="timed runs per side (median reported)")
         command.add_argument("--threads", type=int, nargs="+", default=[2] if name == "meter" else [1, 2],
                              help="torch thread counts to time")
+    detector = sub.add_parser("detector", help="CenterPoint.predict per stage on the nuScenes stack and a KITTI scan")
+    detector.add_argument("--real-data", default="../shared/data/real",
+                          help="folder of the real scans (default: %(default)s, relative to the current directory)")
+    detector.add_argument("--repeats", type=int, default=5, help="timed runs per side (median reported)")
+    detector.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to time")
+    detector.add_argument("--backends", nargs="+", default=["torch", "spconv"], choices=["torch", "spconv"])
+    detector.add_argument("--precisions", nargs="+", default=["fp32"], choices=sorted(INFERENCE_PRECISIONS),
+                          help="model.inference_precision values to time (bf16: autocast, opt-in)")
+    sub.choices["conv"].add_argument("--conv-gemm", choices=CONV_GEMMS, default=sparse_conv_function.CONV_GEMM,
+                                     help="GEMM of the torch backend's conv loop (default: %(default)s)")
+    sub.choices["conv"].add_argument("--cases", nargs="+", help="only these cases, by their table name, e.g. "
+                                     "'VoxelResBackBone8x (eval)' (default: all)")
     training = sub.add_parser("train", help="training step time vs data-loading time on a synthetic database")
     training.add_argument("--database", required=True, help="a synthetic nuScenes database (tools/make_synthetic.py)")
     training.add_argument("--config", default="configs/centerpoint_nuscenes_voxel01.yaml")
     training.add_argument("--steps", type=int, default=6, help="timed steps per run (one warm-up step more)")
     training.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts")
     training.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
+    for command in sub.choices.values():
+        command.add_argument("--default-malloc", action="store_true",
+                             help="leave glibc's malloc thresholds alone (default: keep freed large buffers, "
+                                  "for both backends alike; see voxelize/allocator.py)")
     add_debug_option(parser)
     args = parser.parse_args()
+    if not args.default_malloc:
+        keep_freed_memory()
 
     if args.benchmark == "train":
         if not os.path.isdir(args.database):
@@ -59,13 +88,30 @@ def main() -> int:
         print(training_table(benchmark_training(args.config, synthetic, args.backends, args.workers, args.steps)))
         return 0
 
+    if args.benchmark == "detector":
+        cases = [(name, config, os.path.join(args.real_data, rel)) for name, config, rel in DETECTOR_CASES]
+        missing = [path for _, _, path in cases if not os.path.isfile(path)]
+        if missing:
+            parser.error(f"real scans not found: {', '.join(missing)} (set --real-data)")
+        print(f"machine: {machine_description()}\n")
+        print(detector_table(benchmark_detector(cases, args.threads, args.repeats, args.backends, args.precisions)))
+        return 0
+
+    if args.benchmark == "conv":
+        sparse_conv_function.CONV_GEMM = args.conv_gemm
+        print(f"torch backend conv GEMM: {args.conv_gemm}")
     clouds = [(os.path.join(args.real_data, rel), preset) for rel, preset in REAL_CLOUDS[args.benchmark]]
     missing = [path for path, _ in clouds if not os.path.isfile(path)]
     if missing:
         parser.error(f"real scans not found: {', '.join(missing)} (set --real-data)")
     run, table = RUNS[args.benchmark]
+    options = {"cases": args.cases} if args.benchmark == "conv" else {}
     print(f"machine: {machine_description()}\n")
-    print(table(run(clouds, threads=args.threads, repeats=args.repeats)))
+    try:
+        results = run(clouds, threads=args.threads, repeats=args.repeats, **options)
+    except ValueError as error:  # e.g. an unknown --cases name
+        parser.error(str(error))
+    print(table(results))
     return 0
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from datasets.point_files import read_points
+from voxelize.allocator import malloc_setting
 from voxelize.presets import VOXEL_PRESETS
 from voxelize.voxelizer import Voxelizer
 
@@ -36,7 +37,8 @@ def machine_description() -> str:
         spconv_version = "absent"
     malloc = os.environ.get("MALLOC_MMAP_THRESHOLD_", "default")
     return (f"{cpu}, {os.cpu_count()} logical cores, Python {platform.python_version()}, "
-            f"torch {torch.__version__}, spconv {spconv_version}, MALLOC_MMAP_THRESHOLD_={malloc}")
+            f"torch {torch.__version__}, spconv {spconv_version}, MALLOC_MMAP_THRESHOLD_={malloc}, "
+            f"freed memory: {malloc_setting()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
 
 
 def interleaved_medians(functions: dict, repeats: int = 7, warmup: int = 2) -> dict[str, float]:
