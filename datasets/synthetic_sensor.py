@@ -33,11 +33,11 @@ class Material:
 # Calibrated on the real key frame: its road returns 5..12 (median 8), walls and vehicles ~10..25, while
 # retro-reflectors (plates, lamps, signs, cone bands) reach 60..255.
 MATERIALS = {
-    "asphalt": Material(8.0), "concrete": Material(13.0), "facade": Material(14.0), "glass": Material(10.0, 0.08),
-    "interior": Material(6.0), "paint": Material(12.0), "car_glass": Material(8.0, 0.15), "tyre": Material(4.0),
+    "asphalt": Material(10.5), "concrete": Material(18.0), "facade": Material(20.0), "glass": Material(10.0, 0.08),
+    "interior": Material(8.0), "paint": Material(14.0), "car_glass": Material(8.0, 0.15), "tyre": Material(5.0),
     "plate": Material(110.0), "headlamp": Material(45.0), "tail_reflector": Material(140.0),
-    "clothing": Material(9.0), "skin": Material(14.0), "metal": Material(22.0), "sign": Material(160.0),
-    "foliage": Material(7.0, 0.35, 0.35), "hedge": Material(8.0, 0.75, 0.15), "bark": Material(10.0),
+    "clothing": Material(12.0), "skin": Material(16.0), "metal": Material(26.0), "sign": Material(160.0),
+    "foliage": Material(9.0, 0.35, 0.35), "hedge": Material(10.0, 0.75, 0.15), "bark": Material(12.0),
     "fence": Material(18.0, 0.6), "barrier": Material(28.0), "cone": Material(60.0), "spokes": Material(15.0, 0.25),
     "ego": Material(20.0),
 }
@@ -62,7 +62,7 @@ class LidarSpec:
     max_range: float = 70.0
     range_noise: float = 0.02
     dropout: float = 0.03
-    weak_range: float = 28.0
+    weak_range: float = 50.0
     keeps_no_returns: bool = True
     placeholder_range: tuple = (0.05, 0.45)
     mount: tuple = (0.943, 0.0, 1.84)  # sensor in the ego frame (x forward, z up), metres
@@ -71,7 +71,7 @@ class LidarSpec:
 
 # HDL-32E: the real key frame's rings lie at -30.67 + 1.333 k degrees (its per-ring medians agree to
 # 0.07 deg), 1084 firings per ring and turn (0.332 deg).
-HDL32E = LidarSpec(tuple(np.linspace(-30.67, 10.67, 32).round(3)))
+HDL32E = LidarSpec(tuple(np.linspace(-30.67, 10.67, 32).round(3)), max_range=100.0)
 HDL64E = LidarSpec(tuple(np.linspace(-24.9, 2.0, 64).round(3)), azimuth_steps=2048, max_range=100.0,
                    weak_range=45.0, keeps_no_returns=False)
 LIDARS = {"hdl32e": HDL32E, "hdl64e": HDL64E}
@@ -312,7 +312,7 @@ def scan(primitives: Primitives, ground: Ground, origin: np.ndarray, sensor_yaw:
 
     found = np.isfinite(distance) & (distance < spec.max_range)
     # Intensity: a Lambertian share plus a floor, times log-normal speckle; weak far returns are lost.
-    intensity = base * (0.35 + 0.65 * cosine) * np.exp(rng.normal(0.0, 0.45, rays))
+    intensity = base * (0.35 + 0.65 * cosine) * np.exp(rng.normal(0.0, 0.6, rays))
     reach = spec.weak_range * np.sqrt(np.maximum(intensity, 0.5) / 5.0)
     keep_probability = (1.0 - spec.dropout) / (1.0 + np.exp((distance - reach) / (0.12 * reach)))
     found &= rng.random(rays) < keep_probability

@@ -38,8 +38,10 @@ CLASSES = {
 }
 KERB_HEIGHT = 0.12        # sidewalks stand this high above the road (m)
 CLEARANCE = 0.7           # static clutter keeps this far from annotated objects (m)
-EGO_BODY = (Primitives.concatenate([  # the ego car in its own frame (x forward from the rear axle)
-    part((1.45, 0.0, 0.5), (2.45, 0.95, 0.5), "ego"), part((0.6, 0.0, 1.27), (1.2, 0.65, 0.28), "ego")]))
+# The ego car in its own frame (x forward from the rear axle): the roof under the sensor hides the body
+# from the steep beams, only the hood shows ahead (the real key frame: rings 0-7 partly on the roof).
+EGO_BODY = Primitives.concatenate([part((0.943, 0.0, 1.45), (0.75, 0.55, 0.05), "ego"),
+                                   part((1.2, 0.0, 0.5), (2.2, 0.9, 0.35), "ego")])
 
 
 @dataclass
@@ -97,12 +99,12 @@ class _Street:
     """Places things in a straight street frame (u along, w across, w > 0 left of the ego's direction)
     and bends them onto the ego's path: u maps to the ego pose when the ego passes u."""
 
-    def __init__(self, scene: Scene):
-        self.scene = scene
+    def __init__(self, scene: Scene, ego_w: float):
+        self.scene, self.ego_w = scene, ego_w   # the ego drives at w = ego_w (its lane's centre)
 
     def pose(self, u: float, w: float) -> tuple[np.ndarray, float]:
         centre, street_yaw = self.scene.ego_pose(u / self.scene.ego_speed)
-        return centre + w * np.array([-math.sin(street_yaw), math.cos(street_yaw)]), street_yaw
+        return centre + (w - self.ego_w) * np.array([-math.sin(street_yaw), math.cos(street_yaw)]), street_yaw
 
 
 def _rectangle_corners(rects: np.ndarray, margin: float) -> np.ndarray:
@@ -133,8 +135,8 @@ class _Occupancy:
     scene, to keep new objects and clutter clear of them."""
 
     def __init__(self, duration: float):
-        self.times = (0.0, duration / 2, duration)
-        self.rects = np.zeros((3, 0, 5))
+        self.times = tuple(np.linspace(0.0, duration, 5))
+        self.rects = np.zeros((len(self.times), 0, 5))
         self.heights = np.zeros((0, 2))
 
     def add(self, obj: SceneObject) -> None:
@@ -159,7 +161,7 @@ class _Occupancy:
             if not near_in_z.any():
                 continue
             rect = np.array([centre[0], centre[1], 2 * extent[0], 2 * extent[1], 0.0])
-            for k in range(3):
+            for k in range(len(self.times)):
                 if (_overlapping(rect, self.rects[k][near_in_z], margin)).any():
                     return True
         return False
@@ -173,16 +175,24 @@ def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = H
     scene = Scene([], speed, rng.uniform(-0.015, 0.015), rng.uniform(-math.pi, math.pi), duration, lidar)
     scene.ground = Ground(tuple(rng.uniform(0.005, 0.012, 3)),
                           tuple(tuple(rng.normal(0, 0.6, 2)) for _ in range(3)), tuple(rng.uniform(0, 6.3, 3)))
-    street = _Street(scene)
-    begin, end = -75.0, speed * duration + 75.0
     lanes_per_side = int(rng.choice([1, 1, 2]))
     lane_width = rng.uniform(3.0, 3.5)
+    street = _Street(scene, -lane_width / 2)  # right-hand traffic: the ego in the first lane right of the centre
+    begin, end = -85.0, speed * duration + 85.0
     parking = [bool(rng.random() < 0.8) for _ in range(2)]
     half_road = {side: lanes_per_side * lane_width + (2.2 if parking[i] else 0.3)
                  for i, side in enumerate((-1, 1))}
     sidewalk = {side: rng.uniform(2.5, 5.0) for side in (-1, 1)}
+    # Each side is built up (facades) or open (a park or plaza with trees, maybe a parking lot, buildings
+    # far back); a cross street may cut both sides.
+    open_side = {side: bool(rng.random() < 0.4) for side in (-1, 1)}
+    crossing_at = rng.uniform(begin + 25, end - 25) if rng.random() < 0.5 else None
+    cross_width = rng.uniform(10, 18)
     objects: list[SceneObject] = []
     occupancy = _Occupancy(duration)
+    start, ego_yaw = scene.ego_pose(0.0)
+    occupancy.add(SceneObject("ego", start + 1.45 * np.array([math.cos(ego_yaw), math.sin(ego_yaw)]), ego_yaw,
+                              (4.9, 1.9, 1.6), speed * np.array([math.cos(ego_yaw), math.sin(ego_yaw)]), False))
 
     def add(name, u, w, heading, moving_speed, base=0.0, parts=None, annotated=True):
         position, street_yaw = street.pose(u, w)
@@ -205,6 +215,9 @@ def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = H
                                                                    "construction_vehicle"])
                 low, high = CLASSES[name][2]
                 moving = rng.random() < CLASSES[name][5] + 0.1
+                if side < 0 and lane == 0 and -20 < u < speed * duration + 20:
+                    u += 10  # the ego's own lane stays clear around it
+                    continue
                 add(name, u, w + rng.normal(0, 0.2), heading + rng.normal(0, 0.03),
                     rng.uniform(low, high) if moving else 0.0)
                 u += rng.uniform(12, 45)
@@ -264,8 +277,22 @@ def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = H
         add("traffic_cone", rng.uniform(begin, end), side * (half_road[side] - rng.uniform(0.3, 1.5)),
             rng.uniform(0, math.pi), 0.0)
 
+    for side in (-1, 1):  # parking lots on open sides: rows of cars nose-in, on the road level
+        if not open_side[side] or rng.random() < 0.5:
+            continue
+        u0 = rng.uniform(begin, end - 40)
+        row_w = side * (half_road[side] + sidewalk[side] + rng.uniform(4, 8))
+        for row in range(int(rng.integers(1, 3))):
+            u = u0
+            for _ in range(int(rng.integers(4, 12))):
+                if rng.random() < 0.8:
+                    add("car", u, row_w + side * row * 6.0, side * math.pi / 2 + math.pi * (rng.random() < 0.3)
+                        + rng.normal(0, 0.04), 0.0)
+                u += rng.uniform(2.5, 3.0)
+
     scene.objects = objects
-    scene.static = _street_geometry(rng, street, begin, end, half_road, sidewalk, occupancy)
+    gaps = [] if crossing_at is None else [(crossing_at - cross_width / 2, crossing_at + cross_width / 2)]
+    scene.static = _street_geometry(rng, street, begin, end, half_road, sidewalk, occupancy, open_side, gaps)
     return scene
 
 
@@ -276,13 +303,16 @@ def _part_model(name: str, rng: np.random.Generator, moving: bool) -> Primitives
     return model(rng)
 
 
-def _street_geometry(rng, street: _Street, begin, end, half_road, sidewalk, occupancy: _Occupancy) -> Primitives:
+def _street_geometry(rng, street: _Street, begin, end, half_road, sidewalk, occupancy: _Occupancy, open_side,
+                     gaps) -> Primitives:
     """Kerbs and sidewalks, buildings, vegetation, poles, signs and fences, in the global frame; clutter
     keeps CLEARANCE from every annotated object's path (so an object's surroundings are its own)."""
     pieces: list[Primitives] = []
 
     def place(parts: Primitives, u: float, w: float, heading: float = 0.0, base: float = 0.0,
               check: bool = True) -> bool:
+        if any(low <= u <= high for low, high in gaps):
+            return False
         position, street_yaw = street.pose(u, w)
         placed = parts.moved(np.array([*position, base]), rotation_z(street_yaw + heading))
         if check and occupancy.clashes_static(placed, CLEARANCE):
@@ -296,13 +326,21 @@ def _street_geometry(rng, street: _Street, begin, end, half_road, sidewalk, occu
         for u in np.arange(begin, end, segment):
             slab = part((0, 0, KERB_HEIGHT / 2), (segment / 2 + 0.05, width / 2, KERB_HEIGHT / 2), "concrete")
             place(slab, u + segment / 2, side * (half_road[side] + width / 2), check=False)
-        _buildings(rng, place, begin, end, side, half_road[side] + width)
+        edge = half_road[side] + width
+        if open_side[side]:
+            _buildings(rng, place, begin, end, side, edge + rng.uniform(20, 35))
+            for _ in range(int((end - begin) * rng.uniform(0.1, 0.3))):  # trees and bushes in a park
+                kind = rng.choice(["tree", "tree", "bush"])
+                place(_furniture(kind, rng), rng.uniform(begin, end), side * (edge + rng.uniform(1.5, 30)),
+                      rng.uniform(0, math.pi))
+        else:
+            _buildings(rng, place, begin, end, side, edge)
         u = begin + rng.uniform(0, 8)
         while u < end:  # street furniture on the kerb strip
-            w = side * (half_road[side] + rng.uniform(0.5, 0.8))
+            w = side * (half_road[side] + rng.uniform(0.9, 1.3))
             kind = rng.choice(["tree", "tree", "pole", "sign", "bush"])
             place(_furniture(kind, rng), u, w, rng.uniform(0, math.pi) if kind != "sign" else 0.0, KERB_HEIGHT)
-            u += rng.uniform(6, 18)
+            u += rng.uniform(5, 12)
     return Primitives.concatenate(pieces)
 
 
@@ -311,11 +349,11 @@ def _buildings(rng, place, begin, end, side, sidewalk_edge):
     u = begin
     while u < end:
         length = rng.uniform(8, 30)
-        if rng.random() < 0.15:
+        if rng.random() < 0.1:
             u += rng.uniform(4, 12)  # a gap: an alley or a parking lot
             continue
         setback = float(rng.choice([0.0, 0.0, rng.uniform(1.5, 6.0)]))
-        floors = int(rng.integers(1, 6))
+        floors = int(rng.integers(1, 7))
         facade = _facade(rng, length, floors)
         place(facade, u + length / 2, side * (sidewalk_edge + setback), 0.0 if side > 0 else math.pi,
               KERB_HEIGHT, check=False)

@@ -6,6 +6,7 @@ import pytest
 from datasets.nuscenes_dataset import NuScenesDataset
 from datasets.nuscenes_writer import TRAIN_SPLIT, VAL_SPLIT, make_synthetic_database
 from datasets.boxes import points_in_box
+from datasets.synthetic_world import KERB_HEIGHT
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,9 @@ def test_boxes_are_in_the_lidar_frame_with_dx_along_the_heading(database):
     assert boxes.shape[1] == 9 and np.all(boxes[:, 3:6] > 0)
     cars = boxes[frame["gt_labels"] == dataset.class_names.index("car")]
     assert np.all(cars[:, 3] > cars[:, 4])  # cars are longer (dx) than wide (dy)
-    assert np.all(np.abs(boxes[:, 2] - boxes[:, 5] / 2 + 1.84) < 0.05)  # standing on the ground
+    # standing on the road (z = 0) or on a sidewalk (z = KERB_HEIGHT), 1.84 m below the sensor
+    bottom = boxes[:, 2] - boxes[:, 5] / 2 + 1.84
+    assert np.all(np.minimum(np.abs(bottom), np.abs(bottom - KERB_HEIGHT)) < 0.05)
 
 
 def test_ground_truth_exported_as_predictions_scores_ap_one(database, tmp_path):
@@ -96,7 +99,16 @@ def test_ground_truth_exported_as_predictions_scores_ap_one(database, tmp_path):
                                                      info.lidar_to_ego, info.ego_to_global)
     write_results(str(tmp_path / "results.json"), results)
     metrics = evaluate_nuscenes(root, "v1.0-synthetic", VAL_SPLIT, str(tmp_path / "results.json"), str(tmp_path))
-    present = {n for info in dataset.infos for n, c in zip(info.gt_names, info.num_lidar_pts) if c > 0}
+    from nuscenes.eval.common.config import config_factory
+
+    # present as the devkit sees them: with points and within the class's evaluation range of the ego
+    class_range = config_factory("detection_cvpr_2019").class_range
+    present = set()
+    for info in dataset.infos:
+        ego_xy = (info.gt_boxes[:, :3] @ info.lidar_to_ego[:3, :3].T + info.lidar_to_ego[:3, 3])[:, :2]
+        for name, count, distance in zip(info.gt_names, info.num_lidar_pts, np.hypot(*ego_xy.T)):
+            if count > 0 and distance <= class_range[name]:
+                present.add(name)
     assert {"car", "pedestrian"} <= present
     for name in present:
         assert metrics["mean_dist_aps"][name] == pytest.approx(1.0), name
