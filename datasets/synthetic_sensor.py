@@ -69,9 +69,13 @@ class LidarSpec:
     mount_yaw: float = -math.pi / 2    # sensor x axis relative to the ego's, as nuScenes' LIDAR_TOP
 
 
-# HDL-32E: the real key frame's rings lie at -30.67 + 1.333 k degrees (its per-ring medians agree to
-# 0.07 deg), 1084 firings per ring and turn (0.332 deg).
-HDL32E = LidarSpec(tuple(np.linspace(-30.67, 10.67, 32).round(3)), max_range=100.0)
+# HDL-32E: the real key frame's per-ring median elevations (degrees) for the rings it sees all the way round
+# (8-30); the steep rings 1-7, half hidden by the roof, keep the nominal -30.67 + 1.333 k; 1084 firings per
+# ring and turn (0.332 deg), as in the real file.
+HDL32E_ELEVATIONS = (-30.67, -29.336, -28.003, -26.669, -25.336, -24.002, -22.669, -21.335, -20.129, -18.775,
+                     -17.416, -16.044, -14.715, -13.365, -12.032, -10.703, -9.354, -8.023, -6.678, -5.342, -4.011,
+                     -2.682, -1.342, -0.007, 1.323, 2.662, 3.996, 5.326, 6.664, 7.995, 9.323, 10.67)
+HDL32E = LidarSpec(HDL32E_ELEVATIONS, max_range=100.0)
 HDL64E = LidarSpec(tuple(np.linspace(-24.9, 2.0, 64).round(3)), azimuth_steps=2048, max_range=100.0,
                    weak_range=45.0, keeps_no_returns=False)
 LIDARS = {"hdl32e": HDL32E, "hdl64e": HDL64E}
