@@ -33,7 +33,7 @@ class Material:
 # Calibrated on the real key frame: its road returns 5..12 (median 8), walls and vehicles ~10..25, while
 # retro-reflectors (plates, lamps, signs, cone bands) reach 60..255.
 MATERIALS = {
-    "asphalt": Material(10.5), "concrete": Material(18.0), "facade": Material(20.0), "glass": Material(10.0, 0.08),
+    "asphalt": Material(12.0), "concrete": Material(20.0), "facade": Material(20.0), "glass": Material(10.0, 0.08),
     "interior": Material(8.0), "paint": Material(14.0), "car_glass": Material(8.0, 0.15), "tyre": Material(5.0),
     "plate": Material(110.0), "headlamp": Material(45.0), "tail_reflector": Material(140.0),
     "clothing": Material(12.0), "skin": Material(16.0), "metal": Material(26.0), "sign": Material(160.0),
@@ -316,7 +316,7 @@ def scan(primitives: Primitives, ground: Ground, origin: np.ndarray, sensor_yaw:
 
     found = np.isfinite(distance) & (distance < spec.max_range)
     # Intensity: a Lambertian share plus a floor, times log-normal speckle; weak far returns are lost.
-    intensity = base * (0.35 + 0.65 * cosine) * np.exp(rng.normal(0.0, 0.6, rays))
+    intensity = base * (0.5 + 0.5 * cosine) * np.exp(rng.normal(0.0, 0.6, rays))
     reach = spec.weak_range * np.sqrt(np.maximum(intensity, 0.5) / 5.0)
     keep_probability = (1.0 - spec.dropout) / (1.0 + np.exp((distance - reach) / (0.12 * reach)))
     found &= rng.random(rays) < keep_probability

@@ -253,6 +253,15 @@ def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = H
             du += 0 if crossing else 1.4 * (member // 2)
             add("pedestrian", u + du, w0 + dw, heading + rng.normal(0, 0.1), pace,
                 base=0.0 if crossing else KERB_HEIGHT)
+    for side in (-1, 1):  # people out on the open side's plaza or park
+        if not open_side[side]:
+            continue
+        for _ in range(int(rng.integers(2, 7))):
+            u, w = rng.uniform(begin, end), side * (half_road[side] + sidewalk[side] + rng.uniform(1.0, 18.0))
+            heading, moving = rng.uniform(-math.pi, math.pi), rng.random() < CLASSES["pedestrian"][5]
+            pace = rng.uniform(*CLASSES["pedestrian"][2]) if moving else 0.0
+            for member in range(int(rng.integers(1, 4))):
+                add("pedestrian", u + rng.normal(0, 0.2), w + 1.3 * member, heading + rng.normal(0, 0.1), pace)
     for _ in range(int(rng.integers(1, 5))):
         side = int(rng.choice([-1, 1]))
         name = "bicycle" if rng.random() < 0.6 else "motorcycle"
