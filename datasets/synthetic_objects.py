@@ -165,13 +165,13 @@ def _person(rng: np.random.Generator, phase: float, stride: float) -> list[Primi
     parts = []
     for side, sign in ((-1, 1.0), (1, -1.0)):   # left and right legs swing in opposition
         angle = sign * swing
-        parts.append(part((leg * math.sin(angle), side * 0.1, hip - leg * math.cos(angle)), (0.07, 0.07, leg),
+        parts.append(part((leg * math.sin(angle), side * 0.1, hip - leg * math.cos(angle)), (0.08, 0.08, leg),
                           "clothing", pitch=angle, gain=float(rng.uniform(0.6, 1.6))))
         arm = 0.33 * height / 2
-        parts.append(part((-arm * math.sin(angle), side * 0.23, shoulder - arm * math.cos(angle)), (0.05, 0.05, arm),
+        parts.append(part((-arm * math.sin(angle), side * 0.25, shoulder - arm * math.cos(angle)), (0.055, 0.055, arm),
                           "clothing", pitch=-angle))
     torso_gain = float(rng.uniform(0.5, 2.0))
-    parts.append(part((0, 0, (hip + shoulder) / 2 + 0.02), (0.11, 0.19, (shoulder - hip) / 2 + 0.04), "clothing",
+    parts.append(part((0, 0, (hip + shoulder) / 2 + 0.02), (0.13, 0.21, (shoulder - hip) / 2 + 0.05), "clothing",
                       ELLIPSOID, gain=torso_gain))
     parts.append(part((0, 0, height - 0.11), (0.1, 0.085, 0.115), "skin", ELLIPSOID))
     return parts
