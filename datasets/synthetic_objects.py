@@ -67,8 +67,8 @@ def car(rng: np.random.Generator) -> Primitives:
     ]
     for side in (-1, 1):  # pillars at the windscreen and the rear window
         for x in (cabin_x + cabin_length / 2 - 0.1, cabin_x - cabin_length / 2 + 0.1):
-            parts.append(part((x, side * (half_width - 0.12), (body_top + roof) / 2), (0.06, 0.05, (roof - body_top) / 2),
-                              "paint", gain=gain))
+            parts.append(part((x, side * (half_width - 0.12), (body_top + roof) / 2),
+                              (0.06, 0.05, (roof - body_top) / 2), "paint", gain=gain))
     wheelbase = 0.6 * length
     parts += _wheels((wheelbase / 2 + 0.05, -wheelbase / 2 + 0.05), half_width - 0.12, radius, 0.22)
     parts += _lamps(half_length, -half_length, half_width, clearance + 0.45, gain)

@@ -108,63 +108,75 @@ class _Street:
 
 
 def _rectangle_corners(rects: np.ndarray, margin: float) -> np.ndarray:
-    """(M, 4, 2) corners of BEV rectangles (M, 5) [x, y, dx, dy, yaw], each grown by ``margin``."""
-    half = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]])[None] * (rects[:, None, 2:4] + margin) / 2
-    c, s = np.cos(rects[:, 4])[:, None], np.sin(rects[:, 4])[:, None]
+    """(..., 4, 2) corners of BEV rectangles (..., 5) [x, y, dx, dy, yaw], each grown by ``margin``."""
+    half = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]]) * (rects[..., None, 2:4] + margin) / 2
+    c, s = np.cos(rects[..., 4])[..., None], np.sin(rects[..., 4])[..., None]
     return np.stack([half[..., 0] * c - half[..., 1] * s, half[..., 0] * s + half[..., 1] * c], -1) + \
-        rects[:, None, :2]
+        rects[..., None, :2]
 
 
-def _overlapping(rect: np.ndarray, rects: np.ndarray, margin: float) -> np.ndarray:
-    """(M,) bool: separating-axis test of one BEV rectangle against M, all grown by ``margin``."""
-    if not len(rects):
-        return np.zeros(0, bool)
-    a = _rectangle_corners(rect[None], margin)                       # (1, 4, 2)
-    b = _rectangle_corners(rects, margin)                            # (M, 4, 2)
-    yaws = np.concatenate([np.full(len(rects), rect[4])[:, None], rects[:, 4:5]], 1)  # (M, 2)
+def _overlapping(a: np.ndarray, b: np.ndarray, margin: float) -> np.ndarray:
+    """Separating-axis test of BEV rectangles a (..., 5) against b (..., 5), broadcast, each grown by
+    ``margin`` (so rectangles closer than ``margin`` overlap): (...) bool."""
+    a, b = np.broadcast_arrays(a, b)
+    corners_a, corners_b = _rectangle_corners(a, margin), _rectangle_corners(b, margin)
+    yaws = np.stack([a[..., 4], b[..., 4]], -1)                                          # (..., 2)
     axes = np.concatenate([np.stack([np.cos(yaws), np.sin(yaws)], -1),
-                           np.stack([-np.sin(yaws), np.cos(yaws)], -1)], 1)            # (M, 4, 2)
-    pa = np.einsum("mkd,xcd->mkc", axes, a)
-    pb = np.einsum("mkd,mcd->mkc", axes, b)
+                           np.stack([-np.sin(yaws), np.cos(yaws)], -1)], -2)             # (..., 4, 2)
+    pa = np.einsum("...kd,...cd->...kc", axes, corners_a)
+    pb = np.einsum("...kd,...cd->...kc", axes, corners_b)
     separated = (pa.max(-1) < pb.min(-1)) | (pb.max(-1) < pa.min(-1))
-    return ~separated.any(1)
+    return ~separated.any(-1)
 
 
 class _Occupancy:
-    """The footprints (BEV rectangles) and heights of placed objects at the start, middle and end of a
-    scene, to keep new objects and clutter clear of them."""
+    """The footprints (BEV rectangles) and heights of placed objects at five times of a scene, to keep
+    new objects and clutter clear of them. A bounding circle of each object's whole path rules out
+    far pairs before the exact rectangle test."""
 
     def __init__(self, duration: float):
         self.times = tuple(np.linspace(0.0, duration, 5))
         self.rects = np.zeros((len(self.times), 0, 5))
         self.heights = np.zeros((0, 2))
+        self.circles = np.zeros((0, 3))                                              # x, y, radius
+
+    def _rects_of(self, obj: SceneObject) -> np.ndarray:
+        return np.array([obj.box_at(t)[[0, 1, 3, 4, 6]] for t in self.times])           # (T, 5)
+
+    @staticmethod
+    def _circle(rects: np.ndarray) -> np.ndarray:
+        centre = rects[:, :2].mean(0)
+        reach = np.hypot(*(rects[:, :2] - centre).T).max() + np.hypot(*rects[0, 2:4]) / 2
+        return np.array([*centre, reach])
+
+    def _near(self, circle: np.ndarray, margin: float) -> np.ndarray:
+        gap = np.hypot(self.circles[:, 0] - circle[0], self.circles[:, 1] - circle[1])
+        return np.nonzero(gap < self.circles[:, 2] + circle[2] + margin)[0]
 
     def add(self, obj: SceneObject) -> None:
-        boxes = [obj.box_at(t) for t in self.times]
-        self.rects = np.concatenate([self.rects, np.array([[b[[0, 1, 3, 4, 6]]] for b in boxes])], 1)
+        rects = self._rects_of(obj)
+        self.rects = np.concatenate([self.rects, rects[:, None]], 1)
         self.heights = np.concatenate([self.heights, [[obj.base, obj.base + obj.size[2]]]])
+        self.circles = np.concatenate([self.circles, self._circle(rects)[None]])
 
     def clashes(self, obj: SceneObject, margin: float) -> bool:
-        for k, t in enumerate(self.times):
-            if _overlapping(obj.box_at(t)[[0, 1, 3, 4, 6]], self.rects[k], margin).any():
-                return True
-        return False
+        rects = self._rects_of(obj)
+        near = self._near(self._circle(rects), margin)
+        return bool(len(near)) and bool(_overlapping(rects[:, None], self.rects[:, near], margin).any())
 
     def clashes_static(self, parts: Primitives, margin: float) -> bool:
         """Whether any part (global frame, its bounding box) comes within ``margin`` of an object."""
-        if not self.heights.shape[0]:
-            return False
         extents = parts.extents()
-        for centre, extent in zip(parts.centre, extents):
-            near_in_z = (centre[2] - extent[2] < self.heights[:, 1] + margin) & \
-                        (centre[2] + extent[2] > self.heights[:, 0] - margin)
-            if not near_in_z.any():
-                continue
-            rect = np.array([centre[0], centre[1], 2 * extent[0], 2 * extent[1], 0.0])
-            for k in range(len(self.times)):
-                if (_overlapping(rect, self.rects[k][near_in_z], margin)).any():
-                    return True
-        return False
+        low, high = (parts.centre - extents).min(0), (parts.centre + extents).max(0)
+        near = self._near(np.array([*(low[:2] + high[:2]) / 2, np.hypot(*(high[:2] - low[:2])) / 2]), margin)
+        near = near[(low[2] < self.heights[near, 1] + margin) & (high[2] > self.heights[near, 0] - margin)]
+        if not len(near):
+            return False
+        near_in_z = (parts.centre[:, None, 2] - extents[:, None, 2] < self.heights[None, near, 1] + margin) & \
+                    (parts.centre[:, None, 2] + extents[:, None, 2] > self.heights[None, near, 0] - margin)
+        rects = np.column_stack([parts.centre[:, :2], 2 * extents[:, :2], np.zeros(len(parts))])  # (P, 5)
+        overlap = _overlapping(rects[:, None, None], self.rects[None][:, :, near], margin)      # (P, T, M)
+        return bool((overlap & near_in_z[:, None, :]).any())
 
 
 def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = HDL32E) -> Scene:
@@ -204,7 +216,7 @@ def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = H
             objects.append(candidate)
             occupancy.add(candidate)
 
-    # Traffic in the lanes: right-hand traffic, heading with the street on w < 0... both directions.
+    # Traffic in the lanes, right-hand: along the street (heading 0) at w < 0, against it at w > 0.
     for side in (-1, 1):
         heading = 0.0 if side < 0 else math.pi
         for lane in range(lanes_per_side):
@@ -245,12 +257,17 @@ def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = H
         pace = rng.uniform(*CLASSES["pedestrian"][2]) if moving else 0.0
         crossing = rng.random() < 0.2
         heading = (side * math.pi / 2 if crossing else float(rng.choice([0.0, math.pi]))) + rng.normal(0, 0.15)
+        # on a sidewalk wide enough, two abreast (1.3 m apart) from the kerb side, else in single file
+        abreast = not crossing and sidewalk[side] >= 3.3
         w0 = (side * rng.uniform(1.0, half_road[side] - 1.0) if crossing
-              else side * (half_road[side] + rng.uniform(0.9, sidewalk[side] - 0.7)))
+              else side * (half_road[side] + 0.8 + (0.0 if abreast else rng.uniform(0.0, sidewalk[side] - 1.6))))
         for member in range(int(rng.integers(1, 5))):
-            du, dw = (member * 1.35, rng.normal(0, 0.15)) if crossing else (rng.normal(0, 0.3), 0.0)
-            dw += 0 if crossing else -side * 1.3 * (member % 2)
-            du += 0 if crossing else 1.4 * (member // 2)
+            if crossing:
+                du, dw = member * 1.35, rng.normal(0, 0.15)
+            elif abreast:
+                du, dw = 1.4 * (member // 2) + rng.normal(0, 0.3), side * 1.3 * (member % 2)
+            else:
+                du, dw = 1.5 * member + rng.normal(0, 0.2), 0.0
             add("pedestrian", u + du, w0 + dw, heading + rng.normal(0, 0.1), pace,
                 base=0.0 if crossing else KERB_HEIGHT)
     for side in (-1, 1):  # people out on the open side's plaza or park
@@ -407,7 +424,8 @@ def _boundary(kind: str, rng, length: float) -> Primitives:
     if kind == "hedge":
         return centred(part((0, 0, 0), (length / 2, rng.uniform(0.3, 0.6), rng.uniform(0.5, 0.9)), "hedge"))
     height = rng.uniform(1.0, 1.8)
-    parts = [part((x, 0, height / 2), (0.04, 0.04, height / 2), "metal") for x in np.arange(-length / 2, length / 2, 2.5)]
+    parts = [part((x, 0, height / 2), (0.04, 0.04, height / 2), "metal")
+             for x in np.arange(-length / 2, length / 2, 2.5)]
     parts.append(part((0, 0, height / 2), (length / 2, 0.02, height / 2 - 0.05), "fence"))
     return centred(Primitives.concatenate(parts))
 
