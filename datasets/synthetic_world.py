@@ -212,7 +212,7 @@ def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = H
         parts = parts if parts is not None else _part_model(name, rng, moving_speed > 0)
         velocity = moving_speed * np.array([math.cos(yaw), math.sin(yaw)])
         candidate = SceneObject(name, position, yaw, tight_size(parts), velocity, annotated, parts, base)
-        if not occupancy.clashes(candidate, 0.3 if moving_speed > 0 else 0.6):
+        if not occupancy.clashes(candidate, 0.6):  # each object's 0.5 m surroundings are its own
             objects.append(candidate)
             occupancy.add(candidate)
 
