@@ -199,8 +199,12 @@ def bird_eye_plots(frames: dict[str, LabelledFrame], path: str, extent: float = 
 
     from datasets.boxes import box_corners
 
-    figure, axes = plt.subplots(1, len(frames), figsize=(6 * len(frames), 6.2))
-    for axis, (title, frame) in zip(np.atleast_1d(axes), frames.items()):
+    columns = min(len(frames), 2)
+    rows = -(-len(frames) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 6.2 * rows), squeeze=False)
+    for axis in axes.flat[len(frames):]:
+        axis.set_visible(False)
+    for axis, (title, frame) in zip(axes.flat, frames.items()):
         points = frame.points
         near = (np.abs(points[:, 0]) < extent) & (np.abs(points[:, 1]) < extent)
         axis.scatter(points[near, 0], points[near, 1], c=np.clip(points[near, 2], -2.5, 3.0), s=0.05, cmap="viridis",
@@ -215,7 +219,7 @@ def bird_eye_plots(frames: dict[str, LabelledFrame], path: str, extent: float = 
         axis.set_title(f"{title}: {len(points):,} points")
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=80)
     plt.close(figure)
     return path
 

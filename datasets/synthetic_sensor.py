@@ -37,7 +37,7 @@ MATERIALS = {
     "interior": Material(8.0), "paint": Material(14.0), "car_glass": Material(8.0, 0.15), "tyre": Material(5.0),
     "plate": Material(110.0), "headlamp": Material(45.0), "tail_reflector": Material(140.0),
     "clothing": Material(12.0), "skin": Material(16.0), "metal": Material(26.0), "sign": Material(160.0),
-    "foliage": Material(9.0, 0.35, 0.35), "hedge": Material(10.0, 0.75, 0.15), "bark": Material(12.0),
+    "foliage": Material(9.0, 0.45, 0.35), "hedge": Material(10.0, 0.75, 0.15), "bark": Material(12.0),
     "fence": Material(18.0, 0.6), "barrier": Material(28.0), "cone": Material(60.0), "spokes": Material(15.0, 0.25),
     "ego": Material(20.0),
 }

@@ -355,7 +355,7 @@ def _street_geometry(rng, street: _Street, begin, end, half_road, sidewalk, occu
         edge = half_road[side] + width
         if open_side[side]:
             _buildings(rng, place, begin, end, side, edge + rng.uniform(20, 35))
-            for _ in range(int((end - begin) * rng.uniform(0.1, 0.3))):  # trees and bushes in a park
+            for _ in range(int((end - begin) * rng.uniform(0.2, 0.5))):  # trees and bushes in a park
                 kind = rng.choice(["tree", "tree", "bush"])
                 place(_furniture(kind, rng), rng.uniform(begin, end), side * (edge + rng.uniform(1.5, 30)),
                       rng.uniform(0, math.pi))
@@ -364,7 +364,7 @@ def _street_geometry(rng, street: _Street, begin, end, half_road, sidewalk, occu
         u = begin + rng.uniform(0, 8)
         while u < end:  # street furniture on the kerb strip
             w = side * (half_road[side] + rng.uniform(0.9, 1.3))
-            kind = rng.choice(["tree", "tree", "pole", "sign", "bush"])
+            kind = rng.choice(["tree", "tree", "tree", "pole", "sign", "bush"])
             place(_furniture(kind, rng), u, w, rng.uniform(0, math.pi) if kind != "sign" else 0.0, KERB_HEIGHT)
             u += rng.uniform(5, 12)
     return Primitives.concatenate(pieces)
