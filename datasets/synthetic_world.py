@@ -191,7 +191,7 @@ def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = H
     lane_width = rng.uniform(3.0, 3.5)
     street = _Street(scene, -lane_width / 2)  # right-hand traffic: the ego in the first lane right of the centre
     begin, end = -85.0, speed * duration + 85.0
-    parking = [bool(rng.random() < 0.8) for _ in range(2)]
+    parking = [bool(rng.random() < 0.65) for _ in range(2)]
     half_road = {side: lanes_per_side * lane_width + (2.2 if parking[i] else 0.3)
                  for i, side in enumerate((-1, 1))}
     sidewalk = {side: rng.uniform(2.5, 5.0) for side in (-1, 1)}
@@ -239,7 +239,7 @@ def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = H
             continue
         u = begin + rng.uniform(0, 5)
         while u < end:
-            if rng.random() < 0.15:
+            if rng.random() < 0.25:
                 u += rng.uniform(5, 15)  # a driveway or an empty stretch
                 continue
             name = rng.choice(["car"] * 12 + ["truck", "trailer", "construction_vehicle"])
