@@ -143,11 +143,14 @@ def real_keyframe(real_dir: str) -> tuple[LabelledFrame, np.ndarray]:
     return LabelledFrame(points, np.array(boxes, dtype=np.float64).reshape(-1, 7), names), np.array(counts)
 
 
-def real_sweeps(real_dir: str, boxes: np.ndarray, names: list) -> LabelledFrame:
-    """The real 10-sweep stack (points (N, 5) x, y, z, intensity, time lag) with the key frame's boxes."""
+def real_sweeps(real_dir: str) -> LabelledFrame:
+    """The real 10-sweep stack (points (N, 5) x, y, z, intensity, time lag), without boxes: it comes from
+    another nuScenes key frame than REAL_KEYFRAME (its own key sweep holds 34,752 points, and the two
+    clouds lie a median 0.4 m apart), whose annotations are not at hand. Its earlier sweeps lack the points
+    within 1 m of the sensor, as the usual nuScenes loaders drop them."""
     from datasets.point_files import read_points
 
-    return LabelledFrame(read_points(os.path.join(real_dir, REAL_SWEEPS)), boxes, names)
+    return LabelledFrame(read_points(os.path.join(real_dir, REAL_SWEEPS)))
 
 
 def synthetic_keyframes(root: str, split: str, limit: int | None = None, version: str = "v1.0-synthetic",

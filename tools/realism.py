@@ -39,7 +39,7 @@ def main() -> int:
         sources["before"] = synthetic_keyframes(args.before, args.split, args.frames)
     sources["synthetic"] = synthetic_keyframes(args.database, args.split, args.frames)
     sources[REAL_KEY] = [key]
-    sources[REAL_STACK] = [real_sweeps(args.real_data, key.boxes, key.names)]
+    sources[REAL_STACK] = [real_sweeps(args.real_data)]
     report = realism_report(sources, REAL_KEY, args.out)
     print(report["table"])
     print(f"bird's-eye plots: {report['bird_eye']}")

@@ -67,9 +67,17 @@ def test_sweeps_of_a_static_object_coincide(database):
         assert int((shell & above_ground & ~inside).sum()) <= 0.02 * max(int(inside.sum()), 1) + 2
         lags_inside = np.unique(lags[inside])
         assert len(lags_inside) >= 5 or inside.sum() < 20
-    # The ground of old sweeps lands on the key frame's ground plane (z = -1.84 in the LiDAR frame).
-    ground = points[(np.hypot(points[:, 0], points[:, 1]) < 15) & (points[:, 2] < -1.5)]
-    assert abs(float(np.median(ground[:, 2])) + 1.84) < 0.05
+    # The ground of old sweeps lands on the key frame's road plane (z = -1.84 in the LiDAR frame): every
+    # sweep puts as many points as the key frame into a +-8 cm band around it, centred on it. (The road
+    # is one of two ground levels: sidewalks stand KERB_HEIGHT higher and may hold more of the points.)
+    near = np.hypot(points[:, 0], points[:, 1]) < 15
+    road = near & (np.abs(points[:, 2] + 1.84) < 0.08)
+    key_count = int((road & (lags == 0)).sum())
+    assert key_count > 1000
+    for lag in np.unique(lags):
+        mine = road & (lags == lag)
+        assert int(mine.sum()) > 0.8 * key_count, lag
+        assert abs(float(np.median(points[mine, 2])) + 1.84) < 0.03, lag
 
 
 def test_boxes_are_in_the_lidar_frame_with_dx_along_the_heading(database):
