@@ -1,9 +1,11 @@
-"""A synthetic LiDAR world: scenes on a ground plane with static clutter and moving objects of the
-nuScenes detection classes, an ego vehicle driving a path, and a ray-cast spinning LiDAR.
+"""A synthetic LiDAR world: streets with kerbs and sidewalks, building facades with windows and setbacks,
+trees, hedges, poles, signs and fences, rows of parked vehicles, pedestrian groups and traffic in lanes,
+an ego vehicle driving the street, and a ray-cast spinning LiDAR (datasets.synthetic_sensor).
 
-Everything is in metres, in a scene's global frame (z up, ground at z = 0). Boxes are
-``(x, y, z, dx, dy, dz, yaw)`` with z the box centre and dx along the heading. The world only
-describes and senses scenes; ``datasets.nuscenes_writer`` turns them into a nuScenes database.
+Everything is in metres, in a scene's global frame (z up, road at z ~ 0, sidewalks at z = KERB_HEIGHT).
+Boxes are ``(x, y, z, dx, dy, dz, yaw)`` with z the box centre and dx along the heading; an annotated box
+is the tight box around all parts of its object (datasets.synthetic_objects). The world only describes
+and senses scenes; ``datasets.nuscenes_writer`` turns them into a nuScenes database.
 """
 from __future__ import annotations
 
@@ -13,69 +15,68 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from datasets.boxes import rotation_z
+from datasets.synthetic_objects import PART_MODELS, centred, tight_size
+from datasets.synthetic_sensor import (ELLIPSOID, HDL32E, HDL64E, LIDARS, Ground, LidarSpec, Primitives,  # noqa: F401
+                                       beam_directions, body_returns, part, scan)
 
-# detection name: (nuScenes category, size dx, dy, dz, speed range m/s when moving, moving attribute,
-# static attribute, reflectivity 0..1)
+# detection name: (nuScenes category, typical size dx, dy, dz, speed range m/s when moving, moving attribute,
+# static attribute, share of this class that moves)
 CLASSES = {
-    "car": ("vehicle.car", (4.6, 1.95, 1.7), (3.0, 10.0), "vehicle.moving", "vehicle.parked", 0.55),
-    "truck": ("vehicle.truck", (7.5, 2.6, 3.1), (2.0, 8.0), "vehicle.moving", "vehicle.parked", 0.5),
+    "car": ("vehicle.car", (4.6, 1.95, 1.7), (3.0, 12.0), "vehicle.moving", "vehicle.parked", 0.8),
+    "truck": ("vehicle.truck", (7.5, 2.6, 3.1), (2.0, 9.0), "vehicle.moving", "vehicle.parked", 0.6),
     "construction_vehicle": ("vehicle.construction", (6.5, 2.8, 3.2), (0.5, 2.0), "vehicle.moving",
-                             "vehicle.parked", 0.45),
-    "bus": ("vehicle.bus.rigid", (11.0, 2.95, 3.5), (2.0, 8.0), "vehicle.moving", "vehicle.stopped", 0.5),
-    "trailer": ("vehicle.trailer", (12.0, 2.9, 3.8), (2.0, 6.0), "vehicle.moving", "vehicle.parked", 0.45),
-    "barrier": ("movable_object.barrier", (0.5, 2.5, 1.0), None, None, None, 0.7),
-    "motorcycle": ("vehicle.motorcycle", (2.1, 0.8, 1.5), (2.0, 8.0), "cycle.with_rider", "cycle.without_rider", 0.5),
-    "bicycle": ("vehicle.bicycle", (1.75, 0.6, 1.3), (1.5, 5.0), "cycle.with_rider", "cycle.without_rider", 0.4),
-    "pedestrian": ("human.pedestrian.adult", (0.73, 0.67, 1.77), (0.5, 1.8), "pedestrian.moving",
-                   "pedestrian.standing", 0.35),
-    "traffic_cone": ("movable_object.trafficcone", (0.41, 0.41, 1.07), None, None, None, 0.8),
+                             "vehicle.parked", 0.3),
+    "bus": ("vehicle.bus.rigid", (11.0, 2.95, 3.5), (2.0, 9.0), "vehicle.moving", "vehicle.stopped", 0.7),
+    "trailer": ("vehicle.trailer", (12.0, 2.9, 3.8), (2.0, 7.0), "vehicle.moving", "vehicle.parked", 0.3),
+    "barrier": ("movable_object.barrier", (0.5, 2.5, 1.0), None, None, None, 0.0),
+    "motorcycle": ("vehicle.motorcycle", (2.1, 0.8, 1.5), (2.0, 10.0), "cycle.with_rider", "cycle.without_rider",
+                   0.8),
+    "bicycle": ("vehicle.bicycle", (1.75, 0.6, 1.3), (2.0, 6.0), "cycle.with_rider", "cycle.without_rider", 0.7),
+    "pedestrian": ("human.pedestrian.adult", (0.73, 0.67, 1.77), (0.6, 1.8), "pedestrian.moving",
+                   "pedestrian.standing", 0.75),
+    "traffic_cone": ("movable_object.trafficcone", (0.41, 0.41, 1.07), None, None, None, 0.0),
 }
-GROUND_REFLECTIVITY = 0.25
-CLUTTER_REFLECTIVITY = {"wall": 0.6, "pole": 0.7, "vegetation": 0.3}
-
-
-@dataclass(frozen=True)
-class LidarSpec:
-    """A spinning multi-beam LiDAR: elevation angles (degrees) and azimuth steps per turn."""
-    elevations_deg: tuple
-    azimuth_steps: int = 1080
-    max_range: float = 70.0
-    range_noise: float = 0.02     # metres, Gaussian
-    dropout: float = 0.05         # share of returns lost
-    mount: tuple = (0.943, 0.0, 1.84)  # sensor in the ego frame (x forward, z up), metres
-    mount_yaw: float = -math.pi / 2    # sensor x axis relative to the ego's, as nuScenes' LIDAR_TOP
-
-
-HDL32E = LidarSpec(tuple(np.linspace(-30.67, 10.67, 32).round(3)))
-HDL64E = LidarSpec(tuple(np.linspace(-24.9, 2.0, 64).round(3)), azimuth_steps=2048, max_range=100.0)
-LIDARS = {"hdl32e": HDL32E, "hdl64e": HDL64E}
+KERB_HEIGHT = 0.12        # sidewalks stand this high above the road (m)
+CLEARANCE = 0.7           # static clutter keeps this far from annotated objects (m)
+# The ego car in its own frame (x forward from the rear axle): the roof under the sensor hides the body
+# from the steep beams, only the hood shows ahead (the real key frame: rings 0-7 partly on the roof).
+EGO_BODY = Primitives.concatenate([part((0.943, 0.0, 1.45), (0.75, 0.55, 0.05), "ego"),
+                                   part((1.2, 0.0, 0.5), (2.2, 0.9, 0.35), "ego")])
 
 
 @dataclass
 class SceneObject:
-    """A box moving at constant velocity; annotated objects have a detection class name."""
-    name: str                 # detection class, or 'wall' / 'pole' / 'vegetation' for clutter
-    start: np.ndarray         # (x, y) at t = 0
+    """A rigid object moving at constant velocity; ``parts`` in its frame (see synthetic_objects).
+    Annotated objects have a detection class name."""
+    name: str                 # detection class, or a clutter kind
+    start: np.ndarray         # (x, y) at t = 0, centre of the tight box
     yaw: float
-    size: tuple               # dx, dy, dz
+    size: tuple               # dx, dy, dz of the tight box around the parts
     velocity: np.ndarray      # (vx, vy) m/s
-    reflectivity: float
     annotated: bool
+    parts: Primitives = field(default_factory=Primitives.empty)
+    base: float = 0.0         # z of the box bottom (0 on the road, KERB_HEIGHT on a sidewalk)
 
     def box_at(self, t: float) -> np.ndarray:
         x, y = self.start + self.velocity * t
-        return np.array([x, y, self.size[2] / 2, *self.size, self.yaw])
+        return np.array([x, y, self.base + self.size[2] / 2, *self.size, self.yaw])
+
+    def parts_at(self, t: float) -> Primitives:
+        x, y = self.start + self.velocity * t
+        return self.parts.moved(np.array([x, y, self.base]), rotation_z(self.yaw))
 
 
 @dataclass
 class Scene:
-    """One drive: the ego path (constant speed and turn rate) and the objects around it."""
+    """One drive: the ego path (constant speed and turn rate), the objects, and the static street."""
     objects: list[SceneObject]
     ego_speed: float
     ego_yaw_rate: float
     ego_start_yaw: float
     duration: float
     lidar: LidarSpec = HDL32E
+    static: Primitives = field(default_factory=Primitives.empty)  # street geometry in the global frame
+    ground: Ground = field(default_factory=Ground)
 
     def ego_pose(self, t: float) -> tuple[np.ndarray, float]:
         """(x, y) and yaw of the ego at time t (seconds from the scene start)."""
@@ -94,78 +95,361 @@ class Scene:
         return origin, ego_rotation @ rotation_z(self.lidar.mount_yaw)
 
 
+class _Street:
+    """Places things in a straight street frame (u along, w across, w > 0 left of the ego's direction)
+    and bends them onto the ego's path: u maps to the ego pose when the ego passes u."""
+
+    def __init__(self, scene: Scene, ego_w: float):
+        self.scene, self.ego_w = scene, ego_w   # the ego drives at w = ego_w (its lane's centre)
+
+    def pose(self, u: float, w: float) -> tuple[np.ndarray, float]:
+        centre, street_yaw = self.scene.ego_pose(u / self.scene.ego_speed)
+        return centre + (w - self.ego_w) * np.array([-math.sin(street_yaw), math.cos(street_yaw)]), street_yaw
+
+
+def _rectangle_corners(rects: np.ndarray, margin: float) -> np.ndarray:
+    """(..., 4, 2) corners of BEV rectangles (..., 5) [x, y, dx, dy, yaw], each grown by ``margin``."""
+    half = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]]) * (rects[..., None, 2:4] + margin) / 2
+    c, s = np.cos(rects[..., 4])[..., None], np.sin(rects[..., 4])[..., None]
+    return np.stack([half[..., 0] * c - half[..., 1] * s, half[..., 0] * s + half[..., 1] * c], -1) + \
+        rects[..., None, :2]
+
+
+def _overlapping(a: np.ndarray, b: np.ndarray, margin: float) -> np.ndarray:
+    """Separating-axis test of BEV rectangles a (..., 5) against b (..., 5), broadcast, each grown by
+    ``margin`` (so rectangles closer than ``margin`` overlap): (...) bool."""
+    a, b = np.broadcast_arrays(a, b)
+    corners_a, corners_b = _rectangle_corners(a, margin), _rectangle_corners(b, margin)
+    yaws = np.stack([a[..., 4], b[..., 4]], -1)                                          # (..., 2)
+    axes = np.concatenate([np.stack([np.cos(yaws), np.sin(yaws)], -1),
+                           np.stack([-np.sin(yaws), np.cos(yaws)], -1)], -2)             # (..., 4, 2)
+    pa = np.einsum("...kd,...cd->...kc", axes, corners_a)
+    pb = np.einsum("...kd,...cd->...kc", axes, corners_b)
+    separated = (pa.max(-1) < pb.min(-1)) | (pb.max(-1) < pa.min(-1))
+    return ~separated.any(-1)
+
+
+class _Occupancy:
+    """The footprints (BEV rectangles) and heights of placed objects at five times of a scene, to keep
+    new objects and clutter clear of them. A bounding circle of each object's whole path rules out
+    far pairs before the exact rectangle test."""
+
+    def __init__(self, duration: float):
+        self.times = tuple(np.linspace(0.0, duration, 5))
+        self.rects = np.zeros((len(self.times), 0, 5))
+        self.heights = np.zeros((0, 2))
+        self.circles = np.zeros((0, 3))                                              # x, y, radius
+
+    def _rects_of(self, obj: SceneObject) -> np.ndarray:
+        return np.array([obj.box_at(t)[[0, 1, 3, 4, 6]] for t in self.times])           # (T, 5)
+
+    @staticmethod
+    def _circle(rects: np.ndarray) -> np.ndarray:
+        centre = rects[:, :2].mean(0)
+        reach = np.hypot(*(rects[:, :2] - centre).T).max() + np.hypot(*rects[0, 2:4]) / 2
+        return np.array([*centre, reach])
+
+    def _near(self, circle: np.ndarray, margin: float) -> np.ndarray:
+        gap = np.hypot(self.circles[:, 0] - circle[0], self.circles[:, 1] - circle[1])
+        return np.nonzero(gap < self.circles[:, 2] + circle[2] + margin)[0]
+
+    def add(self, obj: SceneObject) -> None:
+        rects = self._rects_of(obj)
+        self.rects = np.concatenate([self.rects, rects[:, None]], 1)
+        self.heights = np.concatenate([self.heights, [[obj.base, obj.base + obj.size[2]]]])
+        self.circles = np.concatenate([self.circles, self._circle(rects)[None]])
+
+    def clashes(self, obj: SceneObject, margin: float) -> bool:
+        rects = self._rects_of(obj)
+        near = self._near(self._circle(rects), margin)
+        return bool(len(near)) and bool(_overlapping(rects[:, None], self.rects[:, near], margin).any())
+
+    def clashes_static(self, parts: Primitives, margin: float) -> bool:
+        """Whether any part (global frame, its bounding box) comes within ``margin`` of an object."""
+        extents = parts.extents()
+        low, high = (parts.centre - extents).min(0), (parts.centre + extents).max(0)
+        near = self._near(np.array([*(low[:2] + high[:2]) / 2, np.hypot(*(high[:2] - low[:2])) / 2]), margin)
+        near = near[(low[2] < self.heights[near, 1] + margin) & (high[2] > self.heights[near, 0] - margin)]
+        if not len(near):
+            return False
+        near_in_z = (parts.centre[:, None, 2] - extents[:, None, 2] < self.heights[None, near, 1] + margin) & \
+                    (parts.centre[:, None, 2] + extents[:, None, 2] > self.heights[None, near, 0] - margin)
+        rects = np.column_stack([parts.centre[:, :2], 2 * extents[:, :2], np.zeros(len(parts))])  # (P, 5)
+        overlap = _overlapping(rects[:, None, None], self.rects[None][:, :, near], margin)      # (P, T, M)
+        return bool((overlap & near_in_z[:, None, :]).any())
+
+
 def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = HDL32E) -> Scene:
-    """A street: walls, poles and vegetation along both sides, parked and moving traffic in two
-    lanes, pedestrians and cyclists on the sidewalks, barriers and cones at the kerb."""
-    speed = rng.uniform(3.0, 8.0)
-    yaw_rate = rng.uniform(-0.04, 0.04)
-    start_yaw = rng.uniform(-math.pi, math.pi)
-    length = speed * duration + 120.0
-    # Objects are placed in a straight street frame (u along, w across) around the ego's path, then
-    # bent onto it: u maps to the ego pose at the matching time.
-    placed: list[tuple[str, float, float, float, float, bool]] = []  # name, u, w, heading, speed, annotated
-
-    def lane_objects(name, count, w_choices, moving_probability, heading_jitter=0.05):
-        for _ in range(count):
-            u = rng.uniform(-50.0, length - 50.0)
-            w = rng.choice(w_choices) + rng.normal(0, 0.2)
-            speeds = CLASSES[name][2]
-            moving = speeds is not None and rng.random() < moving_probability
-            heading = 0.0 if w > 0 else math.pi  # traffic keeps to its side of the street
-            if name == "barrier":
-                heading += math.pi / 2  # nuScenes barriers: the long side (dy) runs along the kerb
-            heading += rng.normal(0, heading_jitter)
-            speed_value = rng.uniform(*speeds) if moving else 0.0
-            placed.append((name, u, w, heading, speed_value, True))
-
-    lane_objects("car", rng.integers(6, 12), [-1.8, 1.8], 0.8)
-    lane_objects("car", rng.integers(4, 9), [-4.6, 4.6], 0.0)          # parked at the kerb
-    lane_objects("truck", rng.integers(0, 3), [-1.8, 1.8], 0.7)
-    lane_objects("bus", rng.integers(0, 2), [-1.8, 1.8], 0.7)
-    lane_objects("trailer", rng.integers(0, 2), [-4.8, 4.8], 0.2)
-    lane_objects("construction_vehicle", rng.integers(0, 2), [-5.0, 5.0], 0.3)
-    lane_objects("pedestrian", rng.integers(6, 14), [-6.8, -6.2, 6.2, 6.8], 0.75, heading_jitter=0.3)
-    lane_objects("bicycle", rng.integers(1, 4), [-3.4, 3.4], 0.7)
-    lane_objects("motorcycle", rng.integers(0, 3), [-1.8, 1.8], 0.8)
-    lane_objects("barrier", rng.integers(2, 6), [-5.6, 5.6], 0.0)
-    lane_objects("traffic_cone", rng.integers(3, 8), [-3.0, 3.0], 0.0)
-    for u in np.arange(-50.0, length - 50.0, 30.0):                     # walls, in 28 m segments
-        for side in (-1, 1):
-            if rng.random() < 0.75:
-                placed.append(("wall", u + 14.0, side * rng.uniform(10.0, 12.0), 0.0, 0.0, False))
-    for u in np.arange(-50.0, length - 50.0, 14.0):                     # poles
-        placed.append(("pole", u + rng.normal(0, 1.0), rng.choice([-7.8, 7.8]), 0.0, 0.0, False))
-    for _ in range(int(length / 8)):                                    # vegetation
-        placed.append(("vegetation", rng.uniform(-50.0, length - 50.0), rng.choice([-1, 1]) * rng.uniform(8.5, 9.5),
-                       rng.uniform(0, math.pi), 0.0, False))
-
-    scene = Scene([], speed, yaw_rate, start_yaw, duration, lidar)
+    """A street: road with lanes, kerbs and sidewalks, buildings with windows behind varied setbacks, trees,
+    hedges, poles, signs and fences; rows of parked vehicles, traffic in the lanes, pedestrian groups on the
+    sidewalks and crossing, cyclists, barriers and cones."""
+    speed = rng.uniform(3.0, 9.0)
+    scene = Scene([], speed, rng.uniform(-0.015, 0.015), rng.uniform(-math.pi, math.pi), duration, lidar)
+    scene.ground = Ground(tuple(rng.uniform(0.005, 0.012, 3)),
+                          tuple(tuple(rng.normal(0, 0.6, 2)) for _ in range(3)), tuple(rng.uniform(0, 6.3, 3)))
+    lanes_per_side = int(rng.choice([1, 1, 2]))
+    lane_width = rng.uniform(3.0, 3.5)
+    street = _Street(scene, -lane_width / 2)  # right-hand traffic: the ego in the first lane right of the centre
+    begin, end = -85.0, speed * duration + 85.0
+    parking = [bool(rng.random() < 0.65) for _ in range(2)]
+    half_road = {side: lanes_per_side * lane_width + (2.2 if parking[i] else 0.3)
+                 for i, side in enumerate((-1, 1))}
+    sidewalk = {side: rng.uniform(2.5, 5.0) for side in (-1, 1)}
+    # Each side is built up (facades) or open (a park or plaza with trees, maybe a parking lot, buildings
+    # far back); a cross street may cut both sides.
+    open_side = {side: bool(rng.random() < 0.4) for side in (-1, 1)}
+    crossing_at = rng.uniform(begin + 25, end - 25) if rng.random() < 0.5 else None
+    cross_width = rng.uniform(10, 18)
     objects: list[SceneObject] = []
-    for name, u, w, heading, object_speed, annotated in placed:
-        t_ref = u / speed  # the ego passes this point of the street at t_ref (may be outside the scene)
-        centre, street_yaw = scene.ego_pose(t_ref)
-        across = np.array([-math.sin(street_yaw), math.cos(street_yaw)])
-        position = centre + w * across
+    occupancy = _Occupancy(duration)
+    start, ego_yaw = scene.ego_pose(0.0)
+    occupancy.add(SceneObject("ego", start + 1.45 * np.array([math.cos(ego_yaw), math.sin(ego_yaw)]), ego_yaw,
+                              (4.9, 1.9, 1.6), speed * np.array([math.cos(ego_yaw), math.sin(ego_yaw)]), False))
+
+    def add(name, u, w, heading, moving_speed, base=0.0, parts=None, annotated=True):
+        position, street_yaw = street.pose(u, w)
         yaw = street_yaw + heading
-        if name in CLASSES:
-            size = tuple(float(s) * rng.uniform(0.92, 1.08) for s in CLASSES[name][1])
-            reflectivity = CLASSES[name][5]
-        else:
-            size = {"wall": (28.0, 0.4, rng.uniform(2.5, 4.0)), "pole": (0.3, 0.3, rng.uniform(3.5, 6.0)),
-                    "vegetation": (rng.uniform(1.5, 3.0), rng.uniform(1.5, 3.0), rng.uniform(1.5, 3.5))}[name]
-            reflectivity = CLUTTER_REFLECTIVITY[name]
-        velocity = object_speed * np.array([math.cos(yaw), math.sin(yaw)])
-        candidate = SceneObject(name, position, yaw, size, velocity, reflectivity, annotated)
-        if not any(_overlap(candidate, other, duration) for other in objects):
+        parts = parts if parts is not None else _part_model(name, rng, moving_speed > 0)
+        velocity = moving_speed * np.array([math.cos(yaw), math.sin(yaw)])
+        candidate = SceneObject(name, position, yaw, tight_size(parts), velocity, annotated, parts, base)
+        if not occupancy.clashes(candidate, 0.6):  # each object's 0.5 m surroundings are its own
             objects.append(candidate)
+            occupancy.add(candidate)
+
+    # Traffic in the lanes, right-hand: along the street (heading 0) at w < 0, against it at w > 0.
+    for side in (-1, 1):
+        heading = 0.0 if side < 0 else math.pi
+        for lane in range(lanes_per_side):
+            w = side * (lane + 0.5) * lane_width
+            u = begin + rng.uniform(0, 15)
+            while u < end:
+                name = rng.choice(["car"] * 14 + ["truck"] * 2 + ["bus", "motorcycle", "trailer",
+                                                                   "construction_vehicle"])
+                low, high = CLASSES[name][2]
+                moving = rng.random() < CLASSES[name][5] + 0.1
+                if side < 0 and lane == 0 and -20 < u < speed * duration + 20:
+                    u += 10  # the ego's own lane stays clear around it
+                    continue
+                add(name, u, w + rng.normal(0, 0.2), heading + rng.normal(0, 0.03),
+                    rng.uniform(low, high) if moving else 0.0)
+                u += rng.uniform(12, 45)
+    # Rows of parked vehicles at the kerb, nose to tail with gaps.
+    for i, side in enumerate((-1, 1)):
+        if not parking[i]:
+            continue
+        u = begin + rng.uniform(0, 5)
+        while u < end:
+            if rng.random() < 0.25:
+                u += rng.uniform(5, 15)  # a driveway or an empty stretch
+                continue
+            name = rng.choice(["car"] * 12 + ["truck", "trailer", "construction_vehicle"])
+            heading = (0.0 if side < 0 else math.pi) + rng.normal(0, 0.03)
+            parts = _part_model(name, rng, False)
+            length = tight_size(parts)[0]
+            w = side * (half_road[side] - tight_size(parts)[1] / 2 - rng.uniform(0.15, 0.4))
+            add(name, u + length / 2, w, heading, 0.0, parts=parts)
+            u += length + rng.uniform(0.9, 2.5)
+    # Pedestrians in groups on the sidewalks and on crossings; cyclists at the lane edge.
+    for _ in range(int(rng.integers(5, 11))):
+        side = int(rng.choice([-1, 1]))
+        u = rng.uniform(begin, end)
+        moving = rng.random() < CLASSES["pedestrian"][5]
+        pace = rng.uniform(*CLASSES["pedestrian"][2]) if moving else 0.0
+        crossing = rng.random() < 0.2
+        heading = (side * math.pi / 2 if crossing else float(rng.choice([0.0, math.pi]))) + rng.normal(0, 0.15)
+        # on a sidewalk wide enough, two abreast (1.3 m apart) from the kerb side, else in single file
+        abreast = not crossing and sidewalk[side] >= 3.3
+        w0 = (side * rng.uniform(1.0, half_road[side] - 1.0) if crossing
+              else side * (half_road[side] + 0.8 + (0.0 if abreast else rng.uniform(0.0, sidewalk[side] - 1.6))))
+        for member in range(int(rng.integers(1, 5))):
+            if crossing:
+                du, dw = member * 1.35, rng.normal(0, 0.15)
+            elif abreast:
+                du, dw = 1.4 * (member // 2) + rng.normal(0, 0.3), side * 1.3 * (member % 2)
+            else:
+                du, dw = 1.5 * member + rng.normal(0, 0.2), 0.0
+            add("pedestrian", u + du, w0 + dw, heading + rng.normal(0, 0.1), pace,
+                base=0.0 if crossing else KERB_HEIGHT)
+    for side in (-1, 1):  # people out on the open side's plaza or park
+        if not open_side[side]:
+            continue
+        for _ in range(int(rng.integers(2, 7))):
+            u, w = rng.uniform(begin, end), side * (half_road[side] + sidewalk[side] + rng.uniform(1.0, 18.0))
+            heading, moving = rng.uniform(-math.pi, math.pi), rng.random() < CLASSES["pedestrian"][5]
+            pace = rng.uniform(*CLASSES["pedestrian"][2]) if moving else 0.0
+            for member in range(int(rng.integers(1, 4))):
+                add("pedestrian", u + rng.normal(0, 0.2), w + 1.3 * member, heading + rng.normal(0, 0.1), pace)
+    for _ in range(int(rng.integers(1, 5))):
+        side = int(rng.choice([-1, 1]))
+        name = "bicycle" if rng.random() < 0.6 else "motorcycle"
+        moving = rng.random() < CLASSES[name][5]
+        if moving:
+            add(name, rng.uniform(begin, end), side * (lanes_per_side * lane_width - 0.8),
+                (0.0 if side < 0 else math.pi) + rng.normal(0, 0.05), rng.uniform(*CLASSES[name][2]))
+        else:  # parked on the sidewalk, against the kerb
+            add(name, rng.uniform(begin, end), side * (half_road[side] + 0.9), side * math.pi / 2 + rng.normal(0, 0.2),
+                0.0, base=KERB_HEIGHT)
+    # Road works now and then: a row of barriers along the lane edge with cones.
+    if rng.random() < 0.5:
+        side = int(rng.choice([-1, 1]))
+        u = rng.uniform(begin + 20, end - 40)
+        w = side * (lanes_per_side * lane_width + rng.uniform(-0.5, 0.8))
+        for k in range(int(rng.integers(3, 10))):
+            add("barrier", u + k * 2.6, w + rng.normal(0, 0.05), math.pi / 2 + rng.normal(0, 0.04), 0.0)
+        for k in range(int(rng.integers(2, 6))):
+            add("traffic_cone", u - 3 - k * 2.0, w - side * rng.uniform(0.5, 1.5), rng.uniform(0, math.pi), 0.0)
+    for _ in range(int(rng.integers(0, 5))):  # scattered cones
+        side = int(rng.choice([-1, 1]))
+        add("traffic_cone", rng.uniform(begin, end), side * (half_road[side] - rng.uniform(0.3, 1.5)),
+            rng.uniform(0, math.pi), 0.0)
+
+    for side in (-1, 1):  # parking lots on open sides: rows of cars nose-in, on the road level
+        if not open_side[side] or rng.random() < 0.5:
+            continue
+        u0 = rng.uniform(begin, end - 40)
+        row_w = side * (half_road[side] + sidewalk[side] + rng.uniform(4, 8))
+        for row in range(int(rng.integers(1, 3))):
+            u = u0
+            for _ in range(int(rng.integers(4, 12))):
+                if rng.random() < 0.8:
+                    add("car", u, row_w + side * row * 6.0, side * math.pi / 2 + math.pi * (rng.random() < 0.3)
+                        + rng.normal(0, 0.04), 0.0)
+                u += rng.uniform(2.5, 3.0)
+
     scene.objects = objects
+    gaps = [] if crossing_at is None else [(crossing_at - cross_width / 2, crossing_at + cross_width / 2)]
+    scene.static = _street_geometry(rng, street, begin, end, half_road, sidewalk, occupancy, open_side, gaps)
     return scene
 
 
-def _overlap(a: SceneObject, b: SceneObject, duration: float) -> bool:
-    """Conservative: bounding circles closer than their radii at the start, middle or end."""
-    radius = math.hypot(a.size[0], a.size[1]) / 2 + math.hypot(b.size[0], b.size[1]) / 2 + 0.3
-    return any(np.linalg.norm(a.box_at(t)[:2] - b.box_at(t)[:2]) < radius for t in (0.0, duration / 2, duration))
+def _part_model(name: str, rng: np.random.Generator, moving: bool) -> Primitives:
+    model = PART_MODELS[name]
+    if name in ("bicycle", "motorcycle"):
+        return model(rng, with_rider=moving)
+    return model(rng)
+
+
+def _street_geometry(rng, street: _Street, begin, end, half_road, sidewalk, occupancy: _Occupancy, open_side,
+                     gaps) -> Primitives:
+    """Kerbs and sidewalks, buildings, vegetation, poles, signs and fences, in the global frame; clutter
+    keeps CLEARANCE from every annotated object's path (so an object's surroundings are its own)."""
+    pieces: list[Primitives] = []
+
+    def place(parts: Primitives, u: float, w: float, heading: float = 0.0, base: float = 0.0,
+              check: bool = True) -> bool:
+        if any(low <= u <= high for low, high in gaps):
+            return False
+        position, street_yaw = street.pose(u, w)
+        placed = parts.moved(np.array([*position, base]), rotation_z(street_yaw + heading))
+        if check and occupancy.clashes_static(placed, CLEARANCE):
+            return False
+        pieces.append(placed)
+        return True
+
+    segment = 6.0  # sidewalks follow the bent street in short straight slabs
+    for side in (-1, 1):
+        width = sidewalk[side]
+        for u in np.arange(begin, end, segment):
+            slab = part((0, 0, KERB_HEIGHT / 2), (segment / 2 + 0.05, width / 2, KERB_HEIGHT / 2), "concrete")
+            place(slab, u + segment / 2, side * (half_road[side] + width / 2), check=False)
+        edge = half_road[side] + width
+        if open_side[side]:
+            _buildings(rng, place, begin, end, side, edge + rng.uniform(20, 35))
+            for _ in range(int((end - begin) * rng.uniform(0.2, 0.5))):  # trees and bushes in a park
+                kind = rng.choice(["tree", "tree", "bush"])
+                place(_furniture(kind, rng), rng.uniform(begin, end), side * (edge + rng.uniform(1.5, 30)),
+                      rng.uniform(0, math.pi))
+        else:
+            _buildings(rng, place, begin, end, side, edge)
+        u = begin + rng.uniform(0, 8)
+        while u < end:  # street furniture on the kerb strip
+            w = side * (half_road[side] + rng.uniform(0.9, 1.3))
+            kind = rng.choice(["tree", "tree", "tree", "pole", "sign", "bush"])
+            place(_furniture(kind, rng), u, w, rng.uniform(0, math.pi) if kind != "sign" else 0.0, KERB_HEIGHT)
+            u += rng.uniform(5, 12)
+    return Primitives.concatenate(pieces)
+
+
+def _buildings(rng, place, begin, end, side, sidewalk_edge):
+    """Facades along one side: setbacks with hedges or fences, floors of windows, gaps between houses."""
+    u = begin
+    while u < end:
+        length = rng.uniform(8, 30)
+        if rng.random() < 0.1:
+            u += rng.uniform(4, 12)  # a gap: an alley or a parking lot
+            continue
+        setback = float(rng.choice([0.0, 0.0, rng.uniform(1.5, 6.0)]))
+        floors = int(rng.integers(1, 7))
+        facade = _facade(rng, length, floors)
+        place(facade, u + length / 2, side * (sidewalk_edge + setback), 0.0 if side > 0 else math.pi,
+              KERB_HEIGHT, check=False)
+        if setback > 1.0:
+            kind = rng.choice(["hedge", "fence", "none"])
+            if kind != "none":
+                place(_boundary(kind, rng, length - 0.5), u + length / 2, side * (sidewalk_edge + 0.3),
+                      0.0, KERB_HEIGHT)
+        u += length + rng.uniform(0, 1.5)
+
+
+def _facade(rng, length: float, floors: int) -> Primitives:
+    """A building front in its frame: y = 0 is the facade plane, +y into the building, x along it.
+    Piers and floor bands frame windows; behind the glass the rooms end in a back wall."""
+    storey = rng.uniform(2.8, 3.4)
+    height = floors * storey + rng.uniform(0.3, 1.0)
+    gain = rng.uniform(0.6, 1.6)
+    bay = rng.uniform(2.4, 3.6)
+    bays = max(1, int(length // bay))
+    bay = length / bays
+    window = bay * rng.uniform(0.45, 0.65)
+    parts = [part((0, 4.0, height / 2), (length / 2, 0.5, height / 2), "facade", gain=gain),       # back wall
+             part((-length / 2 + 0.15, 2.0, height / 2), (0.15, 2.0, height / 2), "facade", gain=gain),
+             part((length / 2 - 0.15, 2.0, height / 2), (0.15, 2.0, height / 2), "facade", gain=gain)]
+    for k in range(bays + 1):  # piers between windows, full height
+        x = -length / 2 + k * bay
+        width = (bay - window) / 2 if 0 < k < bays else (bay - window) / 4 + 0.15
+        x = min(max(x, -length / 2 + width), length / 2 - width)
+        parts.append(part((x, 0.15, height / 2), (width, 0.15, height / 2), "facade", gain=gain))
+    sill, lintel = rng.uniform(0.8, 1.0), rng.uniform(2.1, 2.4)
+    for floor in range(floors):
+        z0 = floor * storey
+        parts.append(part((0, 0.15, z0 + sill / 2), (length / 2, 0.15, sill / 2), "facade", gain=gain))
+        top = (floor + 1) * storey if floor < floors - 1 else height
+        parts.append(part((0, 0.15, (z0 + lintel + top) / 2), (length / 2, 0.15, (top - z0 - lintel) / 2), "facade",
+                          gain=gain))
+        parts.append(part((0, 0.25, z0 + (sill + lintel) / 2), (length / 2, 0.02, (lintel - sill) / 2), "glass"))
+    return Primitives.concatenate(parts)
+
+
+def _boundary(kind: str, rng, length: float) -> Primitives:
+    if kind == "hedge":
+        return centred(part((0, 0, 0), (length / 2, rng.uniform(0.3, 0.6), rng.uniform(0.5, 0.9)), "hedge"))
+    height = rng.uniform(1.0, 1.8)
+    parts = [part((x, 0, height / 2), (0.04, 0.04, height / 2), "metal")
+             for x in np.arange(-length / 2, length / 2, 2.5)]
+    parts.append(part((0, 0, height / 2), (length / 2, 0.02, height / 2 - 0.05), "fence"))
+    return centred(Primitives.concatenate(parts))
+
+
+def _furniture(kind: str, rng) -> Primitives:
+    if kind == "tree":
+        trunk = rng.uniform(2.0, 3.2)
+        crown = rng.uniform(1.2, 2.8)
+        return centred(Primitives.concatenate([
+            part((0, 0, trunk / 2), (0.13, 0.13, trunk / 2), "bark"),
+            part((0, 0, trunk + crown * 0.8), (crown, crown * rng.uniform(0.8, 1.0), crown), "foliage", ELLIPSOID)]))
+    if kind == "bush":
+        r = rng.uniform(0.4, 0.9)
+        return centred(part((0, 0, r * 0.8), (r, r * 1.2, r * 0.8), "hedge", ELLIPSOID))
+    if kind == "pole":
+        height = rng.uniform(5.0, 8.0)
+        return centred(Primitives.concatenate([
+            part((0, 0, height / 2), (0.08, 0.08, height / 2), "metal"),
+            part((0.8, 0, height - 0.1), (0.8, 0.06, 0.06), "metal"),
+            part((1.5, 0, height - 0.25), (0.3, 0.12, 0.08), "metal")]))
+    height = rng.uniform(2.2, 2.8)  # a sign: a post and a retro-reflective plate facing the road
+    return centred(Primitives.concatenate([
+        part((0, 0, height / 2), (0.04, 0.04, height / 2), "metal"),
+        part((0, 0.05, height - 0.35), (0.35, 0.02, 0.35), "sign")]))
 
 
 @dataclass
@@ -177,60 +461,29 @@ class Sweep:
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 7)))  # all objects at this time
 
 
+_SENSOR_CACHE: dict = {}  # LidarSpec → (beams, returns from the ego's own body)
+
+
+def _sensor_constants(lidar: LidarSpec):
+    if lidar not in _SENSOR_CACHE:
+        # the ego body in the sensor frame: undo the mount's translation and yaw
+        to_sensor = rotation_z(lidar.mount_yaw).T
+        body = EGO_BODY.moved(-to_sensor @ np.asarray(lidar.mount), to_sensor)
+        _SENSOR_CACHE[lidar] = beam_directions(lidar), body_returns(body, lidar)
+    return _SENSOR_CACHE[lidar]
+
+
+def scene_primitives(scene: Scene, t: float) -> Primitives:
+    """Everything the beams can hit at time t except the road and the ego: street and objects."""
+    return Primitives.concatenate([scene.static] + [obj.parts_at(t) for obj in scene.objects])
+
+
 def ray_cast(scene: Scene, t: float, rng: np.random.Generator) -> Sweep:
-    """Cast every beam x azimuth ray at time t against the ground and the objects' boxes."""
+    """Cast every beam x azimuth ray at time t against the street, the objects' parts and the road."""
     lidar = scene.lidar
     origin, rotation = scene.sensor_pose(t)
-    elevation = np.deg2rad(np.asarray(lidar.elevations_deg))[:, None]
-    azimuth = np.linspace(-math.pi, math.pi, lidar.azimuth_steps, endpoint=False)[None, :]
-    local = np.stack(np.broadcast_arrays(np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
-                                         np.sin(elevation)), axis=-1).reshape(-1, 3)
-    ring = np.repeat(np.arange(len(lidar.elevations_deg)), lidar.azimuth_steps)
-    directions = local @ rotation.T                                   # global
-    distance = np.full(len(directions), np.inf)
-    cosine = np.zeros(len(directions))
-    reflectivity = np.zeros(len(directions))
-    down = directions[:, 2] < -1e-9
-    ground = np.where(down, -origin[2] / np.where(down, directions[:, 2], -1.0), np.inf)
-    hit = ground < distance
-    distance[hit], cosine[hit], reflectivity[hit] = ground[hit], np.abs(directions[hit, 2]), GROUND_REFLECTIVITY
-
+    beams, body = _sensor_constants(lidar)
+    sensor_yaw = math.atan2(rotation[1, 0], rotation[0, 0])
+    points = scan(scene_primitives(scene, t), scene.ground, origin, sensor_yaw, lidar, rng, beams, body)
     boxes = np.stack([obj.box_at(t) for obj in scene.objects]) if scene.objects else np.zeros((0, 7))
-    global_azimuth = np.arctan2(directions[:, 1], directions[:, 0])
-    for obj, box in zip(scene.objects, boxes):
-        offset = box[:2] - origin[:2]
-        reach = math.hypot(*offset)
-        half_diagonal = math.hypot(box[3], box[4]) / 2
-        if reach - half_diagonal > lidar.max_range:
-            continue
-        # Only rays within the box's angular extent (as seen from the sensor) can hit it.
-        if reach > half_diagonal:
-            half_angle = math.asin(min(1.0, half_diagonal / reach))
-            centre = math.atan2(offset[1], offset[0])
-            candidates = np.nonzero(np.abs(np.angle(np.exp(1j * (global_azimuth - centre)))) <= half_angle)[0]
-        else:
-            candidates = np.arange(len(directions))
-        if not len(candidates):
-            continue
-        box_rotation = rotation_z(box[6])
-        o_local = box_rotation.T @ (origin - box[:3])
-        d_local = directions[candidates] @ box_rotation                # rows: R^T d
-        half = np.asarray(box[3:6]) / 2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t1 = (-half - o_local) / d_local
-            t2 = (half - o_local) / d_local
-        t_near_axes = np.minimum(t1, t2)
-        t_near = np.nanmax(t_near_axes, axis=1)
-        t_far = np.nanmin(np.maximum(t1, t2), axis=1)
-        hits = (t_far >= t_near) & (t_near > 0) & (t_near < distance[candidates])
-        rows = candidates[hits]
-        distance[rows] = t_near[hits]
-        face_axis = np.nanargmax(t_near_axes[hits], axis=1)
-        cosine[rows] = np.abs(d_local[hits, face_axis])
-        reflectivity[rows] = obj.reflectivity
-    keep = (distance < lidar.max_range) & (rng.random(len(distance)) >= lidar.dropout)
-    measured = distance[keep] + rng.normal(0.0, lidar.range_noise, int(keep.sum()))
-    points = local[keep] * measured[:, None]
-    intensity = np.clip(255.0 * reflectivity[keep] * (0.3 + 0.7 * cosine[keep]) + rng.normal(0, 2, len(points)), 0, 255)
-    cloud = np.column_stack([points, intensity, ring[keep]]).astype(np.float32)
-    return Sweep(cloud, origin, rotation, boxes)
+    return Sweep(points, origin, rotation, boxes)

@@ -4,7 +4,8 @@
 
 Writes DIR/v1.0-synthetic/ (13 tables + splits.json with synthetic_train / synthetic_val), and the
 .pcd.bin files under DIR/samples and DIR/sweeps. Load it with
-NuScenes('v1.0-synthetic', DIR) or datasets.NuScenesDataset(DIR, 'v1.0-synthetic', 'synthetic_val').
+NuScenes("v1.0-synthetic", DIR) or
+datasets.nuscenes_dataset.NuScenesDataset(DIR, "v1.0-synthetic", "synthetic_val").
 """
 import argparse
 import sys

@@ -1,0 +1,70 @@
+"""The realism report: the synthetic world's statistics next to the real nuScenes key frame and its
+10-sweep stack, with the distances between them and bird's-eye plots; optionally the sim-to-real score
+of a trained model on the real key frame.
+
+    python tools/realism.py --database work/demo/synthetic --out work/realism [--before OLD_DATABASE]
+        [--real-data ../shared/data/real] [--frames 8] [--checkpoint work/demo/run/checkpoint.pt]
+
+Writes OUT/realism.md (the table), OUT/realism.json (all numbers) and OUT/bird_eye.png; with
+--checkpoint also OUT/sim_to_real.json. Synthetic statistics pool the first --frames key frames of the
+validation split.
+"""
+import argparse
+import json
+import os
+import sys
+
+from datasets.atomic_files import write_json_atomically
+from datasets.realism import real_keyframe, real_sweeps, realism_report, sim_to_real, synthetic_keyframes
+
+REAL_KEY, REAL_STACK = "real key frame", "real 10 sweeps"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database", required=True, help="synthetic nuScenes database (tools/make_synthetic.py)")
+    parser.add_argument("--before", help="a second database to show beside it (e.g. today's world)")
+    parser.add_argument("--split", default="synthetic_val")
+    parser.add_argument("--frames", type=int, default=8, help="synthetic key frames pooled per database")
+    parser.add_argument("--real-data", default="../shared/data/real",
+                        help="folder of the real scans, relative to the current directory (default: %(default)s)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--checkpoint", help="a trained CenterPoint checkpoint: also score it on the real key frame")
+    parser.add_argument("--config", default="configs/centerpoint_synthetic_cpu.yaml")
+    args = parser.parse_args()
+
+    key, _counts = real_keyframe(args.real_data)
+    sources = {}
+    if args.before:
+        sources["before"] = synthetic_keyframes(args.before, args.split, args.frames)
+    sources["synthetic"] = synthetic_keyframes(args.database, args.split, args.frames)
+    sources[REAL_KEY] = [key]
+    sources[REAL_STACK] = [real_sweeps(args.real_data)]
+    report = realism_report(sources, REAL_KEY, args.out)
+    print(report["table"])
+    print(f"bird's-eye plots: {report['bird_eye']}")
+
+    if args.checkpoint:
+        import torch
+
+        from detectors.centerpoint import CenterPoint, load_centerpoint_config
+
+        config = load_centerpoint_config(args.config)
+        model = CenterPoint(config.model)
+        state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+        model.load_state_dict(state.get("model", state))
+        model.eval()
+        names = config.model.head.class_names
+
+        def detect(points):
+            found = model.predict([points])[0]
+            return found["boxes"].numpy(), found["scores"].numpy(), [names[int(i)] for i in found["labels"]]
+
+        score = sim_to_real(detect, args.real_data)
+        write_json_atomically(os.path.join(args.out, "sim_to_real.json"), score)
+        print(json.dumps(score, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
