@@ -181,7 +181,8 @@ class GTSampler:
 def cbgs_indices(label_sets: list[set[str]], class_names: list[str], seed: int = 0) -> list[int]:
     """Frame indices resampled class-balanced: for each class, frames containing it are drawn (with
     replacement) so that each class contributes ~N/C frames, N the number of frames, C the classes
-    present. ``label_sets[i]`` is the set of class names in frame i."""
+    present, and at least one (fewer frames than classes must not round a class away, or every class).
+    ``label_sets[i]`` is the set of class names in frame i."""
     rng = np.random.default_rng(seed)
     present = [name for name in class_names if any(name in labels for labels in label_sets)]
     if not present:
@@ -190,5 +191,5 @@ def cbgs_indices(label_sets: list[set[str]], class_names: list[str], seed: int =
     indices: list[int] = []
     for name in present:
         frames = [i for i, labels in enumerate(label_sets) if name in labels]
-        indices.extend(int(i) for i in rng.choice(frames, size=int(round(per_class)), replace=True))
+        indices.extend(int(i) for i in rng.choice(frames, size=max(1, round(per_class)), replace=True))
     return sorted(indices)

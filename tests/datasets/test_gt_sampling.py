@@ -53,3 +53,12 @@ def test_cbgs_balances_classes():
     frames_with = {name: sum(name in label_sets[i] for i in indices) for name in ("pedestrian", "bicycle")}
     assert abs(len(indices) - 99) <= 3
     assert frames_with["pedestrian"] >= 30 and frames_with["bicycle"] >= 30  # up from 5 each
+
+
+def test_cbgs_keeps_every_present_class_when_frames_are_fewer_than_classes():
+    """3 frames, 6 classes: ~0.5 frame per class must not round every class away (0 training steps)."""
+    label_sets = [{"car", "truck"}, {"pedestrian", "barrier"}, {"bus", "traffic_cone"}]
+    classes = ["car", "truck", "pedestrian", "barrier", "bus", "traffic_cone"]
+    indices = cbgs_indices(label_sets, classes)
+    assert len(indices) == 6
+    assert {name for i in indices for name in label_sets[i]} == set(classes)
