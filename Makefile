@@ -30,6 +30,7 @@ $(INSTALLED): setup.cfg pyproject.toml
 	touch $@
 
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 demo: setup

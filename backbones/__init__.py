@@ -3,8 +3,15 @@ from backbones.backbone_contract import BackboneOutput, SparseBackbone3D
 from backbones.backends import BACKENDS, available_backends, get_backend
 from backbones.kernel_map import KernelMap, build_regular_map, build_submanifold_map
 from backbones.sparse_conv_function import sparse_conv
-from backbones.sparse_modules import (SparseConv3d, SparseConvolution, SparseInverseConv3d, SparseModule,
-                                      SparseSequential, SubMConv3d, set_backend)
+from backbones.sparse_modules import (
+                                      SparseConv3d,
+                                      SparseConvolution,
+                                      SparseInverseConv3d,
+                                      SparseModule,
+                                      SparseSequential,
+                                      SubMConv3d,
+                                      set_backend,
+)
 from backbones.voxel_backbones import BACKBONES, SparseBasicBlock, VoxelBackBone8x, VoxelResBackBone8x, build_backbone
 
 __all__ = ["BACKBONES", "BACKENDS", "BackboneOutput", "KernelMap", "SparseBackbone3D", "SparseBasicBlock",

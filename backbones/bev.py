@@ -57,10 +57,10 @@ class SECONDFPN(nn.Module):
     def __init__(self, in_channels: int, layer_nums=(5, 5), layer_strides=(1, 2), num_filters=(128, 256),
                  upsample_strides=(1, 2), upsample_filters=(256, 256)):
         super().__init__()
-        lengths = {len(layer_nums), len(layer_strides), len(num_filters), len(upsample_strides), len(upsample_filters)}
-        if len(lengths) != 1:
+        lengths = [len(layer_nums), len(layer_strides), len(num_filters), len(upsample_strides), len(upsample_filters)]
+        if len(set(lengths)) != 1:
             raise ValueError("layer_nums, layer_strides, num_filters, upsample_strides and upsample_filters need "
-                             f"one entry per level; got lengths {[len(layer_nums), len(layer_strides), len(num_filters), len(upsample_strides), len(upsample_filters)]}")
+                             f"one entry per level; got lengths {lengths}")
         self.layer_strides, self.upsample_strides = list(layer_strides), list(upsample_strides)
         self.blocks, self.deblocks = nn.ModuleList(), nn.ModuleList()
         channels = in_channels

@@ -30,11 +30,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from atomic_files import write_atomically
 from backbones.activation_sparsity import ACTIVATIONS, activation_statistics
 from backbones.backends import get_backend
 from backbones.kernel_map import KernelMap
 from backbones.sparse_modules import SparseConvolution
-from datasets.atomic_files import write_atomically
 from optional_dependencies import require
 from voxelize.sparse_tensor import SparseTensor
 

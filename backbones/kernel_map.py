@@ -15,6 +15,7 @@ stores them: ``k = (kz * kH + ky) * kW + kx``. The operation is cross-correlatio
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -85,15 +86,10 @@ class KernelMap:
 
     def transposed(self) -> "KernelMap":
         """The inverse map: outputs become inputs, same offsets."""
-        return KernelMap(self.out_rows, self.in_rows, self.pair_counts, self.identity_offset, self.num_out,
-                         self.num_in, self.kernel_size, self.stride, self.padding, self.dilation,
-                         self.out_coords, self.out_spatial_shape, self.in_coords, self.in_spatial_shape)
-
-
-def kernel_offsets(kernel_size, device=None) -> torch.Tensor:
-    """(K, 3) int32 (kz, ky, kx) of every offset, in weight order."""
-    ranges = [range(k) for k in kernel_size]
-    return torch.tensor(list(itertools.product(*ranges)), dtype=torch.int32, device=device).reshape(-1, 3)
+        return dataclasses.replace(self, in_rows=self.out_rows, out_rows=self.in_rows, num_in=self.num_out,
+                                   num_out=self.num_in, in_coords=self.out_coords,
+                                   in_spatial_shape=self.out_spatial_shape, out_coords=self.in_coords,
+                                   out_spatial_shape=self.in_spatial_shape)
 
 
 def conv_output_shape(spatial_shape, kernel_size, stride, padding, dilation) -> tuple[int, int, int]:
@@ -245,9 +241,10 @@ def build_submanifold_map(tensor: SparseTensor, kernel_size, dilation, dense_gri
             in_rows, out_rows = torch.cat([in_rows, arange, mirror_in]), torch.cat([out_rows, arange, mirror_out])
             counts = counts + [n] + counts[::-1]
     shape = tensor.spatial_shape
-    return KernelMap(in_rows, out_rows, counts, identity, n, n, kernel_size, (1, 1, 1),
-                     tuple(k // 2 * d for k, d in zip(kernel_size, dilation)), dilation,
-                     coords, shape, coords, shape)
+    return KernelMap(in_rows=in_rows, out_rows=out_rows, pair_counts=counts, identity_offset=identity, num_in=n,
+                     num_out=n, kernel_size=kernel_size, stride=(1, 1, 1),
+                     padding=tuple(k // 2 * d for k, d in zip(kernel_size, dilation)), dilation=dilation,
+                     in_coords=coords, in_spatial_shape=shape, out_coords=coords, out_spatial_shape=shape)
 
 
 def build_regular_map(tensor: SparseTensor, kernel_size, stride, padding, dilation) -> KernelMap:
@@ -283,8 +280,10 @@ def build_regular_map(tensor: SparseTensor, kernel_size, stride, padding, dilati
     out_coords = _unpack_keys(out_keys, out_shape)
     counts = torch.bincount(offset, minlength=feeds.shape[0]).tolist()
     in_rows, out_rows = _sorted_by_output(in_rows, out_rows, counts, out_keys.numel())
-    return KernelMap(in_rows, out_rows, counts, None, n, out_keys.numel(), kernel_size, stride, padding,
-                     dilation, coords, tensor.spatial_shape, out_coords, out_shape)
+    return KernelMap(in_rows=in_rows, out_rows=out_rows, pair_counts=counts, identity_offset=None, num_in=n,
+                     num_out=out_keys.numel(), kernel_size=kernel_size, stride=stride, padding=padding,
+                     dilation=dilation, in_coords=coords, in_spatial_shape=tensor.spatial_shape,
+                     out_coords=out_coords, out_spatial_shape=out_shape)
 
 
 def _unpack_keys(keys: torch.Tensor, spatial_shape) -> torch.Tensor:

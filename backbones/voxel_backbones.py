@@ -192,7 +192,7 @@ class VoxelResBackBone8x(VoxelBackBone8xBase):
 
         def stage(c_in, c_out, key, **down):
             first = conv_block(c_in, c_out, options, f"spconv{key}", stride=2, **down)
-            return [first, SparseBasicBlock(c_out, options, f"subm{key}"), SparseBasicBlock(c_out, options, f"subm{key}")]
+            return [first, *(SparseBasicBlock(c_out, options, f"subm{key}") for _ in range(2))]
 
         self.conv1 = SparseSequential(SparseBasicBlock(c1, options, "subm1"), SparseBasicBlock(c1, options, "subm1"))
         self.conv2 = SparseSequential(*stage(c1, c2, 2))

@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from datasets.atomic_files import write_json_atomically
+from atomic_files import write_json_atomically
 from datasets.box_overlaps import box_overlaps
 from datasets.detection_matching import SAMPLINGS, DetectionCurve, centre_distance_average_precision
 

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from datasets.atomic_files import write_atomically
+from atomic_files import write_atomically
 
 _KEY_MEMBER = "derived_file_key"
 

@@ -67,11 +67,16 @@ import os
 
 import numpy as np
 
-from datasets.atomic_files import write_json_atomically
+from atomic_files import write_json_atomically
 from datasets.box_overlaps import bev_iou, box_overlaps, image_box_overlap_of_first, image_iou, iou_3d
 from datasets.boxes import BOX_EDGES, as_boxes, box_corners
-from datasets.detection_matching import (R40_RECALLS, SAMPLINGS, DetectionCurve, frame_operating_points,
-                                         interpolated_average_precision)
+from datasets.detection_matching import (
+    R40_RECALLS,
+    SAMPLINGS,
+    DetectionCurve,
+    frame_operating_points,
+    interpolated_average_precision,
+)
 from datasets.kitti_dataset import DEFAULT_IMAGE_SIZE, KittiDataset, split_ids
 
 __all__ = ["CLASSES", "DIFFICULTIES", "METRICS", "SAMPLINGS", "bev_iou", "iou_3d", "image_iou",

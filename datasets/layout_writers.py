@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from datasets.atomic_files import write_atomically
+from atomic_files import write_atomically
 from datasets.base import DetectionDataset
 from datasets.boxes import box_corners
 from datasets.kitti_eval import image_boxes

@@ -23,8 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datasets.derived_files import (NotADerivedFile, cache_folder, files_fingerprint, key_digest, read_derived_file,
-                                    write_derived_file)
+from datasets.derived_files import (
+    NotADerivedFile,
+    cache_folder,
+    files_fingerprint,
+    key_digest,
+    read_derived_file,
+    write_derived_file,
+)
 from datasets.point_files import read_points
 from optional_dependencies import require
 

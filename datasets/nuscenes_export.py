@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from datasets.atomic_files import write_json_atomically
+from atomic_files import write_json_atomically
 from optional_dependencies import require
 
 # The devkit's attribute for a detection class, moving or not (the 0.2 m/s rule of the official baselines).

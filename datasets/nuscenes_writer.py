@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datasets.atomic_files import write_atomically
+from atomic_files import write_atomically
 from datasets.boxes import points_in_box
 from datasets.synthetic_world import CLASSES, Scene, random_scene, ray_cast
 

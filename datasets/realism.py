@@ -282,7 +282,7 @@ def realism_report(sources: dict[str, list[LabelledFrame]], reference: str, out_
     """Statistics of every source (label → frames), the distances to ``reference``, and the bird's-eye
     plots of each source's first frame: writes ``realism.md``, ``realism.json`` and ``bird_eye.png``
     under ``out_dir`` and returns the JSON content."""
-    from datasets.atomic_files import write_atomically, write_json_atomically
+    from atomic_files import write_atomically, write_json_atomically
 
     if reference not in sources:
         raise ValueError(f"reference {reference!r} is not one of the sources {list(sources)}")

@@ -5,7 +5,8 @@ Geometry is a :class:`Primitives` table (one row per part); a sweep casts every 
 Culling is per primitive: only the rays of the rings and azimuth columns its bird's-eye footprint and
 height span are tested, all (primitive, ray) pairs in one vectorised pass; the nearest return wins.
 Every firing yields a point, as in the real HDL-32E files: a ray with no return (sky, too weak, lost) is
-stored a few centimetres along its beam, like the real sensor's placeholder points near the origin. Units: metres, radians; intensities 0..255 integers.
+stored a few centimetres along its beam, like the real sensor's placeholder points near the origin.
+Units: metres, radians; intensities 0..255 integers.
 """
 from __future__ import annotations
 

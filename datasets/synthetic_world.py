@@ -16,8 +16,19 @@ import numpy as np
 
 from datasets.boxes import rotation_z
 from datasets.synthetic_objects import PART_MODELS, centred, tight_size
-from datasets.synthetic_sensor import (ELLIPSOID, HDL32E, HDL64E, LIDARS, Ground, LidarSpec, Primitives,  # noqa: F401
-                                       beam_directions, body_returns, part, scan)
+from datasets.synthetic_sensor import (  # noqa: F401
+    ELLIPSOID,
+    HDL32E,
+    HDL64E,
+    LIDARS,
+    Ground,
+    LidarSpec,
+    Primitives,
+    beam_directions,
+    body_returns,
+    part,
+    scan,
+)
 
 # detection name: (nuScenes category, typical size dx, dy, dz, speed range m/s when moving, moving attribute,
 # static attribute, share of this class that moves)

@@ -20,16 +20,24 @@ import torch
 from torch import nn
 
 from backbones.activation_penalty import ActivationPenalty, ActivationPenaltyConfig
-from backbones.bev import SECONDFPN, conv2d_output_shape, height_compression
 from backbones.backends import BACKENDS
-from backbones.voxel_backbones import BACKBONES, CONV_TYPES, build_backbone
+from backbones.bev import SECONDFPN, conv2d_output_shape, height_compression
 from backbones.sparse_modules import SparseConvolution
+from backbones.voxel_backbones import BACKBONES, CONV_TYPES, build_backbone
 from datasets.augmentation import Augmenter
 from datasets.base import DatasetConfig  # one subclass per dataset.type (datasets.dataset_types)
 from detectors.center_head import CenterHead, DecodeConfig, at_least_one, center_loss, decode
 from detectors.center_targets import REGRESSION_CODE, BEVGrid, build_targets
-from detectors.config import (Bounds, ConfigError, Length, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
-                              load_config)
+from detectors.config import (
+    Bounds,
+    ConfigError,
+    Length,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    load_config,
+)
 from voxelize.voxelizer import Voxelizer
 
 # A grid counts as whole when range / voxel size is this close to an integer (in voxels).

@@ -23,7 +23,7 @@ import zipfile
 import numpy as np
 import torch
 
-from datasets.atomic_files import write_atomically
+from atomic_files import write_atomically
 
 NUMPY_ARRAY_GLOBALS = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 

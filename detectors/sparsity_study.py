@@ -34,8 +34,8 @@ import os
 import statistics
 import time
 
+from atomic_files import write_atomically, write_json_atomically
 from backbones.densification_meter import DensificationReport, measure
-from datasets.atomic_files import write_atomically, write_json_atomically
 from datasets.dataset_types import build_dataset
 from datasets.gt_sampling import ensure_gt_database
 from detectors.centerpoint import CenterPoint, CenterPointConfig, load_centerpoint_config

@@ -22,8 +22,8 @@ import yaml
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from atomic_files import write_atomically
 from backbones.cross_process_batch_norm import convert_to_cross_process_batch_norm
-from datasets.atomic_files import write_atomically
 from datasets.augmentation import Augmenter, sample_rng
 from datasets.base import DetectionDataset, check_frame
 from datasets.dataset_types import build_dataset, build_evaluator

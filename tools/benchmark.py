@@ -17,12 +17,12 @@ from command_line import add_debug_option, run_tool
 
 from backbones import sparse_conv_function
 from backbones.backends import BACKENDS
-from backbones.benchmark import benchmark_conv, benchmark_meter, conv_table, meter_table
 from backbones.sparse_conv_function import CONV_GEMMS
-from detectors.benchmark import benchmark_detector, benchmark_training, detector_table, training_table
+from benchmarks.detector import benchmark_detector, benchmark_training, detector_table, training_table
+from benchmarks.sparse_conv import benchmark_conv, benchmark_meter, conv_table, meter_table
+from benchmarks.voxelizer import benchmark_voxelize, machine_description, voxelize_table
 from detectors.centerpoint import INFERENCE_PRECISIONS
 from voxelize.allocator import keep_freed_memory
-from voxelize.benchmark import benchmark_voxelize, machine_description, voxelize_table
 
 REAL_CLOUDS = {  # benchmark -> [(path under the real-data folder, voxel preset)]
     "voxelize": [("nuscenes/sweeps10_float16_N5.bin", "nuscenes"), ("kitti/velodyne/000000.bin", "kitti"),

@@ -19,9 +19,9 @@ import time
 
 from command_line import add_debug_option, run_tool
 
+from atomic_files import write_atomically, write_json_atomically
 from backbones.densification_meter import compare_conv_types, plot_reports
 from datasets import read_points
-from datasets.atomic_files import write_atomically, write_json_atomically
 from datasets.dataset_types import build_dataset
 from datasets.nuscenes_writer import make_synthetic_database
 from datasets.realism import sim_to_real

@@ -16,11 +16,11 @@ import sys
 
 from command_line import add_debug_option, run_tool
 
+from atomic_files import write_atomically, write_json_atomically
 from backbones.backends import BACKENDS
 from backbones.densification_meter import compare_conv_types, plot_format, plot_reports
 from backbones.voxel_backbones import BACKBONES, backbone_weights
 from datasets import read_points
-from datasets.atomic_files import write_atomically, write_json_atomically
 from detectors.checkpoints import load_checkpoint
 from voxelize.presets import VOXEL_PRESETS
 from voxelize.voxelizer import Voxelizer

@@ -26,7 +26,7 @@ import time
 
 from command_line import add_debug_option, run_tool
 
-from datasets.atomic_files import write_json_atomically
+from atomic_files import write_json_atomically
 from detectors.centerpoint import CenterPoint
 from detectors.inference import detection_record, output_paths
 

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from datasets.atomic_files import write_json_atomically
+from atomic_files import write_json_atomically
 from datasets.realism import real_keyframe, real_sweeps, realism_report, sim_to_real, synthetic_keyframes
 
 REAL_KEY, REAL_STACK = "real key frame", "real 10 sweeps"

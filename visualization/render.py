@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from datasets.atomic_files import write_atomically
+from atomic_files import write_atomically
 from optional_dependencies import require
 
 o3d = require("open3d", "the Open3D views")

@@ -5,12 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sparse_inputs import random_sparse
 
 from backbones import VoxelResBackBone8x
 from backbones.activation_penalty import ActivationPenalty, ActivationPenaltyConfig
 from backbones.activation_sparsity import ACTIVATIONS, hoyer_square_penalty, l1_activation_penalty
 from detectors.config import ConfigError
-from sparse_inputs import random_sparse
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "centerpoint_synthetic_cpu.yaml")
 

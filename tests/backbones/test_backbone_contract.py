@@ -2,11 +2,11 @@
 agrees with a real forward, for both conv types, and its weights load into every backend."""
 import pytest
 import torch
+from sparse_inputs import random_sparse
 
 from backbones import BACKBONES, set_backend
 from backbones.backends import REFERENCE_BACKEND, available_backends
 from backbones.voxel_backbones import CONV_TYPES
-from sparse_inputs import random_sparse
 from voxelize import SparseTensor
 
 GRIDS = [(40, 48, 48), (41, 37, 50), (24, 64, 24)]  # nuScenes' height, odd sizes, the flattest that works

@@ -3,13 +3,12 @@ oracle for the reference), backend switching, state_dict portability, kernel-map
 cases. A backend that is not installed here is skipped."""
 import pytest
 import torch
-
-from backbones.backends import BACKENDS, REFERENCE_BACKEND
-from backbones import (SparseConv3d, SparseInverseConv3d, SparseSequential, SubMConv3d, VoxelResBackBone8x,
-                       set_backend)
 from conftest import KITTI_SCANS, NUSCENES_KEYFRAME
-from datasets import read_points
 from sparse_inputs import random_sparse
+
+from backbones import SparseConv3d, SparseInverseConv3d, SparseSequential, SubMConv3d, VoxelResBackBone8x, set_backend
+from backbones.backends import BACKENDS, REFERENCE_BACKEND
+from datasets import read_points
 from voxelize import SparseTensor
 from voxelize.presets import preset_voxelizer
 

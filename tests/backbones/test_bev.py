@@ -1,9 +1,9 @@
 """Height compression and the SECOND-FPN BEV network."""
 import pytest
 import torch
+from sparse_inputs import random_sparse
 
 from backbones.bev import SECONDFPN, height_compression
-from sparse_inputs import random_sparse
 
 
 def test_height_compression_folds_height_into_channels():

@@ -3,11 +3,11 @@ against the dense conv3d oracle, forward and both gradients, in fp32 and under b
 import pytest
 import torch
 import torch.nn.functional as F
+from sparse_inputs import random_sparse
+from test_sparse_conv_vs_dense import SHAPE, check_against_dense, reachable_sites
 
 import backbones.sparse_conv_function as conv_function
 from backbones import SparseConv3d, SubMConv3d
-from sparse_inputs import random_sparse
-from test_sparse_conv_vs_dense import SHAPE, check_against_dense, reachable_sites
 
 
 @pytest.mark.parametrize("gemm", conv_function.CONV_GEMMS)

@@ -6,15 +6,22 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import KITTI_SCANS
+from sparse_inputs import random_sparse
 
 from backbones import SparseConv3d, SparseConvolution, SubMConv3d, VoxelBackBone8x, VoxelResBackBone8x, set_backend
-from backbones.activation_sparsity import (KWinnersTakeAll, SiteTopK, activation_ratio, activation_statistics,
-                                           hoyer_sparsity, hoyer_square_penalty, l1_activation_penalty)
+from backbones.activation_sparsity import (
+    KWinnersTakeAll,
+    SiteTopK,
+    activation_ratio,
+    activation_statistics,
+    hoyer_sparsity,
+    hoyer_square_penalty,
+    l1_activation_penalty,
+)
 from backbones.backends import BACKENDS, REFERENCE_BACKEND
 from backbones.densification_meter import compare_conv_types, measure, plot_reports
-from conftest import KITTI_SCANS
 from datasets import read_points
-from sparse_inputs import random_sparse
 from voxelize import SparseTensor
 from voxelize.presets import preset_voxelizer
 
@@ -110,7 +117,8 @@ def test_both_backends_read_the_same(batch, other):
         assert ours.channel_zero_fraction == pytest.approx(theirs.channel_zero_fraction, abs=1e-4)
         assert [(s.skippable_macs, s.zero_input_macs) for s in ours.samples] == \
             [(s.skippable_macs, s.zero_input_macs) for s in theirs.samples]
-    assert sum(layer.skippable_macs for layer in reports[REFERENCE_BACKEND].layers) > 0  # ReLU left all-zero rows to count
+    # ReLU left all-zero rows to count
+    assert sum(layer.skippable_macs for layer in reports[REFERENCE_BACKEND].layers) > 0
 
 
 def test_activation_measures_follow_their_formulas():

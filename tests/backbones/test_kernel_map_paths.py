@@ -5,13 +5,13 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from sparse_inputs import random_sparse
+from test_sparse_conv_vs_dense import SHAPE, check_against_dense, triple
 
 import backbones.kernel_map as kernel_map_module
 from backbones import SubMConv3d
 from backbones.kernel_map import build_submanifold_map, uses_dense_grid
-from sparse_inputs import random_sparse
 from voxelize.hash_map import CoordHashMap
-from test_sparse_conv_vs_dense import SHAPE, check_against_dense, triple
 
 
 def assert_same_map(a, b):

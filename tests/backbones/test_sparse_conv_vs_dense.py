@@ -6,9 +6,9 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from sparse_inputs import random_sparse
 
 from backbones import SparseConv3d, SparseInverseConv3d, SubMConv3d
-from sparse_inputs import random_sparse
 
 SHAPE = (7, 8, 9)
 KERNELS = [1, 2, 3, (3, 1, 1)]

@@ -1,9 +1,9 @@
 """The two 3D backbones: structure, strides, the regular (densifying) variant, training."""
 import pytest
 import torch
-
-from backbones import (SparseConv3d, SubMConv3d, VoxelBackBone8x, VoxelResBackBone8x, build_backbone)
 from sparse_inputs import random_sparse
+
+from backbones import SparseConv3d, SubMConv3d, VoxelBackBone8x, VoxelResBackBone8x, build_backbone
 from voxelize import SparseTensor
 
 GRID = (40, 48, 48)  # the nuScenes height of 40 voxels, a small plane

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REAL_DATA
+
 from datasets.base import check_frame
 from datasets.boxes import points_in_box
 from datasets.custom_type import CustomConfig

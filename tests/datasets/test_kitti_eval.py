@@ -10,14 +10,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import KITTI_SCANS, REAL_DATA
 from shapely.geometry import Polygon
 
-from conftest import KITTI_SCANS, REAL_DATA
 from datasets.detection_matching import DetectionCurve
 from datasets.kitti_dataset import KittiDataset, read_label_rows, split_ids
-from datasets.kitti_eval import (KittiEvaluator, bev_iou, evaluate_detector_on_kitti, evaluate_kitti,
-                                 evaluated_classes, format_table, frame_operating_points, image_boxes, iou_3d,
-                                 observation_angles, r40_average_precision)
+from datasets.kitti_eval import (
+    KittiEvaluator,
+    bev_iou,
+    evaluate_detector_on_kitti,
+    evaluate_kitti,
+    evaluated_classes,
+    format_table,
+    frame_operating_points,
+    image_boxes,
+    iou_3d,
+    observation_angles,
+    r40_average_precision,
+)
 from detectors.centerpoint import CenterPoint, load_centerpoint_config
 from detectors.config import ConfigError
 from detectors.training import evaluate
@@ -420,7 +430,8 @@ def test_bad_inputs_get_errors_naming_the_file_or_field(tmp_path):
     with pytest.raises(ValueError, match="none of the class names"):
         evaluated_classes(["car_x"])
     assert evaluated_classes(["car", "truck", "pedestrian"]) == ["Car", "Pedestrian"]
-    with pytest.raises(ConfigError, match=r"dataset.type must be one of \['nuscenes', 'kitti', 'custom'\], got 'waymo'"):
+    with pytest.raises(ConfigError,
+                       match=r"dataset.type must be one of \['nuscenes', 'kitti', 'custom'\], got 'waymo'"):
         load_centerpoint_config(CONFIG, ["dataset.type=waymo"])
 
 

@@ -1,8 +1,8 @@
 """read_points: every supported layout, and files that are not a whole number of points."""
 import numpy as np
 import pytest
-
 from conftest import KITTI_SCANS, NUSCENES_KEYFRAME, NUSCENES_SWEEPS
+
 from datasets import point_file_layout, read_points
 
 

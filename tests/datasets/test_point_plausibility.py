@@ -7,8 +7,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import KITTI_SCANS, NUSCENES_KEYFRAME, NUSCENES_SWEEPS
+
 from datasets.point_files import read_point_file, read_points
 
 

@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import NUSCENES_KEYFRAME, REAL_DATA
+
 from datasets import read_points
 from datasets.boxes import points_in_box
 from datasets.kitti_dataset import KittiDataset, read_labels

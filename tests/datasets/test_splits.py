@@ -5,8 +5,8 @@ import json
 import shutil
 
 import pytest
-
 from conftest import REAL_DATA
+
 from datasets.kitti_dataset import KittiDataset, split_ids
 from datasets.kitti_eval import evaluate_detector_on_kitti
 from datasets.nuscenes_dataset import NuScenesDataset, split_scene_names

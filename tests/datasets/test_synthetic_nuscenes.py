@@ -3,9 +3,9 @@ the points, sweeps line up, and NuScenesDataset reads it in the project's box co
 import numpy as np
 import pytest
 
+from datasets.boxes import points_in_box
 from datasets.nuscenes_dataset import NuScenesDataset
 from datasets.nuscenes_writer import TRAIN_SPLIT, VAL_SPLIT, make_synthetic_database
-from datasets.boxes import points_in_box
 from datasets.synthetic_world import KERB_HEIGHT
 
 

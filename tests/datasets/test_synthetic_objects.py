@@ -8,8 +8,7 @@ import pytest
 
 from datasets.boxes import points_in_box, rotation_z
 from datasets.synthetic_objects import PART_MODELS, car, pedestrian, tight_size
-from datasets.synthetic_sensor import (BOX, MATERIAL_IDS, Ground, LidarSpec, Primitives, beam_directions, part,
-                                       scan)
+from datasets.synthetic_sensor import BOX, MATERIAL_IDS, Ground, LidarSpec, Primitives, beam_directions, part, scan
 
 # A noiseless, lossless sensor: every ray that meets something returns exactly there.
 EXACT = LidarSpec(tuple(np.linspace(-30.0, 10.0, 64).round(3)), azimuth_steps=2048, range_noise=0.0, dropout=0.0,

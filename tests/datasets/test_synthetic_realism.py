@@ -5,8 +5,18 @@ import json
 import numpy as np
 import pytest
 
-from datasets.realism import (BINS, GROUND_Z, LabelledFrame, cloud_statistics, real_keyframe, realism_report,
-                              sim_to_real, statistics_distance, synthetic_keyframes, wasserstein_from_histograms)
+from datasets.realism import (
+    BINS,
+    GROUND_Z,
+    LabelledFrame,
+    cloud_statistics,
+    real_keyframe,
+    realism_report,
+    sim_to_real,
+    statistics_distance,
+    synthetic_keyframes,
+    wasserstein_from_histograms,
+)
 
 
 def plane_and_wall(ground_points=3000, wall_points=1000, intensity=10.0, shift=0.0):

@@ -4,8 +4,8 @@ and sweeps are deterministic per seed."""
 import math
 
 import numpy as np
-
 from conftest import NUSCENES_KEYFRAME
+
 from datasets import read_points
 from datasets.synthetic_sensor import HDL32E, Ground, Primitives, part, scan
 from datasets.synthetic_world import random_scene, ray_cast

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from detectors.center_head import CenterHead, DecodeConfig, NUSCENES_CLASS_GROUPS, center_loss, decode, focal_loss
+from detectors.center_head import NUSCENES_CLASS_GROUPS, CenterHead, DecodeConfig, center_loss, decode, focal_loss
 from detectors.center_targets import REGRESSION_CODE, BEVGrid, build_targets, draw_gaussian, gaussian_radius
 
 CLASSES = ["car", "truck", "construction_vehicle", "bus", "trailer", "barrier", "motorcycle", "bicycle",

@@ -1,9 +1,9 @@
 """The detector benchmark times the stages of the real predict: its staged run gives predict's boxes."""
 import torch
-
-from detectors.benchmark import DETECTOR_STAGES, _staged_predict
-from test_inference_precision import clouds
 from test_config_and_centerpoint import small_model
+from test_inference_precision import clouds
+
+from benchmarks.detector import DETECTOR_STAGES, _staged_predict
 
 
 def test_staged_predict_returns_what_predict_returns():
@@ -22,8 +22,9 @@ def test_staged_predict_returns_what_predict_returns():
 
 def test_kitti_config_derives_the_kitti_grid():
     """The benchmark's KITTI case: SECOND's KITTI grid, 4 point features, one head group per class."""
-    from detectors.centerpoint import CenterPoint, load_centerpoint_config
     from test_config_and_centerpoint import CONFIGS
+
+    from detectors.centerpoint import CenterPoint, load_centerpoint_config
 
     config = load_centerpoint_config(str(CONFIGS / "centerpoint_kitti_voxel005.yaml"))
     assert config.dataset.type == "kitti" and config.model.num_point_features == 4

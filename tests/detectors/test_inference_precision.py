@@ -3,11 +3,11 @@ bf16, the outputs stay close to the fp32 model's, and a bad value is a config er
 import numpy as np
 import pytest
 import torch
+from test_config_and_centerpoint import CONFIGS, small_model
 
 from backbones.sparse_modules import SparseConvolution
-from detectors.config import ConfigError
 from detectors.centerpoint import load_centerpoint_config
-from test_config_and_centerpoint import CONFIGS, small_model
+from detectors.config import ConfigError
 
 
 def clouds():

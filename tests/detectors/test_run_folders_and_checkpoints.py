@@ -228,10 +228,10 @@ def test_an_interrupted_atomic_write_leaves_an_orphan_that_the_next_write_remove
     import subprocess
     import sys
 
-    from datasets.atomic_files import write_json_atomically
+    from atomic_files import write_json_atomically
     target = tmp_path / "metrics.json"
     write_json_atomically(str(target), {"run": 1})
-    script = ("import os, sys; from datasets import atomic_files as a; os.fsync = lambda fd: os._exit(9); "
+    script = ("import os, sys; import atomic_files as a; os.fsync = lambda fd: os._exit(9); "
               f"a.write_json_atomically({str(target)!r}, {{'run': 2}})")
     root = Path(__file__).resolve().parents[2]
     completed = subprocess.run([sys.executable, "-c", script], cwd=root, env=dict(os.environ, PYTHONPATH=str(root)))

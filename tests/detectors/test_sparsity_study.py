@@ -8,8 +8,16 @@ import pytest
 
 from datasets.nuscenes_writer import make_synthetic_database
 from detectors import sparsity_study
-from detectors.sparsity_study import (GEOMETRIES, VARIANTS, memory_status, record_path, run_study, step_times,
-                                      variant_config, variant_key)
+from detectors.sparsity_study import (
+    GEOMETRIES,
+    VARIANTS,
+    memory_status,
+    record_path,
+    run_study,
+    step_times,
+    variant_config,
+    variant_key,
+)
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "centerpoint_synthetic_cpu.yaml")
 TINY = ["dataset.num_sweeps=1", "model.backbone_3d.channels=[4, 4, 8, 8]", "model.backbone_3d.out_channels=8",

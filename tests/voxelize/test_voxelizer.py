@@ -5,8 +5,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from conftest import KITTI_SCANS, NUSCENES_SWEEPS
+
 from datasets import read_points
 from voxelize import SparseTensor, Voxelizer
 

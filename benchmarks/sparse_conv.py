@@ -18,8 +18,8 @@ from backbones.kernel_map import build_regular_map, build_submanifold_map
 from backbones.sparse_conv_function import linear
 from backbones.sparse_modules import SparseConv3d, SparseConvolution, SubMConv3d, set_backend
 from backbones.voxel_backbones import VoxelBackBone8x, VoxelResBackBone8x
+from benchmarks.voxelizer import interleaved_medians
 from datasets.point_files import read_points
-from voxelize.benchmark import interleaved_medians
 from voxelize.presets import preset_voxelizer
 from voxelize.sparse_tensor import SparseTensor
 
