@@ -33,7 +33,7 @@ class TrainingResult:
 def benchmark_training(config_path: str, overrides=(), backends=("torch", "spconv"), workers=(0, 2),
                        steps: int = 6, threads: int = 2) -> list[TrainingResult]:
     """``steps`` + 1 training steps of the config per (backend, workers); medians of the last ``steps``."""
-    from detectors.centerpoint import load_centerpoint_config
+    from detectors.experiment import load_centerpoint_config
     from detectors.training import train
 
     torch.set_num_threads(threads)

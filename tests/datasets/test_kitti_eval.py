@@ -18,9 +18,10 @@ from datasets.kitti_dataset import KittiDataset, read_label_rows, split_ids
 from datasets.kitti_eval import (KittiEvaluator, bev_iou, evaluate_detector_on_kitti, evaluate_kitti,
                                  evaluated_classes, format_table, frame_operating_points, image_boxes, iou_3d,
                                  observation_angles, r40_average_precision)
-from detectors.centerpoint import CenterPoint, load_centerpoint_config
+from detectors.centerpoint import CenterPoint
 from detectors.config import ConfigError
-from detectors.training import evaluate
+from detectors.evaluation import evaluate
+from detectors.experiment import load_centerpoint_config
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "centerpoint_synthetic_cpu.yaml")
 
