@@ -14,7 +14,6 @@ from torch import nn
 from backbones.sparse_modules import SparseModule
 from voxelize.sparse_tensor import SparseTensor
 
-
 # A float32 sum of ones is exact while it stays below 2**24; chunks of 2**23 keep it there.
 _EXACT_CHUNK = 1 << 23
 

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from backbones.activation_sparsity import ACTIVATIONS, activation_statistics
+from backbones.backends import get_backend
 from backbones.kernel_map import KernelMap
 from backbones.sparse_modules import SparseConvolution
 from datasets.atomic_files import write_atomically
@@ -222,7 +223,6 @@ class DensificationMeter:
     def __enter__(self) -> "DensificationMeter":
         for module in self.model.modules():
             if isinstance(module, SparseConvolution):
-                module.keep_kernel_map = True
                 self._hooks.append(module.register_forward_hook(self._record_conv))
             elif isinstance(module, ACTIVATIONS):
                 self._hooks.append(module.register_forward_hook(self._record_activation))
@@ -232,10 +232,6 @@ class DensificationMeter:
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
-        for module in self.model.modules():
-            if isinstance(module, SparseConvolution):
-                module.keep_kernel_map = False
-                module.last_kernel_map = None
 
     def reset(self) -> None:
         self.records.clear()
@@ -245,32 +241,20 @@ class DensificationMeter:
     def report(self, label: str = "") -> DensificationReport:
         return DensificationReport(list(self.records), label)
 
-    def _kernel_map(self, module: SparseConvolution, x: SparseTensor) -> KernelMap:
-        kernel_map = module.last_kernel_map
-        module.last_kernel_map = None
+    @staticmethod
+    def _kernel_map(module: SparseConvolution, x: SparseTensor, output: SparseTensor) -> KernelMap:
+        """The project's map the forward used, or (a backend with maps of its own) one built from ``x``."""
+        kernel_map = output.kernel_map
         if kernel_map is None or kernel_map.in_coords is not x.coords:
             with torch.no_grad():
-                kernel_map = module.kernel_map(x)  # spconv backend: count with our own map
+                kernel_map = module.kernel_map(x)
         return kernel_map
-
-    @staticmethod
-    def _spconv_pairs(module: SparseConvolution, x: SparseTensor) -> int | None:
-        """True pair count from the map spconv stored under the layer's indice key, if any.
-
-        spconv's SubM maps hold only the offsets before the centre (the rest are their mirror
-        images, the centre pairs every site with itself): true = 2 x stored + N. Its regular maps
-        (and so their inverses) hold every pair."""
-        entry = x.kernel_map_cache.get("spconv_indice_dict", {}).get(module.indice_key) \
-            if module.backend == "spconv" and module.indice_key is not None else None
-        if entry is None or not hasattr(entry, "indice_pair_num"):
-            return None
-        stored = int(entry.indice_pair_num.sum())
-        return 2 * stored + x.num_sites if module.kind == "subm" else stored
 
     def _record_conv(self, module: SparseConvolution, inputs, output: SparseTensor) -> None:
         x = inputs[0]
-        pairs = self._spconv_pairs(module, x) if x.batch_size == 1 or not self.per_sample else None
-        kernel_map = self._kernel_map(module, x) if pairs is None else None
+        stored = get_backend(module.backend).stored_pairs(module, x)
+        pairs = stored if x.batch_size == 1 or not self.per_sample else None
+        kernel_map = self._kernel_map(module, x, output) if pairs is None else None
         pairs = kernel_map.num_pairs if kernel_map is not None else pairs
         stride = kernel_map.stride if kernel_map is not None else module.stride
         if module.kind == "inverse" and kernel_map is None:
@@ -309,7 +293,7 @@ class DensificationMeter:
             return
         if kernel_map is None:
             with torch.no_grad():
-                kernel_map = module.kernel_map(x)  # spconv backend, one sample: count with our own map
+                kernel_map = module.kernel_map(x)  # a backend's own map was counted: build ours for the rows
         pairs_per_row = torch.bincount(kernel_map.in_rows, minlength=x.num_sites)
         skippable_pairs = pairs_per_row * (zeros == module.in_channels)
         zero_inputs = pairs_per_row * zeros

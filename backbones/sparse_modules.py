@@ -1,8 +1,8 @@
 """Sparse conv modules on two interchangeable backends, and a Sequential that carries SparseTensors.
 
-One weight layout for both backends: ``[C_out, kD, kH, kW, C_in]`` (spconv 2.x), so a state_dict
-saved under one backend loads into the other. The backend is a per-module attribute set for a
-whole model with :func:`set_backend`.
+One weight layout for every backend: ``[C_out, kD, kH, kW, C_in]`` (spconv 2.x), so a state_dict
+saved under one backend loads into another. The backend is a per-module name, looked up in the table
+of :mod:`backbones.backends` at each forward, and set for a whole model with :func:`set_backend`.
 """
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ import math
 import torch
 from torch import nn
 
+from backbones.backends import get_backend
 from backbones.cross_process_batch_norm import CrossProcessBatchNorm
 from backbones.kernel_map import KernelMap, build_regular_map, build_submanifold_map, triple
-from backbones.sparse_conv_function import sparse_conv
 from voxelize.sparse_tensor import SparseTensor
-
-BACKENDS = ("torch", "spconv")
 
 
 class SparseModule(nn.Module):
@@ -33,7 +31,7 @@ class SparseConvolution(SparseModule):
         indice_key: name under which the kernel map is cached on the input's lineage: SubM layers
             with the same key at the same resolution share one map; an inverse conv finds its
             paired regular conv's map by it. None: no sharing.
-        backend: 'torch' (the pure-PyTorch reference) or 'spconv'.
+        backend: a name in :data:`backbones.backends.BACKENDS` ('torch', the pure-PyTorch reference, or 'spconv').
     """
     kind = ""
 
@@ -51,10 +49,7 @@ class SparseConvolution(SparseModule):
         self.indice_key = indice_key
         self.weight = nn.Parameter(torch.empty(self.out_channels, *self.kernel_size, self.in_channels))
         self.bias = nn.Parameter(torch.empty(self.out_channels)) if bias else None
-        self.backend = check_backend(backend)
-        # Set by the densification meter so it can read the map a forward used without rebuilding it.
-        self.keep_kernel_map = False
-        self.last_kernel_map: KernelMap | None = None
+        self.backend = get_backend(backend).name
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -76,17 +71,7 @@ class SparseConvolution(SparseModule):
             raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, got {x.num_channels}")
         weight = self.weight if weight is None else weight
         bias = self.bias if bias is None else bias
-        if self.backend == "spconv" and x.num_sites:  # spconv does not take empty tensors
-            from backbones.spconv_backend import spconv_forward
-            return spconv_forward(self, x, weight, bias)
-        kernel_map = self.kernel_map(x)
-        if self.keep_kernel_map:
-            self.last_kernel_map = kernel_map
-        features = sparse_conv(x.features, weight, kernel_map)
-        if bias is not None:
-            features = features + bias.to(features.dtype)
-        return self.output_tensor(x, kernel_map.out_coords, kernel_map.out_spatial_shape, features,
-                                  kernel_map.stride)
+        return get_backend(self.backend).conv(self, x, weight, bias)
 
     def kernel_map(self, x: SparseTensor) -> KernelMap:
         """The kernel map of this layer for input ``x``, from the lineage's cache when possible."""
@@ -232,15 +217,9 @@ def on_features(module: nn.Module, x: SparseTensor) -> SparseTensor:
     return x.replace_features(module(x.features))
 
 
-def check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown sparse conv backend {backend!r}; valid: {list(BACKENDS)}")
-    return backend
-
-
 def set_backend(model: nn.Module, backend: str) -> nn.Module:
-    """Switch every sparse conv in ``model`` to ``backend`` ('torch' or 'spconv'); returns model."""
-    check_backend(backend)
+    """Switch every sparse conv in ``model`` to ``backend`` (a name in BACKENDS); returns model."""
+    get_backend(backend)
     for module in model.modules():
         if isinstance(module, SparseConvolution):
             module.backend = backend

@@ -13,8 +13,15 @@ from torch import nn
 
 from backbones.activation_sparsity import KWinnersTakeAll, SiteTopK
 from backbones.backbone_contract import BackboneOutput, SparseBackbone3D
-from backbones.sparse_modules import (SparseConv3d, SparseModule, SparseSequential, SubMConv3d, conv_bn, on_features,
-                                      set_backend)
+from backbones.sparse_modules import (
+    SparseConv3d,
+    SparseModule,
+    SparseSequential,
+    SubMConv3d,
+    conv_bn,
+    on_features,
+    set_backend,
+)
 from voxelize.sparse_tensor import SparseTensor
 
 CONV_TYPES = ("subm", "regular")

@@ -141,7 +141,9 @@ def decode(predictions: list[dict[str, torch.Tensor]], class_groups: list[list[s
     height, width = grid.shape
     cell_x, cell_y = grid.cell_size
     x0, y0 = grid.point_cloud_range[0], grid.point_cloud_range[1]
-    low, high = torch.tensor(config.post_center_range[:3]), torch.tensor(config.post_center_range[3:])
+    device = predictions[0]["heatmap"].device
+    low = torch.tensor(config.post_center_range[:3], device=device)
+    high = torch.tensor(config.post_center_range[3:], device=device)
     results = []
     for b in range(batch):
         boxes, scores, labels = [], [], []
@@ -171,7 +173,8 @@ def decode(predictions: list[dict[str, torch.Tensor]], class_groups: list[list[s
                 raise ValueError(f"nms must be one of {list(NMS_KINDS)}, got {config.nms!r}")
             boxes.append(group_boxes[kept])
             scores.append(group_scores[kept])
-            labels.append(torch.tensor([class_names.index(names[int(c)]) for c in cls[kept]], dtype=torch.long))
+            labels.append(torch.tensor([class_names.index(names[int(c)]) for c in cls[kept]], dtype=torch.long,
+                                       device=device))
         boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
         order = torch.argsort(scores, descending=True)[:config.max_boxes]
         results.append({"boxes": boxes[order], "scores": scores[order], "labels": labels[order]})

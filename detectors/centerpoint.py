@@ -22,7 +22,7 @@ from torch import nn
 
 from backbones.activation_penalty import ActivationPenalty, ActivationPenaltyConfig
 from backbones.bev import SECONDFPN, conv2d_output_shape, height_compression
-from backbones.sparse_modules import BACKENDS
+from backbones.backends import BACKENDS
 from backbones.voxel_backbones import BACKBONES, CONV_TYPES, build_backbone
 from detectors.center_head import CenterHead, DecodeConfig, at_least_one, center_loss, decode
 from detectors.center_targets import REGRESSION_CODE, BEVGrid, build_targets
@@ -76,7 +76,7 @@ class Backbone3DConfig:
     channels: list[PositiveInt] = field(default_factory=lambda: [16, 32, 64, 128])
     out_channels: PositiveInt = 128
     conv_type: Literal[CONV_TYPES] = "subm"
-    backend: Literal[BACKENDS] = "torch"
+    backend: Literal[tuple(BACKENDS)] = "torch"
     site_pruning: SitePruningConfig | None = None
     activation_topk: PositiveInt | None = None
     activation_penalty: ActivationPenaltyConfig | None = None  # see backbones/activation_penalty.py
@@ -328,6 +328,9 @@ class CenterPoint(nn.Module):
             raise RuntimeError(f"internal: BEV grid {self.grid.shape} differs from the head's map {shapes.bev}")
 
     def forward(self, clouds: list) -> list[dict[str, torch.Tensor]]:
+        device = next(self.head.parameters()).device
+        if device.type != "cpu":  # the voxelizer works where the points are: on the model's device
+            clouds = [torch.as_tensor(cloud, device=device) for cloud in clouds]
         tensor, _ = self.voxelizers["train" if self.training else "test"].batch(clouds)
         sparse = self.backbone_3d(tensor).out
         return self.head(self.bev_backbone(height_compression(sparse)))
@@ -344,6 +347,14 @@ class CenterPoint(nn.Module):
         losses = center_loss(predictions, batched_targets, head.code_weights, head.heatmap_weight,
                              head.regression_weight, normaliser)
         return losses if self.activation_penalty is None else self.activation_penalty.add_to(losses)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, config=None, device="cpu", overrides=()) -> "CenterPoint":
+        """A trained model in eval mode on ``device``: ``CenterPoint.from_checkpoint(path).predict([points])``.
+        config: None (the checkpoint's own, else the run folder's config.yaml), a YAML path or a config;
+        points: the model's features (``detectors.inference.model_points`` reads a file as such)."""
+        from detectors.inference import load_detector  # inference builds on this module
+        return load_detector(path, config, device, overrides)
 
     @torch.no_grad()
     def predict(self, clouds: list) -> list[dict[str, torch.Tensor]]:

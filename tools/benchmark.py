@@ -12,6 +12,7 @@ import sys
 
 from command_line import add_debug_option, run_tool
 
+from backbones.backends import BACKENDS
 from backbones.benchmark import benchmark_conv, benchmark_meter, conv_table, meter_table
 from detectors.benchmark import benchmark_training, training_table
 from voxelize.benchmark import benchmark_voxelize, machine_description, voxelize_table
@@ -45,7 +46,7 @@ def main() -> int:
     training.add_argument("--config", default="configs/centerpoint_nuscenes_voxel01.yaml")
     training.add_argument("--steps", type=int, default=6, help="timed steps per run (one warm-up step more)")
     training.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts")
-    training.add_argument("--backends", nargs="+", default=["torch", "spconv"], choices=["torch", "spconv"])
+    training.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
     add_debug_option(parser)
     args = parser.parse_args()
 

@@ -16,6 +16,7 @@ import sys
 
 from command_line import add_debug_option, run_tool
 
+from backbones.backends import BACKENDS
 from backbones.densification_meter import compare_conv_types, plot_format, plot_reports
 from backbones.voxel_backbones import BACKBONES, backbone_weights
 from datasets import read_points
@@ -33,7 +34,7 @@ def main() -> int:
     parser.add_argument("--voxel-size", type=float, nargs=3, metavar=("VX", "VY", "VZ"))
     parser.add_argument("--range", type=float, nargs=6, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"))
     parser.add_argument("--backbone", choices=sorted(BACKBONES), default="VoxelResBackBone8x")
-    parser.add_argument("--backend", choices=["torch", "spconv"], default="torch")
+    parser.add_argument("--backend", choices=list(BACKENDS), default="torch")
     parser.add_argument("--weights", default="random", help="'random' (seeded) or a checkpoint path")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prune-topk", type=float, help="add the regular variant pruned to K sites per sample "

@@ -20,6 +20,7 @@ from datasets.point_files import read_points
 from voxelize.presets import VOXEL_PRESETS
 from voxelize.voxelizer import Voxelizer
 
+
 def machine_description() -> str:
     """One line naming the CPU, cores, Python, torch and spconv versions and the malloc settings."""
     cpu = platform.processor() or "unknown CPU"

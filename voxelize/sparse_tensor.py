@@ -35,6 +35,9 @@ class SparseTensor:
         self.batch_size = int(batch_size)
         self.tensor_stride = tuple(int(s) for s in tensor_stride)
         self.kernel_map_cache = {} if kernel_map_cache is None else kernel_map_cache
+        # The kernel map (backbones.kernel_map.KernelMap) of the conv that produced this tensor, when its
+        # backend used one of the project's maps; the densification meter reads the pairs from it.
+        self.kernel_map = None
         self._hash_map: CoordHashMap | None = None
         if check:
             self._validate()

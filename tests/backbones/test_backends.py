@@ -1,8 +1,10 @@
-"""One suite for both backends: the torch backend against spconv (the oracle for the reference),
-backend switching, state_dict portability, kernel-map sharing, and the edge cases."""
+"""One suite over the table of backends: every other backend against the torch reference (spconv is the
+oracle for the reference), backend switching, state_dict portability, kernel-map sharing, and the edge
+cases. A backend that is not installed here is skipped."""
 import pytest
 import torch
 
+from backbones.backends import BACKENDS, REFERENCE_BACKEND
 from backbones import (SparseConv3d, SparseInverseConv3d, SparseSequential, SubMConv3d, VoxelResBackBone8x,
                        set_backend)
 from conftest import KITTI_SCANS, NUSCENES_KEYFRAME
@@ -14,16 +16,29 @@ from voxelize.presets import preset_voxelizer
 SHAPE = (9, 20, 22)
 
 
-def run_both(make_model, make_input, eval_mode=True):
-    """The model's output on each backend, from the same weights and a fresh copy of the input."""
+def installed(name: str) -> str:
+    if not BACKENDS[name].available():
+        pytest.skip(f"backend {name!r} is not installed here: {BACKENDS[name].requirement}")
+    return name
+
+
+@pytest.fixture(params=[name for name in BACKENDS if name != REFERENCE_BACKEND])
+def other(request):
+    """Each backend but the reference."""
+    return installed(request.param)
+
+
+def run_both(make_model, make_input, other, eval_mode=True):
+    """The model's output on the reference backend and on ``other``, from the same weights and a fresh
+    copy of the input."""
     torch.manual_seed(0)
     model = make_model()
     model.eval() if eval_mode else model.train()
     outputs = {}
-    for backend in ("torch", "spconv"):
+    for backend in (REFERENCE_BACKEND, other):
         set_backend(model, backend)
         outputs[backend] = model(make_input())
-    return outputs["torch"], outputs["spconv"]
+    return outputs[REFERENCE_BACKEND], outputs[other]
 
 
 def assert_same(ours, theirs, rtol=1e-5):
@@ -48,26 +63,26 @@ def fresh(x):
     lambda: SparseConv3d(3, 8, 3, stride=2, padding=(0, 1, 1), dilation=2, bias=False),
 ], ids=["subm3", "subm311", "subm3-dil2", "reg3s2p1", "reg3s1p1", "reg2s2", "reg311s211", "reg3s2-dil2"])
 @pytest.mark.parametrize("eval_mode", [True, False], ids=["eval", "train"])
-def test_layer_matches_spconv(make_layer, eval_mode):
+def test_layer_matches_spconv(make_layer, eval_mode, other):
     x = random_sparse(SHAPE, num_sites=400, channels=3, seed=1)
-    ours, theirs = run_both(make_layer, lambda: fresh(x), eval_mode)
+    ours, theirs = run_both(make_layer, lambda: fresh(x), other, eval_mode)
     assert_same(ours, theirs)
 
 
-def test_inverse_matches_spconv():
+def test_inverse_matches_spconv(other):
     x = random_sparse(SHAPE, num_sites=400, channels=3, seed=2)
     model = lambda: SparseSequential(SparseConv3d(3, 8, 3, stride=2, padding=1, indice_key="down"),  # noqa: E731
                                      SubMConv3d(8, 8, 3, indice_key="subm"),
                                      SparseInverseConv3d(8, 4, 3, indice_key="down"))
-    ours, theirs = run_both(model, lambda: fresh(x))
+    ours, theirs = run_both(model, lambda: fresh(x), other)
     assert torch.equal(ours.coords, x.coords)
     assert_same(ours, theirs)
 
 
-def test_gradients_match_spconv():
+def test_gradients_match_spconv(other):
     x = random_sparse(SHAPE, num_sites=300, channels=3, seed=3)
     grads = {}
-    for backend in ("torch", "spconv"):
+    for backend in (REFERENCE_BACKEND, other):
         torch.manual_seed(0)
         model = SparseSequential(SubMConv3d(3, 8, 3, indice_key="s"), torch.nn.ReLU(),
                                  SparseConv3d(8, 4, 3, stride=2, padding=1, indice_key="d"))
@@ -76,39 +91,40 @@ def test_gradients_match_spconv():
         out = model(SparseTensor(features, x.coords, SHAPE, x.batch_size))
         (out.features * torch.linspace(-1, 1, out.features.numel()).view_as(out.features)).sum().backward()
         grads[backend] = [features.grad] + [p.grad for p in model.parameters()]
-    for ours, theirs in zip(grads["torch"], grads["spconv"]):
+    for ours, theirs in zip(grads[REFERENCE_BACKEND], grads[other]):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
-def test_backbone_matches_spconv_on_random_input():
+def test_backbone_matches_spconv_on_random_input(other):
     x = random_sparse((40, 64, 64), batch_size=2, num_sites=3000, channels=4, seed=4)
     ours, theirs = run_both(lambda: VoxelResBackBone8x(4, channels=(8, 16, 16, 32), out_channels=32),
-                            lambda: fresh(x))
+                            lambda: fresh(x), other)
     for name in ("x_conv1", "x_conv2", "x_conv3", "x_conv4", "out"):
         assert_same(getattr(ours, name), getattr(theirs, name))
 
 
 @pytest.mark.parametrize("scan, preset", [(KITTI_SCANS[0], "kitti"), (NUSCENES_KEYFRAME, "nuscenes")])
-def test_backbone_matches_spconv_on_real_scans(real_file, scan, preset):
+def test_backbone_matches_spconv_on_real_scans(real_file, scan, preset, other):
     voxels, _ = preset_voxelizer(preset).batch([read_points(str(real_file(scan)))])
-    ours, theirs = run_both(lambda: VoxelResBackBone8x(voxels.num_channels), lambda: fresh(voxels))
+    ours, theirs = run_both(lambda: VoxelResBackBone8x(voxels.num_channels), lambda: fresh(voxels), other)
     for name in ("x_conv2", "x_conv4", "out"):
         assert_same(getattr(ours, name), getattr(theirs, name))
 
 
-def test_state_dict_saved_on_one_backend_loads_into_the_other(tmp_path):
+def test_state_dict_saved_on_one_backend_loads_into_the_other(tmp_path, other):
     x = random_sparse((40, 32, 32), num_sites=800, channels=4, seed=5)
     torch.manual_seed(0)
     trained = VoxelResBackBone8x(4, channels=(8, 8, 16, 16), out_channels=16, backend="torch").eval()
     torch.save(trained.state_dict(), tmp_path / "weights.pt")
     torch.manual_seed(1)  # different initial weights
-    loaded = VoxelResBackBone8x(4, channels=(8, 8, 16, 16), out_channels=16, backend="spconv").eval()
+    loaded = VoxelResBackBone8x(4, channels=(8, 8, 16, 16), out_channels=16, backend=other).eval()
     loaded.load_state_dict(torch.load(tmp_path / "weights.pt"))
     assert_same(trained(fresh(x)).out, loaded(fresh(x)).out)
 
 
-@pytest.mark.parametrize("backend", ["torch", "spconv"])
+@pytest.mark.parametrize("backend", list(BACKENDS))
 def test_edge_cases(backend):
+    installed(backend)
     model = SparseSequential(SubMConv3d(2, 4, 3, indice_key="s"),
                              SparseConv3d(4, 4, 3, stride=2, padding=1, indice_key="d"),
                              SparseInverseConv3d(4, 3, 3, indice_key="d"))
@@ -129,10 +145,10 @@ def test_edge_cases(backend):
     assert out.sites_per_sample().tolist()[1] == 0
 
 
-def test_border_sites_match_on_both_backends():
+def test_border_sites_match_on_both_backends(other):
     x = random_sparse(SHAPE, num_sites=300, channels=3, seed=7, border=True)
     ours, theirs = run_both(lambda: SparseSequential(SubMConv3d(3, 4, 3), SparseConv3d(4, 4, 3, stride=2, padding=1)),
-                            lambda: fresh(x))
+                            lambda: fresh(x), other)
     assert_same(ours, theirs)
 
 

@@ -10,6 +10,7 @@ import torch
 from backbones import SparseConv3d, SparseConvolution, SubMConv3d, VoxelBackBone8x, VoxelResBackBone8x, set_backend
 from backbones.activation_sparsity import (KWinnersTakeAll, SiteTopK, activation_ratio, activation_statistics,
                                            hoyer_sparsity, hoyer_square_penalty, l1_activation_penalty)
+from backbones.backends import BACKENDS, REFERENCE_BACKEND
 from backbones.densification_meter import compare_conv_types, measure, plot_reports
 from conftest import KITTI_SCANS
 from datasets import read_points
@@ -88,15 +89,18 @@ def test_regular_counts_on_a_real_scan(real_file):
         assert (record.sites_out, record.pairs) == independent_counts(coords, shape, layer)
 
 
+@pytest.mark.parametrize("other", [name for name in BACKENDS if name != REFERENCE_BACKEND])
 @pytest.mark.parametrize("batch", [1, 2])  # one sample: spconv's own (mirrored) counts; two: our maps
-def test_both_backends_read_the_same(batch):
+def test_both_backends_read_the_same(batch, other):
+    if not BACKENDS[other].available():
+        pytest.skip(f"backend {other!r} is not installed here: {BACKENDS[other].requirement}")
     torch.manual_seed(0)
     model = VoxelResBackBone8x(4, channels=(4, 4, 8, 8), out_channels=8).eval()
     reports = {}
-    for backend in ("torch", "spconv"):
+    for backend in (REFERENCE_BACKEND, other):
         set_backend(model, backend)
         reports[backend] = measure(model, small_cloud(batch=batch))
-    for ours, theirs in zip(reports["torch"].layers, reports["spconv"].layers):
+    for ours, theirs in zip(reports[REFERENCE_BACKEND].layers, reports[other].layers):
         assert (ours.name, ours.sites_in, ours.sites_out, ours.pairs, ours.macs) == \
             (theirs.name, theirs.sites_in, theirs.sites_out, theirs.pairs, theirs.macs)
         assert ours.active_ratio == pytest.approx(theirs.active_ratio, abs=1e-4)
@@ -106,7 +110,7 @@ def test_both_backends_read_the_same(batch):
         assert ours.channel_zero_fraction == pytest.approx(theirs.channel_zero_fraction, abs=1e-4)
         assert [(s.skippable_macs, s.zero_input_macs) for s in ours.samples] == \
             [(s.skippable_macs, s.zero_input_macs) for s in theirs.samples]
-    assert sum(layer.skippable_macs for layer in reports["torch"].layers) > 0  # ReLU left all-zero rows to count
+    assert sum(layer.skippable_macs for layer in reports[REFERENCE_BACKEND].layers) > 0  # ReLU left all-zero rows to count
 
 
 def test_activation_measures_follow_their_formulas():

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from optional_dependencies import require
+from backbones.backends.base import SparseConvBackend
+from backbones.backends.torch_backend import TorchBackend
+from optional_dependencies import available, require
 from voxelize.hash_map import pack_keys
 from voxelize.sparse_tensor import SparseTensor
 
@@ -81,3 +83,26 @@ def spconv_forward(module, x: SparseTensor, weight: torch.Tensor, bias: torch.Te
     if bias is not None:
         out_features = out_features + bias.to(out_features.dtype)
     return module.output_tensor(x, out_coords, tuple(out.spatial_shape), out_features, stride)
+
+
+class SpconvBackend(SparseConvBackend):
+    name = "spconv"
+    requirement = "pip install 'sparsevox[spconv]'"
+
+    def available(self) -> bool:
+        return available("spconv")
+
+    def conv(self, module, x: SparseTensor, weight: torch.Tensor, bias: torch.Tensor | None) -> SparseTensor:
+        if not x.num_sites:  # spconv does not take empty tensors; the reference gives the same empty result
+            return TorchBackend().conv(module, x, weight, bias)
+        return spconv_forward(module, x, weight, bias)
+
+    def stored_pairs(self, module, x: SparseTensor) -> int | None:
+        """spconv's SubM maps hold only the offsets before the centre (the rest are their mirror images,
+        the centre pairs every site with itself): true = 2 x stored + N. Its regular maps (and so their
+        inverses) hold every pair."""
+        entry = x.kernel_map_cache.get(INDICE_DICT, {}).get(module.indice_key) if module.indice_key else None
+        if entry is None or not hasattr(entry, "indice_pair_num"):
+            return None
+        stored = int(entry.indice_pair_num.sum())
+        return 2 * stored + x.num_sites if module.kind == "subm" else stored
