@@ -34,7 +34,7 @@ class TrainingResult:
 def benchmark_training(config_path: str, overrides=(), backends=("torch", "spconv"), workers=(0, 2),
                        steps: int = 6, threads: int = 2) -> list[TrainingResult]:
     """``steps`` + 1 training steps of the config per (backend, workers); medians of the last ``steps``."""
-    from detectors.centerpoint import load_centerpoint_config
+    from detectors.experiment import load_centerpoint_config
     from detectors.training import train
 
     torch.set_num_threads(threads)
@@ -113,7 +113,8 @@ def benchmark_detector(cases: list[tuple[str, str, str]], threads=(1, 2), repeat
     ``model.inference_precision`` switch."""
     from backbones.sparse_modules import set_backend
     from datasets.point_files import read_points
-    from detectors.centerpoint import CenterPoint, load_centerpoint_config
+    from detectors.centerpoint import CenterPoint
+    from detectors.experiment import load_centerpoint_config
 
     results = []
     for name, config_path, cloud_path in cases:

@@ -8,6 +8,7 @@ A config is checked when it is built (at load time): the range must hold a whole
 per axis, and that grid must pass the 3D backbone's strided convs, the BEV network's levels and the
 head so that every head cell covers the same whole number of voxels (:func:`model_shapes`, which asks
 the networks for their output shapes); string options are closed sets; numbers have their ranges.
+The experiment around the model (dataset, optimizer, training) is ``detectors.experiment``.
 """
 from __future__ import annotations
 
@@ -24,20 +25,9 @@ from backbones.backends import BACKENDS
 from backbones.bev import SECONDFPN, conv2d_output_shape, height_compression
 from backbones.sparse_modules import SparseConvolution
 from backbones.voxel_backbones import BACKBONES, CONV_TYPES, build_backbone
-from datasets.augmentation import Augmenter
-from datasets.base import DatasetConfig  # one subclass per dataset.type (datasets.dataset_types)
 from detectors.center_head import CenterHead, DecodeConfig, at_least_one, center_loss, decode
 from detectors.center_targets import REGRESSION_CODE, BEVGrid, build_targets
-from detectors.config import (
-    Bounds,
-    ConfigError,
-    Length,
-    NonNegativeFloat,
-    NonNegativeInt,
-    PositiveFloat,
-    PositiveInt,
-    load_config,
-)
+from detectors.config import Bounds, ConfigError, Length, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from voxelize.voxelizer import Voxelizer
 
 # A grid counts as whole when range / voxel size is this close to an integer (in voxels).
@@ -165,88 +155,6 @@ class ModelConfig:
         if self.decode.nms == "circle" and len(self.decode.circle_radius) < groups:
             raise ConfigError(f"model.decode.circle_radius needs a radius for each of the {groups} class groups, got "
                               f"{self.decode.circle_radius}")
-
-
-@dataclass
-class OptimizerConfig:
-    """Adam(W) with a one-cycle learning rate, as CenterPoint trains."""
-    lr: PositiveFloat = 1e-3                 # the peak of the cycle
-    weight_decay: NonNegativeFloat = 0.01
-    grad_clip: PositiveFloat = 35.0
-    pct_start: Annotated[float, Bounds(0, 1, low_open=True, high_open=True)] = 0.4
-    div_factor: PositiveFloat = 10.0
-
-
-@dataclass
-class GTSamplingConfig:
-    database: str                    # .npz, built from the training split, rebuilt when that changes (cwd-relative)
-    sample_groups: dict[str, NonNegativeInt]    # objects pasted per class and frame
-    min_points: NonNegativeInt = 5
-
-
-@dataclass
-class TrainConfig:
-    epochs: PositiveInt = 20
-    batch_size: PositiveInt = 4              # per process
-    num_workers: NonNegativeInt = 0
-    seed: NonNegativeInt = 0
-    checkpoint_every: NonNegativeInt = 0        # steps; 0: at the end of each epoch only
-    log_every: PositiveInt = 10
-    augmentation: Augmenter | None = None  # global flips, rotation, scaling, translation; None: off
-    gt_sampling: GTSamplingConfig | None = None  # copy-paste of training-split objects; None: off
-    cbgs: bool = False                     # class-balanced resampling of the training frames
-    # GT boxes with fewer key-frame LiDAR points are no training targets (as OpenPCDet's
-    # FILTER_MIN_POINTS_IN_GT): the official evaluation drops them, so learning to fire on them
-    # only teaches false positives.
-    min_points_in_gt: NonNegativeInt = 1
-    # After the last epoch, replace BatchNorm's running statistics by their exact values over this
-    # many training batches (PreciseBN); 0: keep the moving averages. For short runs, whose
-    # averages (momentum 0.01) lag behind the weights.
-    precise_bn_batches: NonNegativeInt = 0
-
-    def __post_init__(self):
-        if self.augmentation is not None:
-            check_augmentation(self.augmentation, "train.augmentation")
-
-
-def check_augmentation(augmenter: Augmenter, where: str) -> None:
-    """Augmenter's fields are plain lists and floats; the ranges that make sense, checked here."""
-    def numbers(name, count):
-        value = getattr(augmenter, name)
-        if not isinstance(value, (list, tuple)) or len(value) != count or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
-            raise ConfigError(f"{where}.{name} must be {count} finite numbers, got {value!r}")
-        return value
-
-    for name in ("flip_x", "flip_y"):
-        value = getattr(augmenter, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ConfigError(f"{where}.{name} is a probability in [0, 1], got {value!r}")
-    low, high = numbers("rotation", 2)
-    if low > high:
-        raise ConfigError(f"{where}.rotation is [low, high] in radians with low <= high, got {[low, high]}")
-    low, high = numbers("scaling", 2)
-    if not 0 < low <= high:
-        raise ConfigError(f"{where}.scaling is [low, high] with 0 < low <= high, got {[low, high]}")
-    if min(numbers("translation_std", 3)) < 0:
-        raise ConfigError(f"{where}.translation_std is 3 standard deviations >= 0 (metres), got "
-                          f"{augmenter.translation_std}")
-
-
-@dataclass
-class CenterPointConfig:
-    model: ModelConfig
-    dataset: DatasetConfig | None = None
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def __post_init__(self):
-        sampling = self.train.gt_sampling
-        if sampling is not None:
-            unknown = sorted(set(sampling.sample_groups) - set(self.model.head.class_names))
-            if unknown:
-                raise ConfigError(f"train.gt_sampling.sample_groups names {unknown}, not in model.head.class_names "
-                                  f"{self.model.head.class_names}")
 
 
 @dataclass(frozen=True)
@@ -390,11 +298,6 @@ def _short(value: float) -> str:
     return f"{round(value, 6):g}"
 
 
-def load_centerpoint_config(path: str, overrides=()) -> CenterPointConfig:
-    """A CenterPoint config from YAML (bases merged, ``a.b=value`` overrides applied, keys checked)."""
-    return load_config(CenterPointConfig, path, overrides)
-
-
 class CenterPoint(nn.Module):
     """CenterPoint from a :class:`ModelConfig`.
 
@@ -489,5 +392,4 @@ def uses_spconv(model: nn.Module) -> bool:
     return any(isinstance(m, SparseConvolution) and m.backend == "spconv" for m in model.modules())
 
 
-__all__ = ["CenterPoint", "CenterPointConfig", "ModelConfig", "ModelShapes", "REGRESSION_CODE",
-           "load_centerpoint_config", "model_shapes"]
+__all__ = ["CenterPoint", "ModelConfig", "ModelShapes", "REGRESSION_CODE", "model_shapes"]

@@ -38,9 +38,10 @@ import torch
 
 from datasets.dataset_types import dataset_type
 from datasets.point_files import read_point_file
-from detectors.centerpoint import CenterPoint, CenterPointConfig
+from detectors.centerpoint import CenterPoint
 from detectors.checkpoints import load_checkpoint, load_state_checked, model_state
 from detectors.config import ConfigError, apply_overrides, from_dict, load_config, read_yaml_with_bases, to_dict
+from detectors.experiment import CenterPointConfig
 
 BOX_FIELDS = ("x", "y", "z", "dx", "dy", "dz", "yaw", "vx", "vy")
 BOX_CONVENTION = ("LiDAR frame of the point file; x, y, z the box centre (m); dx, dy, dz its size along the "

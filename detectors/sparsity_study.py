@@ -5,7 +5,7 @@ the official nuScenes metric, and metered on the validation frames with their tr
 
 Every variant is the same config plus the overrides of one entry of :data:`VARIANTS` (and of the
 geometry, :data:`GEOMETRIES`), trained on the same data with the same epochs and seed
-(:func:`detectors.training.train`), evaluated by :func:`detectors.training.evaluate`, then metered
+(:func:`detectors.training.train`), evaluated by :func:`detectors.evaluation.evaluate`, then metered
 (:mod:`backbones.densification_meter`) on the validation frames, trained and at its initial weights.
 
 Each finished variant writes ``variants/NAME.seedS.json`` at once; a rerun skips a variant whose
@@ -38,11 +38,13 @@ from atomic_files import write_atomically, write_json_atomically
 from backbones.densification_meter import DensificationReport, measure
 from datasets.dataset_types import build_dataset
 from datasets.gt_sampling import ensure_gt_database
-from detectors.centerpoint import CenterPoint, CenterPointConfig, load_centerpoint_config
+from detectors.centerpoint import CenterPoint
 from detectors.checkpoints import load_checkpoint
 from detectors.config import to_dict
+from detectors.evaluation import evaluate
+from detectors.experiment import CenterPointConfig, load_centerpoint_config
 from detectors.run_folder import CHECKPOINT
-from detectors.training import evaluate, seed_everything, train
+from detectors.training import seed_everything, train
 from optional_dependencies import require
 
 STUDY_VERSION = 1  # part of every variant's key: bump when what a variant's record means changes

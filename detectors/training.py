@@ -1,12 +1,16 @@
-"""Training and evaluating CenterPoint: one process or ``torchrun`` (DDP, gloo on CPU, nccl on CUDA).
+"""Training CenterPoint: one process or ``torchrun`` (DDP, gloo on CPU, nccl on CUDA).
 
 A run folder holds the resolved config, ``log.jsonl`` (one JSON object per logged step), TensorBoard
 scalars when tensorboard is installed, and checkpoints written atomically (temp file, fsync,
 rename) and read without running code (``detectors.checkpoints``). ``resume`` restores model,
 optimizer, scheduler, epoch, position in the epoch and the RNG states, so an interrupted run
 continues as if it had not stopped (bitwise on CPU). A folder that holds a run is never written
-over by accident (``detectors.run_folder``), and a run or an evaluation of nothing (0 steps, 0
-frames) is an error, not a result.
+over by accident (``detectors.run_folder``), and a run of nothing (0 steps) is an error, not a result.
+
+:func:`train` orchestrates the pieces, each usable alone: :func:`build_training_run` (model, data,
+optimizer and schedule, resumed state) → :func:`prepare_run_folder` → :func:`train_one_epoch` per
+epoch (logging through :class:`TrainingLog`, checkpointing through :func:`save_training_checkpoint`)
+→ PreciseBN (:func:`recompute_batch_norm_statistics`). Evaluation is ``detectors.evaluation``.
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,20 +32,19 @@ from atomic_files import write_atomically
 from backbones.cross_process_batch_norm import convert_to_cross_process_batch_norm
 from datasets.augmentation import Augmenter, sample_rng
 from datasets.base import DetectionDataset, check_frame
-from datasets.dataset_types import build_dataset, build_evaluator
 from datasets.gt_sampling import GTSampler, cbgs_indices, ensure_gt_database, gt_database_key
 from detectors.center_head import at_least_one
 from detectors.center_targets import build_targets
-from detectors.centerpoint import CenterPoint, CenterPointConfig
+from detectors.centerpoint import CenterPoint
 from detectors.checkpoints import (
     load_checkpoint,
-    load_model_weights,
     load_state_checked,
     restore_rng_states,
     rng_states,
     save_checkpoint,
 )
 from detectors.config import to_dict
+from detectors.experiment import CenterPointConfig, OptimizerConfig, split_frames
 from detectors.run_folder import CHECKPOINT, CONFIG, LOG, check_run_folder, move_aside
 
 
@@ -107,6 +112,52 @@ def distributed_context() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+@dataclass
+class TrainingRun:
+    """Everything one training process steps: the model (``trainable`` is it, or its DDP wrapper), the
+    data, the optimizer and its schedule, and where the run stands (``start_epoch``, ``skip`` batches
+    of that epoch already trained on, ``steps`` optimizer steps in total). ``resumed_rng`` holds the
+    RNG states of the checkpoint resumed from (None for a new run), restored by :func:`prepare_run_folder`."""
+    config: CenterPointConfig
+    run_dir: str
+    device: torch.device
+    rank: int
+    world: int
+    model: CenterPoint
+    trainable: torch.nn.Module
+    normaliser: Callable[[torch.Tensor], torch.Tensor]
+    data: Dataset
+    sampler: DistributedSampler
+    loader: DataLoader
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    start_epoch: int = 0
+    skip: int = 0
+    steps: int = 0
+    last_loss: float = float("nan")
+    resumed_rng: dict | None = None
+
+    @property
+    def checkpoint_path(self) -> str:
+        return os.path.join(self.run_dir, CHECKPOINT)
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.run_dir, LOG)
+
+    @property
+    def use_amp(self) -> bool:
+        return self.device.type == "cuda"
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    steps: int          # optimizer steps done in this epoch (this call)
+    last_loss: float    # the loss of the last of them (nan when none)
+    stopped: bool       # max_steps was reached: the run ends here, checkpointed mid-epoch
+
+
 def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_steps: int | None = None,
           progress: bool = True, overwrite: bool = False) -> dict:
     """Train; returns {'steps': total steps done, 'last_loss': float, 'checkpoint': path, 'model': the model}.
@@ -117,19 +168,45 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
     ``detectors.run_folder``. Every check (run folder, config, a training of at least one step, the
     checkpoint) is done before anything is written.
     """
+    check_training_request(config, max_steps)
+    plan = check_run_folder(run_dir, to_dict(config), resume, overwrite)
+    run = build_training_run(config, run_dir, resume=plan == "resume", max_steps=max_steps)
+    prepare_run_folder(run, plan)
+    log = TrainingLog(run.log_path, _tensorboard(run_dir) if run.rank == 0 else None, enabled=run.rank == 0)
+    for epoch in range(run.start_epoch, config.train.epochs):
+        if train_one_epoch(run, epoch, log, max_steps, progress).stopped:
+            return _finish(run, log)
+        save_training_checkpoint(run, epoch + 1, 0)
+    if config.train.precise_bn_batches > 0:
+        batches = (clouds for clouds, _ in run.loader)
+        recompute_batch_norm_statistics(run.model, batches, config.train.precise_bn_batches)
+        save_training_checkpoint(run, config.train.epochs, 0)
+    return _finish(run, log)
+
+
+def check_training_request(config: CenterPointConfig, max_steps: int | None) -> None:
+    """The checks that need no data: a positive max_steps, at least one epoch, a dataset section."""
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be at least 1, got {max_steps}")
     if config.train.epochs < 1:
         raise ValueError(f"training would take 0 steps: train.epochs = {config.train.epochs}, expected at least 1")
     if config.dataset is None:
         raise ValueError("the config has no dataset section; training needs dataset.root")
-    plan = check_run_folder(run_dir, to_dict(config), resume, overwrite)
+
+
+def build_training_run(config: CenterPointConfig, run_dir: str, resume: bool = False, max_steps: int | None = None,
+                       frames: DetectionDataset | None = None) -> TrainingRun:
+    """The model (seeded: the same initial weights on every rank), the data loader, AdamW and its
+    one-cycle schedule over all epochs, and, when ``resume``, their state from ``run_dir``'s checkpoint
+    after checking that it continues this run. ``frames``: the training frames; None: the config's
+    training split. Writes nothing; joins the process group under torchrun."""
     rank, world = distributed_context()
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() \
         else torch.device("cpu")
     seed_everything(config.train.seed)  # the same initial weights on every rank
     model = CenterPoint(config.model).to(device)
-    frames = _dataset(config, config.dataset.train_split)
+    if frames is None:
+        frames = split_frames(config, config.dataset.train_split)
     data = TargetDataset(frames, model, config.train.augmentation, config.train.seed,
                          _gt_sampler(config, frames, rank, world), config.train.min_points_in_gt)
     if config.train.cbgs:
@@ -144,122 +221,170 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
         trainable = torch.nn.parallel.DistributedDataParallel(model)
     else:
         trainable = model
-    normaliser = global_share if world > 1 else at_least_one
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr, betas=(0.95, 0.99),
-                                  weight_decay=config.optimizer.weight_decay)
     total_steps = config.train.epochs * len(loader)
     if total_steps <= 0:
         raise ValueError(f"training would take 0 steps: train.epochs = {config.train.epochs}, and the training split "
                          f"{config.dataset.train_split!r} of {config.dataset.root} gives {len(loader)} batches per "
                          f"epoch ({len(data)} frames{', after CBGS' if config.train.cbgs else ''})")
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.optimizer.lr, total_steps=max(total_steps, 1), pct_start=config.optimizer.pct_start,
-        div_factor=config.optimizer.div_factor, base_momentum=0.85, max_momentum=0.95)
-    checkpoint_path = os.path.join(run_dir, CHECKPOINT)
-    log_path = os.path.join(run_dir, LOG)
-    start_epoch, skip, step_total = 0, 0, 0
-    if plan == "resume":
-        state = load_checkpoint(checkpoint_path, map_location=device)
-        saved_batches = state.get("batches_per_epoch", len(loader))
-        if saved_batches != len(loader):
-            raise ValueError(f"--resume: {checkpoint_path} was trained with {saved_batches} batches per epoch "
-                             f"(world size {state.get('world_size', '?')}), this run has {len(loader)} (world size "
-                             f"{world}): the position in the epoch would not be the same; resume with the same "
-                             f"number of processes")
-        if state["epoch"] >= config.train.epochs:
-            raise ValueError(f"--resume: the run in {run_dir} has finished ({state['epoch']} of "
-                             f"{config.train.epochs} epochs, {state['steps']} steps): nothing left to train")
-        if max_steps is not None and max_steps <= state["steps"]:
-            raise ValueError(f"--resume: the run in {run_dir} has done {state['steps']} steps already; max_steps "
-                             f"{max_steps} counts all steps of the run, so it must exceed {state['steps']}")
-        load_state_checked(model, state["model"], checkpoint_path)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, skip, step_total = state["epoch"], state["step_in_epoch"], state["steps"]
-        rng_to_restore = state["rng"]
-    if world > 1:
-        dist.barrier()  # every rank has checked the folder before rank 0 changes it
-    if rank == 0:
-        if plan == "overwrite":
-            moved = move_aside(run_dir)
-            print(f"{run_dir}: the previous run was moved to {moved}")
-        os.makedirs(run_dir, exist_ok=True)
-        if plan != "resume":
-            write_atomically(os.path.join(run_dir, CONFIG), yaml.safe_dump(to_dict(config), sort_keys=False).encode())
-        else:
-            with open(log_path, "a") as f:  # later records of the interrupted run are superseded from here on
-                f.write(json.dumps({"event": "resume", "steps": step_total, "epoch": start_epoch,
-                                    "step_in_epoch": skip, "time": time.time()}) + "\n")
-    if plan == "resume":
-        restore_rng_states(rng_to_restore)  # last: nothing above may draw from the restored generators
-    writer = _tensorboard(run_dir) if rank == 0 else None
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    last_loss = float("nan")
+    optimizer, scheduler = build_optimizer(model, config.optimizer, total_steps)
+    run = TrainingRun(config, run_dir, device, rank, world, model, trainable,
+                      global_share if world > 1 else at_least_one, data, sampler, loader, optimizer, scheduler,
+                      torch.amp.GradScaler("cuda", enabled=device.type == "cuda"))
+    if resume:
+        _load_resume_state(run, max_steps)
+    return run
 
-    def checkpoint(epoch: int, step_in_epoch: int) -> None:
-        if rank == 0:
-            save_checkpoint(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                              "scheduler": scheduler.state_dict(), "epoch": epoch,
-                                              "step_in_epoch": step_in_epoch, "steps": step_total,
-                                              "batches_per_epoch": len(loader), "world_size": world,
+
+def build_optimizer(model: torch.nn.Module, settings: OptimizerConfig, total_steps: int):
+    """(AdamW, its one-cycle learning-rate and momentum schedule over ``total_steps`` steps)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, betas=(0.95, 0.99),
+                                  weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=settings.lr, total_steps=max(total_steps, 1), pct_start=settings.pct_start,
+        div_factor=settings.div_factor, base_momentum=0.85, max_momentum=0.95)
+    return optimizer, scheduler
+
+
+def _load_resume_state(run: TrainingRun, max_steps: int | None) -> None:
+    """Model, optimizer, schedule and position from the run's checkpoint, checked to continue this run."""
+    config, checkpoint_path, batches = run.config, run.checkpoint_path, len(run.loader)
+    state = load_checkpoint(checkpoint_path, map_location=run.device)
+    saved_batches = state.get("batches_per_epoch", batches)
+    if saved_batches != batches:
+        raise ValueError(f"--resume: {checkpoint_path} was trained with {saved_batches} batches per epoch "
+                         f"(world size {state.get('world_size', '?')}), this run has {batches} (world size "
+                         f"{run.world}): the position in the epoch would not be the same; resume with the same "
+                         f"number of processes")
+    if state["epoch"] >= config.train.epochs:
+        raise ValueError(f"--resume: the run in {run.run_dir} has finished ({state['epoch']} of "
+                         f"{config.train.epochs} epochs, {state['steps']} steps): nothing left to train")
+    if max_steps is not None and max_steps <= state["steps"]:
+        raise ValueError(f"--resume: the run in {run.run_dir} has done {state['steps']} steps already; max_steps "
+                         f"{max_steps} counts all steps of the run, so it must exceed {state['steps']}")
+    load_state_checked(run.model, state["model"], checkpoint_path)
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.start_epoch, run.skip, run.steps = state["epoch"], state["step_in_epoch"], state["steps"]
+    run.resumed_rng = state["rng"]
+
+
+def prepare_run_folder(run: TrainingRun, plan: str) -> None:
+    """Once every rank has checked the folder, rank 0 moves an overwritten run aside and writes the
+    config (a new run) or a resume record in the log; then the resumed RNG states are restored."""
+    if run.world > 1:
+        dist.barrier()  # every rank has checked the folder before rank 0 changes it
+    if run.rank == 0:
+        if plan == "overwrite":
+            moved = move_aside(run.run_dir)
+            print(f"{run.run_dir}: the previous run was moved to {moved}")
+        os.makedirs(run.run_dir, exist_ok=True)
+        if plan != "resume":
+            write_atomically(os.path.join(run.run_dir, CONFIG),
+                             yaml.safe_dump(to_dict(run.config), sort_keys=False).encode())
+        else:  # later records of the interrupted run are superseded from here on
+            append_log(run.log_path, {"event": "resume", "steps": run.steps, "epoch": run.start_epoch,
+                                      "step_in_epoch": run.skip, "time": time.time()})
+    if plan == "resume":
+        restore_rng_states(run.resumed_rng)  # last: nothing above may draw from the restored generators
+
+
+def train_one_epoch(run: TrainingRun, epoch: int, log: TrainingLog, max_steps: int | None = None,
+                    progress: bool = False) -> EpochResult:
+    """One pass over the loader (skipping the batches trained on before a resume), checkpointing
+    every ``train.checkpoint_every`` steps and when ``max_steps`` steps in total are reached (then it
+    stops). Updates ``run.steps`` and ``run.last_loss``; the end-of-epoch checkpoint is the caller's."""
+    config, model, optimizer = run.config, run.model, run.optimizer
+    run.sampler.set_epoch(epoch)
+    (run.data.dataset if isinstance(run.data, torch.utils.data.Subset) else run.data).epoch = epoch
+    model.train()
+    batches = run.loader
+    if progress and run.rank == 0:
+        from tqdm import tqdm
+        batches = tqdm(run.loader, desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch")
+    done = 0
+    fetched = time.perf_counter()
+    for step, (clouds, targets) in enumerate(batches):
+        started = time.perf_counter()
+        if epoch == run.start_epoch and step < run.skip:
+            fetched = time.perf_counter()
+            continue  # trained on before the interruption (the order is the same: seeded per epoch)
+        targets = [{k: v.to(run.device) for k, v in group.items()} for group in targets]
+        with torch.autocast(run.device.type, enabled=run.use_amp):
+            predictions = run.trainable(clouds)
+            losses = model.loss(predictions, targets, run.normaliser)
+        optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(losses["loss"]).backward()
+        run.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip)
+        run.scaler.step(optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        run.steps += 1
+        done += 1
+        run.last_loss = float(losses["loss"].detach())
+        log.step(epoch, run.steps, run.scheduler.get_last_lr()[0], losses, data_time=started - fetched,
+                 step_time=time.perf_counter() - started, due=run.steps % config.train.log_every == 0)
+        if config.train.checkpoint_every and run.steps % config.train.checkpoint_every == 0:
+            save_training_checkpoint(run, epoch, step + 1)
+        if max_steps is not None and run.steps >= max_steps:
+            save_training_checkpoint(run, epoch, step + 1)
+            return EpochResult(done, run.last_loss if done else float("nan"), stopped=True)
+        fetched = time.perf_counter()
+    return EpochResult(done, run.last_loss if done else float("nan"), stopped=False)
+
+
+def save_training_checkpoint(run: TrainingRun, epoch: int, step_in_epoch: int) -> None:
+    """On rank 0, the checkpoint a resume continues from: weights, optimizer, schedule, the position
+    (``epoch`` and ``step_in_epoch`` batches into it, steps in total) and the RNG states."""
+    if run.rank == 0:
+        save_checkpoint(run.checkpoint_path, {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                                              "scheduler": run.scheduler.state_dict(), "epoch": epoch,
+                                              "step_in_epoch": step_in_epoch, "steps": run.steps,
+                                              "batches_per_epoch": len(run.loader), "world_size": run.world,
                                               "rng": rng_states()})
 
-    timing = {"data_time": 0.0, "step_time": 0.0, "steps": 0}
-    for epoch in range(start_epoch, config.train.epochs):
-        sampler.set_epoch(epoch)
-        (data.dataset if isinstance(data, torch.utils.data.Subset) else data).epoch = epoch
-        model.train()
-        batches = loader
-        if progress and rank == 0:
-            from tqdm import tqdm
-            batches = tqdm(loader, desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch")
-        fetched = time.perf_counter()
-        for step, (clouds, targets) in enumerate(batches):
-            started = time.perf_counter()
-            if epoch == start_epoch and step < skip:
-                fetched = time.perf_counter()
-                continue  # trained on before the interruption (the order is the same: seeded per epoch)
-            targets = [{k: v.to(device) for k, v in group.items()} for group in targets]
-            with torch.autocast(device.type, enabled=use_amp):
-                predictions = trainable(clouds)
-                losses = model.loss(predictions, targets, normaliser)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(losses["loss"]).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step_total += 1
-            last_loss = float(losses["loss"].detach())
-            timing["data_time"] += started - fetched   # waiting for the loader
-            timing["step_time"] += time.perf_counter() - started
-            timing["steps"] += 1
-            if rank == 0 and (step_total % config.train.log_every == 0 or step_total == 1):
-                # Seconds per step since the last record: waiting for data, and the rest of the step.
-                record = {"epoch": epoch, "step": step_total, "lr": scheduler.get_last_lr()[0], "time": time.time(),
-                          **{k: float(v.detach()) for k, v in losses.items()},
-                          "data_time": timing["data_time"] / timing["steps"],
-                          "step_time": timing["step_time"] / timing["steps"]}
-                timing = {"data_time": 0.0, "step_time": 0.0, "steps": 0}
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                if writer is not None:
-                    for key, value in record.items():
-                        if key not in ("epoch", "step", "time"):
-                            writer.add_scalar(f"train/{key}", value, step_total)
-            if config.train.checkpoint_every and step_total % config.train.checkpoint_every == 0:
-                checkpoint(epoch, step + 1)
-            if max_steps is not None and step_total >= max_steps:
-                checkpoint(epoch, step + 1)
-                return _finish(model, world, rank, log_path, writer, step_total, last_loss, checkpoint_path)
-            fetched = time.perf_counter()
-        checkpoint(epoch + 1, 0)
-    if config.train.precise_bn_batches > 0:
-        recompute_batch_norm_statistics(model, (clouds for clouds, _ in loader), config.train.precise_bn_batches)
-        checkpoint(config.train.epochs, 0)
-    return _finish(model, world, rank, log_path, writer, step_total, last_loss, checkpoint_path)
+
+class TrainingLog:
+    """``log.jsonl`` (one JSON object per record) and TensorBoard scalars (``writer``, when given) of
+    rank 0 (``enabled``). A step record is written for the first step and every due one; its
+    ``data_time`` and ``step_time`` are seconds per step since the previous record."""
+
+    def __init__(self, path: str, writer=None, enabled: bool = True):
+        self.path, self.writer, self.enabled = path, writer, enabled
+        self._timing = {"data_time": 0.0, "step_time": 0.0, "steps": 0}
+
+    def step(self, epoch: int, step: int, lr: float, losses: dict[str, torch.Tensor], data_time: float,
+             step_time: float, due: bool) -> None:
+        """Account one optimizer step (``data_time``: waiting for the loader; ``step_time``: the rest)."""
+        self._timing["data_time"] += data_time
+        self._timing["step_time"] += step_time
+        self._timing["steps"] += 1
+        if not self.enabled or not (due or step == 1):
+            return
+        timing = self._timing
+        record = {"epoch": epoch, "step": step, "lr": lr, "time": time.time(),
+                  **{k: float(v.detach()) for k, v in losses.items()},
+                  "data_time": timing["data_time"] / timing["steps"],
+                  "step_time": timing["step_time"] / timing["steps"]}
+        self._timing = {"data_time": 0.0, "step_time": 0.0, "steps": 0}
+        append_log(self.path, record)
+        if self.writer is not None:
+            for key, value in record.items():
+                if key not in ("epoch", "step", "time"):
+                    self.writer.add_scalar(f"train/{key}", value, step)
+
+    def event(self, record: dict) -> None:
+        if self.enabled:
+            append_log(self.path, record)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def append_log(path: str, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 @torch.no_grad()
@@ -285,16 +410,6 @@ def recompute_batch_norm_statistics(model: torch.nn.Module, batches, limit: int)
     return used
 
 
-def _dataset(config: CenterPointConfig, split: str) -> DetectionDataset:
-    """The frames of a split of the config's dataset, checked against the model's point features."""
-    frames = build_dataset(config.dataset, split, config.model.head.class_names)
-    if frames.num_point_features != config.model.num_point_features:
-        raise ValueError(f"dataset.type {config.dataset.type!r} gives {frames.num_point_features} point features "
-                         f"{list(frames.point_features)}; model.num_point_features is "
-                         f"{config.model.num_point_features}")
-    return frames
-
-
 def _gt_sampler(config: CenterPointConfig, frames: DetectionDataset, rank: int, world: int) -> GTSampler | None:
     """The GT sampler of the config, (re)building its database from the training frames when missing or
     built from other data."""
@@ -309,22 +424,19 @@ def _gt_sampler(config: CenterPointConfig, frames: DetectionDataset, rank: int, 
                      expected_key=gt_database_key(frames, settings.min_points))
 
 
-def _finish(model, world, rank, log_path, writer, steps, last_loss, checkpoint_path) -> dict:
+def _finish(run: TrainingRun, log: TrainingLog) -> dict:
     """Log the end of the run; under DDP, check that every rank holds the same weights."""
-    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1).cpu()
+    checksum = torch.stack([p.detach().double().sum() for p in run.model.parameters()]).sum().reshape(1).cpu()
     checksums = [checksum]
-    if world > 1:
-        checksums = [torch.zeros_like(checksum) for _ in range(world)]
+    if run.world > 1:
+        checksums = [torch.zeros_like(checksum) for _ in range(run.world)]
         dist.all_gather(checksums, checksum)
-    end = {"event": "end", "steps": steps, "world_size": world,
+    end = {"event": "end", "steps": run.steps, "world_size": run.world,
            "weight_checksums": [float(c) for c in checksums],
            "ranks_in_sync": all(torch.equal(c, checksums[0]) for c in checksums)}
-    if rank == 0:
-        with open(log_path, "a") as f:
-            f.write(json.dumps(end) + "\n")
-    if writer is not None:
-        writer.close()
-    return {"steps": steps, "last_loss": last_loss, "checkpoint": checkpoint_path, "model": model,
+    log.event(end)
+    log.close()
+    return {"steps": run.steps, "last_loss": run.last_loss, "checkpoint": run.checkpoint_path, "model": run.model,
             "ranks_in_sync": end["ranks_in_sync"]}
 
 
@@ -334,26 +446,3 @@ def _tensorboard(run_dir: str):
     except ImportError:
         return None
     return SummaryWriter(os.path.join(run_dir, "tensorboard"))
-
-
-def evaluate(config: CenterPointConfig, checkpoint_path: str, out_dir: str, split: str | None = None) -> dict:
-    """Detect on every frame of a split and score it with the dataset type's evaluator (nuScenes: the
-    results JSON and the official metrics; KITTI: BEV / 3D AP; custom: BEV / 3D / distance AP);
-    returns its metrics, which it writes under ``out_dir``."""
-    if config.dataset is None:
-        raise ValueError("the config has no dataset section; evaluation needs dataset.root")
-    split = split or config.dataset.val_split
-    model = CenterPoint(config.model)
-    load_model_weights(model, checkpoint_path)
-    model.eval()
-    frames = _dataset(config, split)
-    if len(frames) == 0:
-        raise ValueError(f"the split {split!r} of {config.dataset.root} has no frames: nothing to evaluate")
-    evaluator = build_evaluator(config.dataset, split, config.model.head.class_names)
-    for index in range(len(frames)):
-        frame = frames[index]
-        detections = model.predict([frame["points"]])[0]
-        evaluator.add_frame(str(index), frame)
-        evaluator.process(str(index), detections["boxes"], detections["scores"], detections["labels"])
-    os.makedirs(out_dir, exist_ok=True)
-    return evaluator.evaluate(out_dir)

@@ -17,7 +17,7 @@ import sys
 
 from datasets.dataset_types import build_dataset
 from datasets.layout_writers import write_custom_frames, write_kitti_frames
-from detectors.centerpoint import load_centerpoint_config
+from detectors.experiment import load_centerpoint_config
 
 
 def main() -> int:

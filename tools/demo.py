@@ -25,9 +25,11 @@ from datasets import read_points
 from datasets.dataset_types import build_dataset
 from datasets.nuscenes_writer import make_synthetic_database
 from datasets.realism import sim_to_real
-from detectors.centerpoint import CenterPoint, load_centerpoint_config
+from detectors.centerpoint import CenterPoint
 from detectors.checkpoints import load_checkpoint, load_model_weights
-from detectors.training import evaluate, train
+from detectors.evaluation import evaluate
+from detectors.experiment import load_centerpoint_config
+from detectors.training import train
 from visualization import render_png
 from visualization.views import detector_panels, scene_then_layers
 from voxelize.presets import preset_voxelizer

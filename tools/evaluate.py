@@ -14,8 +14,8 @@ import sys
 from command_line import add_debug_option, run_tool
 
 from datasets.dataset_types import format_metrics
-from detectors.centerpoint import load_centerpoint_config
-from detectors.training import evaluate
+from detectors.evaluation import evaluate
+from detectors.experiment import load_centerpoint_config
 
 
 def main() -> int:

@@ -47,7 +47,8 @@ def main() -> int:
     if args.checkpoint:
         import torch
 
-        from detectors.centerpoint import CenterPoint, load_centerpoint_config
+        from detectors.centerpoint import CenterPoint
+        from detectors.experiment import load_centerpoint_config
 
         config = load_centerpoint_config(args.config)
         model = CenterPoint(config.model)

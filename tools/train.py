@@ -8,7 +8,7 @@ import sys
 
 from command_line import add_debug_option, run_tool
 
-from detectors.centerpoint import load_centerpoint_config
+from detectors.experiment import load_centerpoint_config
 from detectors.training import train
 
 

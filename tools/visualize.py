@@ -22,7 +22,7 @@ from backbones.voxel_backbones import BACKBONES, build_backbone
 from datasets import read_points
 from datasets.dataset_types import build_dataset
 from datasets.kitti_dataset import KittiDataset
-from detectors.centerpoint import load_centerpoint_config
+from detectors.experiment import load_centerpoint_config
 from visualization import display_available, render_png, scene_panel, show_window, sparse_layer_names
 from visualization.render import CAMERAS, check_extent, image_format
 from visualization.views import active_voxel_panels, detector_panels, scene_then_layers

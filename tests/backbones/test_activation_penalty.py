@@ -46,7 +46,7 @@ def test_penalty_config_is_checked():
         ActivationPenaltyConfig("l2", 1.0)
     with pytest.raises(ValueError, match="weight must be >= 0"):
         ActivationPenaltyConfig("l1", -1.0)
-    from detectors.centerpoint import load_centerpoint_config
+    from detectors.experiment import load_centerpoint_config
     with pytest.raises(ConfigError, match="unknown key model.backbone_3d.activation_penalty.scale"):
         load_centerpoint_config(CONFIG, ["model.backbone_3d.activation_penalty={type: l1, weight: 1, scale: 2}"])
 
@@ -82,7 +82,8 @@ def test_penalty_reads_every_activation_output_of_a_training_forward(kind):
 
 
 def test_centerpoint_adds_the_configured_penalty_to_its_loss():
-    from detectors.centerpoint import CenterPoint, load_centerpoint_config
+    from detectors.centerpoint import CenterPoint
+    from detectors.experiment import load_centerpoint_config
 
     tiny = ["model.backbone_3d.channels=[4, 4, 8, 8]", "model.backbone_3d.out_channels=8",
             "model.bev.layer_nums=[1, 1]", "model.bev.num_filters=[8, 8]", "model.bev.upsample_filters=[8, 8]",
@@ -114,7 +115,7 @@ def test_training_logs_the_penalty_separately(tmp_path):
     import json
 
     from datasets.nuscenes_writer import make_synthetic_database
-    from detectors.centerpoint import load_centerpoint_config
+    from detectors.experiment import load_centerpoint_config
     from detectors.training import train
 
     make_synthetic_database(str(tmp_path / "db"), scenes=2, seed=3, keyframes_per_scene=3)

@@ -114,8 +114,8 @@ def test_evaluators_take_frames_and_write_their_metrics(type_name, synthetic, tm
 
 
 def test_config_loading_checks_each_types_options():
-    from detectors.centerpoint import load_centerpoint_config
     from detectors.config import ConfigError
+    from detectors.experiment import load_centerpoint_config
 
     config = str(Path(__file__).resolve().parents[2] / "configs" / "centerpoint_synthetic_cpu.yaml")
     with pytest.raises(ConfigError, match=r"unknown keys dataset.num_sweeps, dataset.version; valid keys of dataset"):

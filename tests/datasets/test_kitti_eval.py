@@ -28,9 +28,10 @@ from datasets.kitti_eval import (
     observation_angles,
     r40_average_precision,
 )
-from detectors.centerpoint import CenterPoint, load_centerpoint_config
+from detectors.centerpoint import CenterPoint
 from detectors.config import ConfigError
-from detectors.training import evaluate
+from detectors.evaluation import evaluate
+from detectors.experiment import load_centerpoint_config
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "centerpoint_synthetic_cpu.yaml")
 

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from detectors.centerpoint import CenterPoint, load_centerpoint_config
+from detectors.centerpoint import CenterPoint
 from detectors.config import ConfigError
+from detectors.experiment import load_centerpoint_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -15,8 +15,9 @@ from backbones.bev import SECONDFPN, height_compression
 from backbones.voxel_backbones import build_backbone
 from detectors.center_head import CenterHead, DecodeConfig, decode
 from detectors.center_targets import BEVGrid
-from detectors.centerpoint import CenterPoint, load_centerpoint_config, model_shapes
+from detectors.centerpoint import CenterPoint, model_shapes
 from detectors.config import ConfigError, apply_overrides, read_yaml_with_bases, to_dict
+from detectors.experiment import load_centerpoint_config
 from voxelize.voxelizer import Voxelizer
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -15,8 +15,9 @@ import yaml
 from conftest import KITTI_SCANS, NUSCENES_KEYFRAME, NUSCENES_SWEEPS
 
 from datasets import read_points
-from detectors.centerpoint import CenterPoint, load_centerpoint_config
+from detectors.centerpoint import CenterPoint
 from detectors.config import to_dict
+from detectors.experiment import load_centerpoint_config
 from detectors.inference import (
     ModelInput,
     intensity_scale_of,

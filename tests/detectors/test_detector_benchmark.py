@@ -24,7 +24,8 @@ def test_kitti_config_derives_the_kitti_grid():
     """The benchmark's KITTI case: SECOND's KITTI grid, 4 point features, one head group per class."""
     from test_config_and_centerpoint import CONFIGS
 
-    from detectors.centerpoint import CenterPoint, load_centerpoint_config
+    from detectors.centerpoint import CenterPoint
+    from detectors.experiment import load_centerpoint_config
 
     config = load_centerpoint_config(str(CONFIGS / "centerpoint_kitti_voxel005.yaml"))
     assert config.dataset.type == "kitti" and config.model.num_point_features == 4

@@ -6,8 +6,8 @@ import torch
 from test_config_and_centerpoint import CONFIGS, small_model
 
 from backbones.sparse_modules import SparseConvolution
-from detectors.centerpoint import load_centerpoint_config
 from detectors.config import ConfigError
+from detectors.experiment import load_centerpoint_config
 
 
 def clouds():

@@ -16,8 +16,9 @@ from datasets.layout_writers import write_kitti_frames
 from datasets.nuscenes_dataset import DETECTION_CLASSES
 from datasets.nuscenes_type import NuScenesConfig
 from datasets.nuscenes_writer import TRAIN_SPLIT, make_synthetic_database
-from detectors.centerpoint import load_centerpoint_config
-from detectors.training import evaluate, train
+from detectors.evaluation import evaluate
+from detectors.experiment import load_centerpoint_config
+from detectors.training import train
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "centerpoint_kitti_cpu.yaml")
 # The official protocol samples at most one score threshold per counted GT: n < 40 perfectly found

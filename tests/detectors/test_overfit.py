@@ -3,8 +3,9 @@ official nuScenes evaluation on that frame then scores AP >= 0.9 for every class
 from pathlib import Path
 
 from datasets.nuscenes_writer import TRAIN_SPLIT, make_synthetic_database
-from detectors.centerpoint import load_centerpoint_config
-from detectors.training import evaluate, train
+from detectors.evaluation import evaluate
+from detectors.experiment import load_centerpoint_config
+from detectors.training import train
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "centerpoint_synthetic_cpu.yaml")
 

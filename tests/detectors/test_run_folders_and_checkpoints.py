@@ -9,9 +9,11 @@ import torch
 import yaml
 
 from datasets.nuscenes_writer import make_synthetic_database
-from detectors.centerpoint import CenterPoint, load_centerpoint_config
+from detectors.centerpoint import CenterPoint
 from detectors.checkpoints import load_checkpoint, load_model_weights, restore_rng_states, rng_states
-from detectors.training import evaluate, train
+from detectors.evaluation import evaluate
+from detectors.experiment import load_centerpoint_config
+from detectors.training import train
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "centerpoint_synthetic_cpu.yaml")
 TINY = ["dataset.num_sweeps=1", "model.backbone_3d.channels=[4, 4, 8, 8]", "model.backbone_3d.out_channels=8",

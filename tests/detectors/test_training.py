@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from datasets.nuscenes_writer import make_synthetic_database
-from detectors.centerpoint import CenterPoint, load_centerpoint_config
+from detectors.centerpoint import CenterPoint
 from detectors.checkpoints import load_checkpoint
-from detectors.training import evaluate, seed_everything, train
+from detectors.evaluation import evaluate
+from detectors.experiment import load_centerpoint_config
+from detectors.training import seed_everything, train
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "centerpoint_synthetic_cpu.yaml")
 
