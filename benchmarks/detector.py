@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from backbones.backends import available_backends
+
 
 @dataclass
 class TrainingResult:
@@ -31,7 +33,7 @@ class TrainingResult:
         return self.data_s / (self.data_s + self.step_s)
 
 
-def benchmark_training(config_path: str, overrides=(), backends=("torch", "spconv"), workers=(0, 2),
+def benchmark_training(config_path: str, overrides=(), backends=None, workers=(0, 2),
                        steps: int = 6, threads: int = 2) -> list[TrainingResult]:
     """``steps`` + 1 training steps of the config per (backend, workers); medians of the last ``steps``."""
     from detectors.experiment import load_centerpoint_config
@@ -39,7 +41,7 @@ def benchmark_training(config_path: str, overrides=(), backends=("torch", "spcon
 
     torch.set_num_threads(threads)
     results = []
-    for backend in backends:
+    for backend in available_backends() if backends is None else backends:
         for count in workers:
             config = load_centerpoint_config(config_path, [*overrides, f"model.backbone_3d.backend={backend}",
                                                            f"train.num_workers={count}", "train.log_every=1"])
@@ -106,7 +108,7 @@ def _staged_predict(model, clouds) -> tuple[dict[str, float], list]:
 
 
 def benchmark_detector(cases: list[tuple[str, str, str]], threads=(1, 2), repeats: int = 5,
-                       backends=("torch", "spconv"), precisions=("fp32",), seed: int = 0) -> list[DetectorResult]:
+                       backends=None, precisions=("fp32",), seed: int = 0) -> list[DetectorResult]:
     """``CenterPoint.predict`` on one cloud per (name, config path, cloud path), eval mode, weights
     initialised from ``seed``: per stage and end to end, medians of ``repeats`` runs after a warm-up,
     the (backend, precision) variants interleaved run by run. Precision 'bf16' is the config's
@@ -116,6 +118,7 @@ def benchmark_detector(cases: list[tuple[str, str, str]], threads=(1, 2), repeat
     from detectors.centerpoint import CenterPoint
     from detectors.experiment import load_centerpoint_config
 
+    backends = available_backends() if backends is None else backends
     results = []
     for name, config_path, cloud_path in cases:
         config = load_centerpoint_config(config_path)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from backbones.activation_penalty import ActivationPenalty, ActivationPenaltyConfig
-from backbones.backends import BACKENDS
+from backbones.backends import BACKENDS, get_backend
 from backbones.bev import SECONDFPN, conv2d_output_shape, height_compression
 from backbones.sparse_modules import SparseConvolution
 from backbones.voxel_backbones import BACKBONES, CONV_TYPES, build_backbone
@@ -381,15 +381,13 @@ class CenterPoint(nn.Module):
         """The autocast context of ``model.inference_precision`` on this model's device (disabled for fp32)."""
         dtype = INFERENCE_PRECISIONS[self.config.inference_precision]
         device_type = next(self.parameters()).device.type
-        if dtype is not None and device_type == "cpu" and uses_spconv(self):
-            raise ValueError(f"model.inference_precision={self.config.inference_precision} needs the torch sparse-conv "
-                             "backend on CPU: spconv's CPU kernels take no bfloat16")
+        refusing = {m.backend for m in self.modules()
+                    if isinstance(m, SparseConvolution) and not get_backend(m.backend).runs_bfloat16(device_type)}
+        if dtype == torch.bfloat16 and refusing:
+            raise ValueError(f"model.inference_precision={self.config.inference_precision}: the sparse-conv backend "
+                             f"{sorted(refusing)} takes no bfloat16 on {device_type}; use the torch backend")
         return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
-
-def uses_spconv(model: nn.Module) -> bool:
-    """Whether any sparse conv of ``model`` runs on the spconv backend."""
-    return any(isinstance(m, SparseConvolution) and m.backend == "spconv" for m in model.modules())
 
 
 __all__ = ["CenterPoint", "ModelConfig", "ModelShapes", "REGRESSION_CODE", "model_shapes"]

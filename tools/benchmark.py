@@ -57,7 +57,7 @@ def main() -> int:
                           help="folder of the real scans (default: %(default)s, relative to the current directory)")
     detector.add_argument("--repeats", type=int, default=5, help="timed runs per side (median reported)")
     detector.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to time")
-    detector.add_argument("--backends", nargs="+", default=["torch", "spconv"], choices=["torch", "spconv"])
+    detector.add_argument("--backends", nargs="+", choices=list(BACKENDS), help="default: every installed one")
     detector.add_argument("--precisions", nargs="+", default=["fp32"], choices=sorted(INFERENCE_PRECISIONS),
                           help="model.inference_precision values to time (bf16: autocast, opt-in)")
     sub.choices["conv"].add_argument("--conv-gemm", choices=CONV_GEMMS, default=sparse_conv_function.CONV_GEMM,
@@ -69,7 +69,7 @@ def main() -> int:
     training.add_argument("--config", default="configs/centerpoint_nuscenes_voxel01.yaml")
     training.add_argument("--steps", type=int, default=6, help="timed steps per run (one warm-up step more)")
     training.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts")
-    training.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
+    training.add_argument("--backends", nargs="+", choices=list(BACKENDS), help="default: every installed one")
     for command in sub.choices.values():
         command.add_argument("--default-malloc", action="store_true",
                              help="leave glibc's malloc thresholds alone (default: keep freed large buffers, "

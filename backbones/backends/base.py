@@ -29,6 +29,10 @@ class SparseConvBackend(abc.ABC):
         ``module`` is a :class:`backbones.sparse_modules.SparseConvolution`. The output tensor's
         ``kernel_map`` is the project's KernelMap the backend used, or None when it used its own."""
 
+    def runs_bfloat16(self, device_type: str) -> bool:
+        """Whether the backend takes bfloat16 features and weights on ``device_type`` ('cpu', 'cuda')."""
+        return True
+
     def stored_pairs(self, module, x: SparseTensor) -> int | None:
         """The true number of kernel-map pairs the backend stored for ``module``'s last forward on ``x``'s
         lineage, when it keeps a map of its own; None when the project's KernelMap is the one to count."""

@@ -97,6 +97,9 @@ class SpconvBackend(SparseConvBackend):
             return TorchBackend().conv(module, x, weight, bias)
         return spconv_forward(module, x, weight, bias)
 
+    def runs_bfloat16(self, device_type: str) -> bool:
+        return device_type == "cuda"  # its CPU kernels take no bfloat16
+
     def stored_pairs(self, module, x: SparseTensor) -> int | None:
         """spconv's SubM maps hold only the offsets before the centre (the rest are their mirror images,
         the centre pairs every site with itself): true = 2 x stored + N. Its regular maps (and so their

@@ -2,6 +2,8 @@
 official nuScenes evaluation on that frame then scores AP >= 0.9 for every class present in it."""
 from pathlib import Path
 
+import pytest
+
 from datasets.nuscenes_writer import TRAIN_SPLIT, make_synthetic_database
 from detectors.evaluation import evaluate
 from detectors.experiment import load_centerpoint_config
@@ -26,6 +28,7 @@ def classes_the_devkit_counts(root: str) -> set[str]:
     return {box.detection_name for token in boxes.sample_tokens for box in boxes[token]}
 
 
+@pytest.mark.slow
 def test_a_small_model_memorises_a_frame(tmp_path):
     root = str(tmp_path / "one_frame")
     make_synthetic_database(root, scenes=1, seed=8, keyframes_per_scene=1)
