@@ -1,5 +1,6 @@
 """Shared test fixtures: the real scans beside the checkout (tests skip when they are absent)."""
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,14 @@ collect_ignore_glob = [] if available("open3d") and available("matplotlib") else
 def _missing_extra(error: ImportError) -> str | None:
     top = (error.name or "").split(".")[0]
     return EXTRAS.get(top) if top and not available(top) else None
+
+
+def skip_if_extra_missing(output: str) -> None:
+    """Skip when a tool run in a subprocess (or in-process, caught by run_tool) stopped because an optional
+    package is missing: its one error line names the package."""
+    for package in re.findall(r"needs the package '(\w+)', which is not installed", output):
+        if not available(package):
+            pytest.skip(f"needs the optional package {package!r}: pip install 'sparsevox[{EXTRAS[package]}]'")
 
 
 @pytest.hookimpl(wrapper=True)

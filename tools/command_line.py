@@ -25,6 +25,19 @@ EXIT_INPUT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+def _missing_extra_at_import(kind, error, trace) -> None:
+    """sys.excepthook: a tool whose module-level imports need a missing extra stops with its one line too."""
+    if issubclass(kind, MissingExtraError) and not debug_requested():
+        program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "sparsevox"
+        print(f"{program}: error: {error_line(error)} (--debug for the traceback)", file=sys.stderr, flush=True)
+        os._exit(EXIT_INPUT_ERROR)  # the interpreter would exit with 1 after an uncaught exception
+    sys.__excepthook__(kind, error, trace)
+
+
+# Every tool imports this module first, so the hook is in place before their other imports run.
+sys.excepthook = _missing_extra_at_import
+
+
 def add_debug_option(parser) -> None:
     """Add --debug to an argparse parser (read by :func:`run_tool`)."""
     parser.add_argument("--debug", action="store_true",

@@ -7,10 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from nuscenes.eval.common.data_classes import EvalBoxes
-from nuscenes.eval.common.utils import center_distance
-from nuscenes.eval.detection.algo import accumulate, calc_ap
-from nuscenes.eval.detection.data_classes import DetectionBox
 
 from datasets.custom_eval import CustomEvaluator, format_table
 
@@ -114,6 +110,9 @@ def test_centre_distance_ap_by_hand():
 
 
 def devkit_boxes(frames, name_of, with_scores):
+    from nuscenes.eval.common.data_classes import EvalBoxes
+    from nuscenes.eval.detection.data_classes import DetectionBox
+
     boxes = EvalBoxes()
     for token, (rows, labels, scores) in frames.items():
         boxes.add_boxes(token, [DetectionBox(sample_token=token, translation=tuple(row[:3]), size=(1.0, 1.0, 1.0),
@@ -124,6 +123,9 @@ def devkit_boxes(frames, name_of, with_scores):
 
 
 def test_centre_distance_ap_equals_the_devkits_accumulate_and_calc_ap():
+    from nuscenes.eval.common.utils import center_distance
+    from nuscenes.eval.detection.algo import accumulate, calc_ap
+
     names = ["car", "pedestrian", "bicycle"]
     rng = np.random.default_rng(3)
     for trial in range(12):
