@@ -22,6 +22,7 @@ from voxelize.hash_map import pack_keys
 from voxelize.sparse_tensor import SparseTensor
 
 INDICE_DICT = "spconv_indice_dict"
+EMPTY_INPUT_BACKEND = TorchBackend()
 
 
 def _spconv_layer(module, device: torch.device):
@@ -94,7 +95,7 @@ class SpconvBackend(SparseConvBackend):
 
     def conv(self, module, x: SparseTensor, weight: torch.Tensor, bias: torch.Tensor | None) -> SparseTensor:
         if not x.num_sites:  # spconv does not take empty tensors; the reference gives the same empty result
-            return TorchBackend().conv(module, x, weight, bias)
+            return EMPTY_INPUT_BACKEND.conv(module, x, weight, bias)
         return spconv_forward(module, x, weight, bias)
 
     def runs_bfloat16(self, device_type: str) -> bool:
