@@ -1,6 +1,7 @@
 """Writing files so that a reader never sees a half-written one."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -37,6 +38,24 @@ def write_atomically(path: str, data: bytes) -> None:
 def write_json_atomically(path: str, value) -> None:
     """Serialise ``value`` as indented JSON and write it with :func:`write_atomically`."""
     write_atomically(path, (json.dumps(value, indent=2) + "\n").encode())
+
+
+def format_from_name(path: str, formats: dict[str, str], what: str) -> str:
+    """The format that ``path``'s extension names in ``formats`` (extension → format), or a ValueError
+    listing the extensions: a file is written in the format its name promises, or not at all."""
+    encoding = formats.get(os.path.splitext(path)[1].lower())
+    if encoding is None:
+        raise ValueError(f"{path}: cannot tell the {what} format from the name; "
+                         f"use one of {', '.join(sorted(formats))}")
+    return encoding
+
+
+def write_figure_atomically(figure, path: str, encoding: str, dpi: float) -> None:
+    """Save a matplotlib Figure to ``path`` in ``encoding`` (e.g. from :func:`format_from_name`); a reader
+    never sees half an image."""
+    encoded = io.BytesIO()
+    figure.savefig(encoded, dpi=dpi, format=encoding)
+    write_atomically(path, encoded.getvalue())
 
 
 def remove_orphan_temporaries(path: str) -> list[str]:

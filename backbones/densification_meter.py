@@ -24,13 +24,12 @@ import csv
 import io
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
-from atomic_files import write_atomically
+from atomic_files import format_from_name, write_figure_atomically
 from backbones.activation_sparsity import ACTIVATIONS, activation_statistics
 from backbones.backends import get_backend
 from backbones.kernel_map import KernelMap
@@ -177,10 +176,7 @@ PLOT_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".svg": "svg", "
 
 def plot_format(path: str) -> str:
     """The matplotlib format of a plot file name; ValueError for an extension not in :data:`PLOT_FORMATS`."""
-    encoding = PLOT_FORMATS.get(os.path.splitext(path)[1].lower())
-    if encoding is None:
-        raise ValueError(f"{path}: cannot tell the plot format from the name; use one of {', '.join(PLOT_FORMATS)}")
-    return encoding
+    return format_from_name(path, PLOT_FORMATS, "plot")
 
 
 def plot_reports(reports: list[DensificationReport], path: str) -> None:
@@ -203,9 +199,7 @@ def plot_reports(reports: list[DensificationReport], path: str) -> None:
         axis.grid(True, alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    encoded = io.BytesIO()
-    figure.savefig(encoded, dpi=110, format=encoding)
-    write_atomically(path, encoded.getvalue())  # a reader never sees half a plot
+    write_figure_atomically(figure, path, encoding, dpi=110)
 
 
 class DensificationMeter:

@@ -12,14 +12,13 @@ extent, which is centred on the sensor, that is a view over the sensor's shoulde
 """
 from __future__ import annotations
 
-import io
 import math
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from atomic_files import write_atomically
+from atomic_files import format_from_name, write_figure_atomically
 from optional_dependencies import require
 
 o3d = require("open3d", "the Open3D views")
@@ -51,11 +50,7 @@ def check_extent(extent) -> tuple[float, float, float, float] | None:
 
 def image_format(path: str) -> str:
     """The matplotlib format of an image file name ('png' or 'jpeg'); ValueError for any other extension."""
-    encoding = IMAGE_FORMATS.get(os.path.splitext(path)[1].lower())
-    if encoding is None:
-        raise ValueError(f"{path}: cannot tell the image format from the name; use one of "
-                         f"{', '.join(sorted(IMAGE_FORMATS))}")
-    return encoding
+    return format_from_name(path, IMAGE_FORMATS, "image")
 
 
 def display_available() -> bool:
@@ -208,9 +203,7 @@ def render_png(panels: list[Panel], path: str, size=(1600, 900), camera: str = "
                     bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=2))
         for x, y, text in labels[index]:
             figure.text((left + x) / width, 1 - (top + y) / height, text, fontsize=7, ha="center", va="bottom")
-    encoded = io.BytesIO()
-    figure.savefig(encoded, dpi=dpi, format=encoding)
-    write_atomically(path, encoded.getvalue())  # a reader never sees half an image
+    write_figure_atomically(figure, path, encoding, dpi)
     return path
 
 
