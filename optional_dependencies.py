@@ -6,6 +6,7 @@ spconv, Open3D / matplotlib and the nuScenes devkit come with ``pip install 'spa
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 # Top-level module → the extra that installs it.
