@@ -481,6 +481,25 @@ def test_evaluate_on_a_tiny_kitti_folder_writes_the_metrics(tmp_path, one_thread
         evaluate_detector_on_kitti(None, str(tmp_path / "kitti"), "val", ["Car"], num_point_features=5)
 
 
+def test_evaluate_detector_on_kitti_rejects_labels_and_boxes_that_name_no_class_or_place(tmp_path):
+    write_kitti(tmp_path, frames=1)
+    box = [[10.0, 0.0, -1.0, 4.0, 1.8, 1.6, 0.0]]
+
+    def predicting(labels, boxes=box):
+        return lambda points: {"boxes": np.array(boxes), "scores": np.array([0.9]), "labels": np.array(labels)}
+
+    found = evaluate_detector_on_kitti(predicting([0]), str(tmp_path), "val", ["Car", "Cyclist"])
+    assert found["num_detections"] == 1 and found["classes"] == ["Car", "Cyclist"]
+    # -1 once indexed the class list from its end: a Cyclist, silently
+    with pytest.raises(ValueError, match=r"labels must be indices into \['Car', 'Cyclist'\], got \[-1\]"):
+        evaluate_detector_on_kitti(predicting([-1]), str(tmp_path), "val", ["Car", "Cyclist"])
+    with pytest.raises(ValueError, match=r"labels must be indices"):
+        evaluate_detector_on_kitti(predicting([0.5]), str(tmp_path), "val", ["Car", "Cyclist"])
+    # a NaN box projects nowhere: it was counted among the detections outside the image
+    with pytest.raises(ValueError, match=r"detections\[0\]: boxes have non-finite values"):
+        evaluate_detector_on_kitti(predicting([0], [[np.nan, 0, 0, 4, 1.8, 1.6, 0]]), str(tmp_path), "val", ["Car"])
+
+
 # ------------------------------------------------------------------- the official sampling, AOS, R11
 
 def cars_in_frames(count, per_frame=10):
