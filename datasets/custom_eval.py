@@ -36,7 +36,12 @@ import numpy as np
 
 from atomic_files import write_json_atomically
 from datasets.box_overlaps import box_overlaps
-from datasets.detection_matching import SAMPLINGS, DetectionCurve, centre_distance_average_precision
+from datasets.detection_matching import (
+    SAMPLINGS,
+    DetectionCurve,
+    centre_distance_average_precision,
+    check_ap_clipping,
+)
 
 DISTANCE_THRESHOLDS = (0.5, 1.0, 2.0, 4.0)      # metres, as nuScenes
 DEFAULT_IOU_THRESHOLD = 0.5
@@ -86,11 +91,12 @@ class CustomEvaluator:
         self.distance_thresholds = [float(t) for t in distance_thresholds]
         if not self.distance_thresholds or any(not t > 0.0 for t in self.distance_thresholds):
             raise ValueError(f"distance_thresholds must be positive metres, got {list(distance_thresholds)}")
+        if len(set(self.distance_thresholds)) != len(self.distance_thresholds):
+            # one key per threshold in distance_ap: a repeat would drop out of the mean the table lists it in
+            raise ValueError(f"distance_thresholds must be distinct, got {list(distance_thresholds)}")
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {list(SAMPLINGS)}, got {sampling!r}")
-        if not 0.0 <= min_precision < 1.0 or not 0.0 <= min_recall <= 1.0:
-            raise ValueError(f"need 0 <= min_precision < 1 and 0 <= min_recall <= 1, got {min_precision}, "
-                             f"{min_recall}")
+        check_ap_clipping(min_recall, min_precision)
         self.sampling, self.min_recall, self.min_precision = sampling, float(min_recall), float(min_precision)
         self._truth: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._detections: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}

@@ -303,12 +303,18 @@ def centre_distance_matches(frames, distance_threshold: float) -> tuple[np.ndarr
     return scores[order], is_tp, num_gt
 
 
+def check_ap_clipping(min_recall: float, min_precision: float) -> None:
+    """A ValueError unless 0 <= min_recall <= 1 and 0 <= min_precision < 1 (the AP is rescaled by
+    1 - min_precision)."""
+    if not 0.0 <= min_precision < 1.0 or not 0.0 <= min_recall <= 1.0:
+        raise ValueError(f"need 0 <= min_precision < 1 and 0 <= min_recall <= 1, got {min_precision}, {min_recall}")
+
+
 def centre_distance_average_precision(frames, distance_threshold: float, min_recall: float = 0.1,
                                       min_precision: float = 0.1, num_recalls: int = 101) -> float | None:
     """nuScenes AP of one class at one distance threshold (module docstring), a fraction; None when
     the class has no GT. frames as :func:`centre_distance_matches`."""
-    if not 0.0 <= min_precision < 1.0 or not 0.0 <= min_recall <= 1.0:
-        raise ValueError(f"need 0 <= min_precision < 1 and 0 <= min_recall <= 1, got {min_precision}, {min_recall}")
+    check_ap_clipping(min_recall, min_precision)
     _, is_tp, num_gt = centre_distance_matches(frames, distance_threshold)
     if num_gt == 0:
         return None

@@ -99,9 +99,6 @@ PROTOCOL = ("KITTI 3D object: AP at 40 (R40) and 11 (R11) recall positions, in p
 SAMPLING_NOTES = {"official": "official score-threshold sampling (at most 41 thresholds from matched scores)",
                   "every_point": "every operating point (precision at every distinct score)"}
 
-# The 12 edges of a box, as index pairs into the corners of datasets.boxes.box_corners.
-
-
 def r40_average_precision(recall, precision) -> float:
     """100 × mean over r = 1/40 .. 40/40 of the largest precision at a recall >= r (0 where none),
     over every operating point. recall, precision: (P,) at the operating points, in any order."""
@@ -242,6 +239,9 @@ def _frame_inputs(index: int, truth: dict, detection: dict) -> tuple:
             or len(det_names) != len(scores):
         raise ValueError(f"{where}: boxes {np.shape(detection['boxes'])}, scores {scores.shape} and "
                          f"{len(det_names)} names disagree; need boxes (D, >=7), scores (D,), names (D,)")
+    if not np.isfinite(det_boxes[:, :7]).all():
+        # a NaN box would project nowhere and be counted as outside the image, not reported
+        raise ValueError(f"{where}: boxes have non-finite values")
     det_bbox = detection.get("bbox_2d")
     if det_bbox is not None:
         det_bbox = np.asarray(det_bbox, dtype=np.float64).reshape(-1, 4)
@@ -372,18 +372,14 @@ def evaluate_detector_on_kitti(predict, root: str, split: str, class_names, num_
     if num_point_features != 4:
         raise ValueError(f"KITTI scans have 4 point features (x, y, z, reflectance); the model takes "
                          f"model.num_point_features = {num_point_features}")
-    classes = evaluated_classes(class_names)
+    evaluator = KittiEvaluator(class_names, sampling=sampling)
     frames = KittiDataset(root, split_ids(root, split), class_names)
-    truths, detections = [], []
     for index in range(len(frames)):
         frame = frames[index]
         predicted = predict(frame["points"])
-        labels = np.asarray(predicted["labels"]).astype(np.int64).reshape(-1)
-        truths.append(frame["meta"])
-        detections.append({"boxes": np.asarray(predicted["boxes"], dtype=np.float64),
-                           "scores": np.asarray(predicted["scores"], dtype=np.float64),
-                           "names": [class_names[label] for label in labels]})
-    return evaluate_kitti(truths, detections, classes, sampling=sampling)
+        evaluator.add_ground_truth(index, frame["meta"])
+        evaluator.process(index, predicted["boxes"], predicted["scores"], predicted["labels"])
+    return evaluator.evaluate()
 
 
 KIND_LABELS = {"bbox": "2D", "bev": "BEV", "3d": "3D", "aos": "AOS"}

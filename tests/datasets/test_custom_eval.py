@@ -194,3 +194,8 @@ def test_contract_errors_name_the_frame_and_the_problem(tmp_path):
         CustomEvaluator(["car"], sampling="r40")
     with pytest.raises(ValueError, match="nothing to evaluate"):
         CustomEvaluator(["car"]).evaluate()
+    # 1 m and 1.0 m are one key of distance_ap: the mean would have been over fewer thresholds than listed
+    with pytest.raises(ValueError, match=r"distance_thresholds must be distinct, got \[1, 1.0, 2.0\]"):
+        CustomEvaluator(["car"], distance_thresholds=[1, 1.0, 2.0])
+    with pytest.raises(ValueError, match="need 0 <= min_precision < 1"):
+        CustomEvaluator(["car"], min_precision=1.0)

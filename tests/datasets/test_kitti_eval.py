@@ -290,17 +290,22 @@ def lidar_box_2d(box, calibration, width, height):
                      np.clip(u.max(), 0, width - 1), np.clip(v.max(), 0, height - 1)])
 
 
-def test_projection_matches_direct_computations_on_real_frames(real_file):
-    real_file(KITTI_SCANS[0])
+def real_frames_and_labelled_rows():
+    """(meta, the label rows other than DontCare, in file order) for each real KITTI frame."""
     dataset = KittiDataset(str(REAL_DATA / "kitti"))
-    checked = 0
     for index in range(len(dataset)):
         meta = dataset[index]["meta"]
+        rows = read_label_rows(str(REAL_DATA / "kitti" / "label_2" / f"{meta['id']}.txt"))
+        yield meta, [r for r in rows if r["name"] != "DontCare"]
+
+
+def test_projection_matches_direct_computations_on_real_frames(real_file):
+    real_file(KITTI_SCANS[0])
+    checked = 0
+    for meta, rows in real_frames_and_labelled_rows():
         assert not meta["image_size_known"] and meta["image_size"] == (1242, 375)
         boxes = meta["annotations"]["boxes"]
         got, inside = image_boxes(boxes, meta["calibration"], meta["image_size"])
-        rows = [r for r in read_label_rows(str(REAL_DATA / "kitti" / "label_2" / f"{meta['id']}.txt"))
-                if r["name"] != "DontCare"]
         for box, row, box_2d in zip(boxes, rows, got):
             assert box_2d == pytest.approx(lidar_box_2d(box, meta["calibration"], 1242, 375), abs=1e-6)
             # The label's own box, upright in the camera frame: the LiDAR-frame box is upright about
@@ -476,6 +481,25 @@ def test_evaluate_on_a_tiny_kitti_folder_writes_the_metrics(tmp_path, one_thread
         evaluate_detector_on_kitti(None, str(tmp_path / "kitti"), "val", ["Car"], num_point_features=5)
 
 
+def test_evaluate_detector_on_kitti_rejects_labels_and_boxes_that_name_no_class_or_place(tmp_path):
+    write_kitti(tmp_path, frames=1)
+    box = [[10.0, 0.0, -1.0, 4.0, 1.8, 1.6, 0.0]]
+
+    def predicting(labels, boxes=box):
+        return lambda points: {"boxes": np.array(boxes), "scores": np.array([0.9]), "labels": np.array(labels)}
+
+    found = evaluate_detector_on_kitti(predicting([0]), str(tmp_path), "val", ["Car", "Cyclist"])
+    assert found["num_detections"] == 1 and found["classes"] == ["Car", "Cyclist"]
+    # -1 once indexed the class list from its end: a Cyclist, silently
+    with pytest.raises(ValueError, match=r"labels must be indices into \['Car', 'Cyclist'\], got \[-1\]"):
+        evaluate_detector_on_kitti(predicting([-1]), str(tmp_path), "val", ["Car", "Cyclist"])
+    with pytest.raises(ValueError, match=r"labels must be indices"):
+        evaluate_detector_on_kitti(predicting([0.5]), str(tmp_path), "val", ["Car", "Cyclist"])
+    # a NaN box projects nowhere: it was counted among the detections outside the image
+    with pytest.raises(ValueError, match=r"detections\[0\]: boxes have non-finite values"):
+        evaluate_detector_on_kitti(predicting([0], [[np.nan, 0, 0, 4, 1.8, 1.6, 0]]), str(tmp_path), "val", ["Car"])
+
+
 # ------------------------------------------------------------------- the official sampling, AOS, R11
 
 def cars_in_frames(count, per_frame=10):
@@ -573,12 +597,8 @@ def test_aos_equals_2d_ap_with_exact_headings_and_falls_with_wrong_ones():
 
 def test_observation_angles_match_the_labelled_alpha_of_real_frames(real_file):
     real_file(KITTI_SCANS[0])
-    dataset = KittiDataset(str(REAL_DATA / "kitti"))
     checked = 0
-    for index in range(len(dataset)):
-        meta = dataset[index]["meta"]
-        rows = [r for r in read_label_rows(str(REAL_DATA / "kitti" / "label_2" / f"{meta['id']}.txt"))
-                if r["name"] != "DontCare"]
+    for meta, rows in real_frames_and_labelled_rows():
         alphas = observation_angles(meta["annotations"]["boxes"], meta["calibration"])
         for alpha, row in zip(alphas, rows):
             difference = (alpha - row["alpha"] + math.pi) % (2 * math.pi) - math.pi
