@@ -180,6 +180,8 @@ def make_synthetic_database(root: str, scenes: int, seed: int = 0, keyframes_per
         raise ValueError(f"need scenes >= 1 and keyframes_per_scene >= 1, got {scenes} and {keyframes_per_scene}")
     if lidar not in LIDARS:
         raise ValueError(f"unknown lidar {lidar!r}; valid: {sorted(LIDARS)}")
+    if not 0.0 <= val_fraction < 1.0:  # at 1 or above every scene would be validation, none left to train on
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     writer = NuScenesWriter(root, version)
     rng = np.random.default_rng(seed)
     num_val = max(1, round(scenes * val_fraction)) if scenes > 1 else 0

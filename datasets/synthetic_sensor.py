@@ -70,6 +70,19 @@ class LidarSpec:
     mount: tuple = (0.943, 0.0, 1.84)  # sensor in the ego frame (x forward, z up), metres
     mount_yaw: float = -math.pi / 2    # sensor x axis relative to the ego's, as nuScenes' LIDAR_TOP
 
+    def __post_init__(self):
+        # the ray culling finds a part's rings by binary search over the elevations: out of order, it would
+        # silently skip rays that meet the part
+        elevations = np.asarray(self.elevations_deg, dtype=float)
+        if elevations.ndim != 1 or not len(elevations) or not (np.diff(elevations) > 0).all() or \
+                not (np.abs(elevations) < 90).all():
+            raise ValueError(f"LidarSpec.elevations_deg must be strictly ascending degrees in (-90, 90), got "
+                             f"{self.elevations_deg}")
+        if self.azimuth_steps < 1 or not self.max_range > 0 or self.range_noise < 0 or not 0 <= self.dropout < 1:
+            raise ValueError(f"LidarSpec: azimuth_steps >= 1, max_range > 0, range_noise >= 0 and 0 <= dropout < 1 "
+                             f"expected, got {self.azimuth_steps}, {self.max_range}, {self.range_noise}, "
+                             f"{self.dropout}")
+
 
 # HDL-32E: the real key frame's per-ring median elevations (degrees) for the rings it sees all the way round
 # (8-30); the steep rings 1-7, half hidden by the roof, keep the nominal -30.67 + 1.333 k; 1084 firings per

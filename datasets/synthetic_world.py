@@ -217,12 +217,12 @@ def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = H
     occupancy.add(SceneObject("ego", start + 1.45 * np.array([math.cos(ego_yaw), math.sin(ego_yaw)]), ego_yaw,
                               (4.9, 1.9, 1.6), speed * np.array([math.cos(ego_yaw), math.sin(ego_yaw)]), False))
 
-    def add(name, u, w, heading, moving_speed, base=0.0, parts=None, annotated=True):
+    def add(name, u, w, heading, moving_speed, base=0.0, parts=None):
         position, street_yaw = street.pose(u, w)
         yaw = street_yaw + heading
         parts = parts if parts is not None else _part_model(name, rng, moving_speed > 0)
         velocity = moving_speed * np.array([math.cos(yaw), math.sin(yaw)])
-        candidate = SceneObject(name, position, yaw, tight_size(parts), velocity, annotated, parts, base)
+        candidate = SceneObject(name, position, yaw, tight_size(parts), velocity, True, parts, base)
         if not occupancy.clashes(candidate, 0.6):  # each object's 0.5 m surroundings are its own
             objects.append(candidate)
             occupancy.add(candidate)

@@ -14,6 +14,8 @@ import json
 import os
 import sys
 
+from command_line import add_debug_option, run_tool
+
 from atomic_files import write_json_atomically
 from datasets.realism import real_keyframe, real_sweeps, realism_report, sim_to_real, synthetic_keyframes
 
@@ -30,8 +32,15 @@ def main() -> int:
                         help="folder of the real scans, relative to the current directory (default: %(default)s)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--checkpoint", help="a trained CenterPoint checkpoint: also score it on the real key frame")
-    parser.add_argument("--config", default="configs/centerpoint_synthetic_cpu.yaml")
+    parser.add_argument("--config", help="its config (default: the checkpoint's own, else its run's config.yaml)")
+    add_debug_option(parser)
     args = parser.parse_args()
+    # the model first: a checkpoint that cannot be used stops the tool before the statistics are computed
+    model = None
+    if args.checkpoint:
+        from detectors.centerpoint import CenterPoint
+
+        model = CenterPoint.from_checkpoint(args.checkpoint, args.config)
 
     key, _counts = real_keyframe(args.real_data)
     sources = {}
@@ -44,18 +53,8 @@ def main() -> int:
     print(report["table"])
     print(f"bird's-eye plots: {report['bird_eye']}")
 
-    if args.checkpoint:
-        import torch
-
-        from detectors.centerpoint import CenterPoint
-        from detectors.experiment import load_centerpoint_config
-
-        config = load_centerpoint_config(args.config)
-        model = CenterPoint(config.model)
-        state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-        model.load_state_dict(state.get("model", state))
-        model.eval()
-        names = config.model.head.class_names
+    if model is not None:
+        names = model.config.head.class_names
 
         def detect(points):
             found = model.predict([points])[0]
@@ -68,4 +67,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -154,3 +154,10 @@ def test_cars_at_10_to_30_m_get_as_many_points_as_real_nuscenes_cars(database, r
     assert real and len(synthetic) >= 10
     ratio = np.median(synthetic) / np.median(real)
     assert 0.5 <= ratio <= 2.0, (np.median(synthetic), real)
+
+
+def test_settings_that_leave_no_training_scene_are_refused(tmp_path):
+    for fraction in (1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="val_fraction"):
+            make_synthetic_database(str(tmp_path / "db"), scenes=4, val_fraction=fraction)
+    assert not (tmp_path / "db").exists()  # refused before anything is written

@@ -136,3 +136,34 @@ def test_sim_to_real_counts_found_objects_and_false_positives(real_file):
 
     score = sim_to_real(wrong_class, real_dir)
     assert score["found"] == 0 and score["false_positives"] > 0
+
+
+def test_the_tool_loads_a_checkpoint_through_the_safe_loader_before_anything_else(tmp_path):
+    """A pickled payload in --checkpoint is refused (weights only) with one error line, before the tool reads
+    the database or the real scans (neither exists here), and the payload never runs."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    root = Path(__file__).resolve().parents[2]
+    marker = tmp_path / "marker"
+
+    class Payload:
+        def __reduce__(self):
+            return open, (str(marker), "w")
+
+    torch.save({"model": {"weight": Payload()}}, tmp_path / "hostile.pt")
+    completed = subprocess.run(
+        [sys.executable, str(root / "tools" / "realism.py"), "--database", str(tmp_path / "absent"),
+         "--real-data", str(tmp_path / "absent_real"), "--out", str(tmp_path / "out"),
+         "--checkpoint", str(tmp_path / "hostile.pt")],
+        cwd=root, env=dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1"), capture_output=True, text=True,
+        timeout=300)
+    assert not marker.exists()
+    assert completed.returncode == 2, completed.stderr[-3000:]
+    assert "Traceback" not in completed.stderr
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("realism.py: error: ")]
+    assert len(errors) == 1 and "hostile.pt" in errors[0], completed.stderr

@@ -97,3 +97,47 @@ def test_scenes_and_sweeps_are_deterministic_per_seed():
     for a, b in zip(first, second):
         assert np.array_equal(a, b)
     assert not np.array_equal(synthetic_sweeps(1, seed=10)[0], first[0])
+
+
+def test_a_sensor_spec_that_cannot_work_is_refused():
+    import pytest
+
+    from datasets.synthetic_sensor import LidarSpec
+
+    with pytest.raises(ValueError, match="strictly ascending"):
+        LidarSpec(tuple(reversed(HDL32E.elevations_deg)))  # the culling's binary search needs ascending rings
+    with pytest.raises(ValueError, match="strictly ascending"):
+        LidarSpec((-10.0, -10.0, 2.0))
+    with pytest.raises(ValueError, match="azimuth_steps"):
+        LidarSpec(HDL32E.elevations_deg, azimuth_steps=0)
+
+
+def test_culling_keeps_every_ray_that_meets_a_part():
+    """The nearest entry per ray through the culled (part, ray) pairs equals the one over all pairs."""
+    from datasets.synthetic_sensor import ELLIPSOID, LidarSpec, beam_directions, candidate_pairs, intersect
+
+    spec = LidarSpec(tuple(np.linspace(-25.0, 10.0, 12)), azimuth_steps=360, max_range=60.0)
+    rng = np.random.default_rng(3)
+    parts = Primitives.concatenate([
+        part(tuple(rng.uniform([-30, -30, -1], [30, 30, 3])), tuple(rng.uniform(0.1, 3.0, 3)), "metal",
+             shape=int(rng.integers(0, 2)) * ELLIPSOID, yaw=rng.uniform(-3, 3), pitch=rng.uniform(-0.5, 0.5),
+             roll=rng.uniform(-0.5, 0.5)) for _ in range(60)]
+        + [part((0.5, 0.2, 1.0), (2.0, 1.5, 0.5), "metal")])  # one around the sensor
+    origin, sensor_yaw = np.array([0.3, -0.2, 1.8]), 0.7
+    c, s = math.cos(sensor_yaw), math.sin(sensor_yaw)
+    directions = beam_directions(spec) @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]]).T
+
+    def nearest(owner, ray):
+        entry = intersect(parts, owner, origin, directions[ray])[0]
+        result = np.full(len(directions), np.inf)
+        hit = np.isfinite(entry)
+        np.minimum.at(result, ray[hit], entry[hit])
+        return result
+
+    every_owner = np.repeat(np.arange(len(parts)), len(directions))
+    every_ray = np.tile(np.arange(len(directions)), len(parts))
+    brute = nearest(every_owner, every_ray)
+    culled = nearest(*candidate_pairs(parts, origin, sensor_yaw, spec))
+    within = brute < spec.max_range
+    assert within.sum() > 500
+    np.testing.assert_array_equal(culled[within], brute[within])
