@@ -121,3 +121,24 @@ def test_train_and_evaluate_on_the_synthetic_world_in_the_custom_layout(tmp_path
         evaluator.process(index, frame["gt_boxes"], np.ones(len(frame["gt_boxes"])), frame["gt_labels"])
     perfect = evaluator.evaluate(str(tmp_path / "perfect"))
     assert perfect["mean_ap"] == pytest.approx({"bev": 1.0, "3d": 1.0, "distance": 1.0})
+
+
+def test_a_second_conversion_into_the_same_folder_is_refused(tmp_path):
+    """Converting another split into a folder from index 0 again would replace the first split's frames
+    while ImageSets/train.txt still lists them: train and val sharing frames, silently."""
+    source = tmp_path / "source"
+    points = np.array([[10.0, 0.0, 0.0, 0.5], [10.5, 0.2, 0.1, 0.4], [30.0, 5.0, 0.0, 0.1]], dtype=np.float32)
+    write_frame(source, "a", points, ["10.0 0.0 0.0 4.0 2.0 1.5 0.3 car"])
+    write_frame(source, "b", points[::-1].copy(), [], split="val")
+    out = tmp_path / "out"
+    train_frames = CustomDataset(CustomConfig(root=str(source)), "train", ["car"])
+    assert write_custom_frames(train_frames, str(out), "train") == ["000000"]
+    written = (out / "points" / "000000.npy").read_bytes()
+    val_frames = CustomDataset(CustomConfig(root=str(source)), "val", ["car"])
+    with pytest.raises(FileExistsError, match="000000"):
+        write_custom_frames(val_frames, str(out), "val")
+    assert (out / "points" / "000000.npy").read_bytes() == written
+    assert not (out / "ImageSets" / "val.txt").exists()
+    with pytest.raises(FileExistsError, match="train.txt"):           # the same split again
+        write_custom_frames(train_frames, str(out), "train", first_index=1)
+    assert write_custom_frames(val_frames, str(out), "val", first_index=1) == ["000001"]
