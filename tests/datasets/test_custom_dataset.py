@@ -142,3 +142,20 @@ def test_a_second_conversion_into_the_same_folder_is_refused(tmp_path):
     with pytest.raises(FileExistsError, match="train.txt"):           # the same split again
         write_custom_frames(train_frames, str(out), "train", first_index=1)
     assert write_custom_frames(val_frames, str(out), "val", first_index=1) == ["000001"]
+
+
+def test_an_edited_label_file_rebuilds_the_gt_database(tmp_path):
+    """The custom type's GT database is keyed by its point and label files (DetectionDataset.source_files)."""
+    from datasets.gt_sampling import ensure_gt_database, load_gt_database
+
+    points = np.array([[10.0, 0.0, 0.0, 0.5], [10.5, 0.2, 0.1, 0.4], [9.6, -0.3, 0.2, 0.3]], dtype=np.float32)
+    write_frame(tmp_path, "a", points, ["10.0 0.0 0.0 4.0 2.0 1.5 0.3 car"])
+    database = str(tmp_path / "gt.npz")
+    frames = CustomDataset(CustomConfig(root=str(tmp_path)), "train", ["car", "pedestrian"])
+    assert ensure_gt_database(frames, database, min_points=1) == "built"
+    assert ensure_gt_database(frames, database, min_points=1) == "current"
+    (tmp_path / "labels" / "a.txt").write_text("10.0 0.0 0.0 4.0 2.0 1.5 0.3 pedestrian\n")
+    frames = CustomDataset(CustomConfig(root=str(tmp_path)), "train", ["car", "pedestrian"])
+    with pytest.warns(UserWarning, match="rebuilding"):
+        assert ensure_gt_database(frames, database, min_points=1) == "rebuilt"
+    assert [obj.name for obj in load_gt_database(database)] == ["pedestrian"]
