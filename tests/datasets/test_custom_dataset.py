@@ -159,3 +159,16 @@ def test_an_edited_label_file_rebuilds_the_gt_database(tmp_path):
     with pytest.warns(UserWarning, match="rebuilding"):
         assert ensure_gt_database(frames, database, min_points=1) == "rebuilt"
     assert [obj.name for obj in load_gt_database(database)] == ["pedestrian"]
+
+
+def test_a_float64_bin_is_refused_not_read_as_twice_the_points(tmp_path):
+    """float64 x 4 is a whole number of float32 x 4 points too: garbage that no size check catches."""
+    points = np.random.default_rng(1).uniform([-40, -40, -2, 0], [40, 40, 2, 1], size=(200, 4))
+    write_frame(tmp_path, "a", points.astype(np.float32), [])
+    (tmp_path / "points" / "a.npy").unlink()
+    points.astype(np.float64).tofile(tmp_path / "points" / "a.bin")
+    dataset = CustomDataset(CustomConfig(root=str(tmp_path)), "train", ["car"])
+    with pytest.raises(ValueError, match=r"points/a.bin: read as float32 x 4 .* implausible"):
+        dataset[0]
+    points.astype(np.float32).tofile(tmp_path / "points" / "a.bin")
+    np.testing.assert_array_equal(dataset[0]["points"], points.astype(np.float32))
