@@ -18,6 +18,7 @@ each of ``distance_thresholds``; fractions in [0, 1].
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -113,6 +114,11 @@ class CustomDataset(DetectionDataset):
                                     "names in ImageSets/<split>.txt)")
         with open(listing) as f:
             self.names = [line.strip() for line in f if line.strip()]
+        if not self.names:
+            raise ValueError(f"{listing} is empty: split {split!r} has no frames")
+        repeated = sorted(name for name, count in Counter(self.names).items() if count > 1)
+        if repeated:   # a frame listed twice would count twice in training and evaluation
+            raise ValueError(f"{listing} lists frame(s) {', '.join(repeated[:5])} more than once")
         self.point_paths = [self._point_path(name, listing) for name in self.names]
 
     def _point_path(self, name: str, listing: str) -> str:

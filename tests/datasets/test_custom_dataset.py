@@ -172,3 +172,14 @@ def test_a_float64_bin_is_refused_not_read_as_twice_the_points(tmp_path):
         dataset[0]
     points.astype(np.float32).tofile(tmp_path / "points" / "a.bin")
     np.testing.assert_array_equal(dataset[0]["points"], points.astype(np.float32))
+
+
+def test_an_empty_or_repeating_custom_split_is_an_error(tmp_path):
+    points = np.array([[10.0, 0.0, 0.0, 0.5], [10.5, 0.2, 0.1, 0.4]], dtype=np.float32)
+    write_frame(tmp_path, "a", points, [])
+    (tmp_path / "ImageSets" / "val.txt").write_text("\n")
+    with pytest.raises(ValueError, match=r"ImageSets/val.txt is empty"):
+        CustomDataset(CustomConfig(root=str(tmp_path)), "val", ["car"])
+    (tmp_path / "ImageSets" / "val.txt").write_text("a\na\n")
+    with pytest.raises(ValueError, match=r"ImageSets/val.txt lists frame\(s\) a more than once"):
+        CustomDataset(CustomConfig(root=str(tmp_path)), "val", ["car"])
