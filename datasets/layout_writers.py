@@ -41,6 +41,10 @@ def write_custom_frames(frames: DetectionDataset, root: str, split: str, point_f
                         first_index: int = 0) -> list[str]:
     """Write every frame as points/NAME.npy (the named point columns) and labels/NAME.txt, list the
     names (six digits from ``first_index``) in ImageSets/<split>.txt; returns the names."""
+    absent = [name for name in point_features if name not in frames.point_features]
+    if absent:
+        raise ValueError(f"the frames have no point column {', '.join(absent)} (they have "
+                         f"{', '.join(frames.point_features)}); pass point_features= naming columns they have")
     columns = [frames.point_features.index(name) for name in point_features]
     _refuse_overwrite(root, split, first_index, len(frames), [("points", ".npy"), ("labels", ".txt")])
     names = []

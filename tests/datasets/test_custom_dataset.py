@@ -183,3 +183,14 @@ def test_an_empty_or_repeating_custom_split_is_an_error(tmp_path):
     (tmp_path / "ImageSets" / "val.txt").write_text("a\na\n")
     with pytest.raises(ValueError, match=r"ImageSets/val.txt lists frame\(s\) a more than once"):
         CustomDataset(CustomConfig(root=str(tmp_path)), "val", ["car"])
+
+
+def test_converting_frames_without_the_named_columns_says_which(tmp_path):
+    points = np.array([[10.0, 0.0, 0.0, 0.5], [10.5, 0.2, 0.1, 0.4]], dtype=np.float32)
+    write_frame(tmp_path / "source", "a", points, [])
+    frames = CustomDataset(CustomConfig(root=str(tmp_path / "source"), point_features=["x", "y", "z", "reflectance"]),
+                           "train", ["car"])
+    with pytest.raises(ValueError, match=r"no point column intensity \(they have x, y, z, reflectance\)"):
+        write_custom_frames(frames, str(tmp_path / "out"), "train")
+    assert write_custom_frames(frames, str(tmp_path / "out"), "train", ("x", "y", "z", "reflectance")) == ["000000"]
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "points" / "000000.npy"), points)
