@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from datasets.boxes import points_in_box
-from datasets.derived_files import files_fingerprint, key_digest
+from datasets.derived_files import files_summary
 
 FRAME_KEYS = ("points", "gt_boxes", "gt_labels", "num_points_in_gt", "meta")
 
@@ -93,11 +93,7 @@ class DetectionDataset(abc.ABC):
     def point_files_fingerprint(self) -> dict | None:
         """Count, total size and a digest of the size and modification time of :meth:`source_files`."""
         paths = self.source_files()
-        if not paths:
-            return None
-        fingerprint = files_fingerprint(paths)
-        return {"files": len(paths), "bytes": int(sum(max(size, 0) for _, size, _ in fingerprint)),
-                "digest": key_digest({"files": [[path, *rest[1:]] for path, rest in zip(paths, fingerprint)]})}
+        return files_summary(paths) if paths else None
 
 
 class Evaluator(typing.Protocol):

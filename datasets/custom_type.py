@@ -18,6 +18,7 @@ each of ``distance_thresholds``; fractions in [0, 1].
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +26,7 @@ import numpy as np
 from datasets.base import DatasetConfig, DetectionDataset, count_points_in_boxes
 from datasets.custom_eval import CustomEvaluator
 from datasets.detection_matching import SAMPLINGS
+from datasets.point_files import implausibility, read_point_file
 
 POINT_SUFFIXES = (".npy", ".bin")
 
@@ -78,22 +80,22 @@ def read_custom_labels(path: str) -> tuple[np.ndarray, list[str]]:
     return np.array(boxes, dtype=np.float32).reshape(-1, 7), names
 
 
-def read_custom_points(path: str, num_features: int) -> np.ndarray:
-    """(N, num_features) float32 of a points/NAME.npy or .bin file; the width must match."""
+def read_custom_points(path: str, point_features: tuple[str, ...]) -> np.ndarray:
+    """(N, C) float32 of a points/NAME.npy or .bin file (:func:`datasets.point_files.read_point_file`),
+    C = len(point_features); a raw .bin read is checked for values plausible for those columns (a
+    float64 file read as float32 has a whole number of points too, of garbage)."""
+    width = len(point_features)
     if path.endswith(".npy"):
-        points = np.load(path, allow_pickle=False)
-        if points.ndim != 2 or not np.issubdtype(points.dtype, np.floating):
-            raise ValueError(f"{path}: expected a 2-D float array (N, {num_features}), "
-                             f"got {points.dtype} {points.shape}")
+        points = read_point_file(path).points
     else:
-        size = os.path.getsize(path)
-        if size % (4 * num_features):
-            raise ValueError(f"{path}: {size} bytes is not a whole number of points of {num_features} float32 "
-                             "(dataset.point_features)")
-        points = np.fromfile(path, dtype=np.float32).reshape(-1, num_features)
-    if points.shape[1] != num_features:
-        raise ValueError(f"{path}: {points.shape[1]} values per point, dataset.point_features names {num_features}")
-    return points.astype(np.float32, copy=False)
+        points = read_point_file(path, point_width=width, dtype=np.float32, check_values=False).points
+        problem = implausibility(points, tuple(point_features))
+        if problem:
+            raise ValueError(f"{path}: read as float32 x {width} ({', '.join(point_features)}: "
+                             f"dataset.point_features), the values are implausible: {problem}")
+    if points.shape[1] != width:
+        raise ValueError(f"{path}: {points.shape[1]} values per point, dataset.point_features names {width}")
+    return points
 
 
 class CustomDataset(DetectionDataset):
@@ -112,6 +114,11 @@ class CustomDataset(DetectionDataset):
                                     "names in ImageSets/<split>.txt)")
         with open(listing) as f:
             self.names = [line.strip() for line in f if line.strip()]
+        if not self.names:
+            raise ValueError(f"{listing} is empty: split {split!r} has no frames")
+        repeated = sorted(name for name, count in Counter(self.names).items() if count > 1)
+        if repeated:   # a frame listed twice would count twice in training and evaluation
+            raise ValueError(f"{listing} lists frame(s) {', '.join(repeated[:5])} more than once")
         self.point_paths = [self._point_path(name, listing) for name in self.names]
 
     def _point_path(self, name: str, listing: str) -> str:
@@ -135,7 +142,7 @@ class CustomDataset(DetectionDataset):
         return boxes, names
 
     def __getitem__(self, index: int) -> dict:
-        points = read_custom_points(self.point_paths[index], len(self.point_features))
+        points = read_custom_points(self.point_paths[index], self.point_features)
         boxes7, names = self._labels(index)
         keep = np.array([name in self.class_names for name in names], dtype=bool)
         boxes = np.zeros((int(keep.sum()), 9), dtype=np.float32)

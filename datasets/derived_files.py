@@ -55,6 +55,15 @@ def files_fingerprint(paths) -> list[list]:
     return fingerprint
 
 
+def files_summary(paths: list[str], root: str = "") -> dict:
+    """Count, total size and a digest of the names (``paths``, relative to ``root`` when given), sizes
+    and modification times of many files: a short key entry that still changes when any one does."""
+    fingerprint = files_fingerprint(os.path.join(root, path) for path in paths)
+    named = [[path, size, mtime] for path, (_, size, mtime) in zip(paths, fingerprint)]
+    return {"files": len(paths), "bytes": int(sum(max(size, 0) for _, size, _ in fingerprint)),
+            "digest": key_digest({"files": named})}
+
+
 def key_digest(key: dict) -> str:
     """A short stable hex digest of a JSON-serialisable key, for file names."""
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]

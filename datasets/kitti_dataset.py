@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+from collections import Counter
 
 import numpy as np
 
@@ -181,7 +182,7 @@ def split_ids(root: str, split: str) -> list[str]:
         ids = [line.strip() for line in f if line.strip()]
     if not ids:
         raise ValueError(f"{path} is empty: split {split!r} has no frames")
-    repeated = sorted({frame_id for frame_id in ids if ids.count(frame_id) > 1}) if len(set(ids)) != len(ids) else []
+    repeated = sorted(frame_id for frame_id, count in Counter(ids).items() if count > 1)
     if repeated:
         raise ValueError(f"{path} lists frame(s) {', '.join(repeated[:5])} more than once (each would count twice)")
     for frame_id in ids:

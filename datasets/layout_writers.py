@@ -41,7 +41,12 @@ def write_custom_frames(frames: DetectionDataset, root: str, split: str, point_f
                         first_index: int = 0) -> list[str]:
     """Write every frame as points/NAME.npy (the named point columns) and labels/NAME.txt, list the
     names (six digits from ``first_index``) in ImageSets/<split>.txt; returns the names."""
+    absent = [name for name in point_features if name not in frames.point_features]
+    if absent:
+        raise ValueError(f"the frames have no point column {', '.join(absent)} (they have "
+                         f"{', '.join(frames.point_features)}); pass point_features= naming columns they have")
     columns = [frames.point_features.index(name) for name in point_features]
+    _refuse_overwrite(root, split, first_index, len(frames), [("points", ".npy"), ("labels", ".txt")])
     names = []
     for index in range(len(frames)):
         frame = frames[index]
@@ -67,6 +72,8 @@ def write_kitti_frames(frames: DetectionDataset, root: str, split: str, first_in
         raise ValueError(f"write_kitti_frames turns nuScenes LIDAR_TOP frames (x right, y forward) and nuScenes "
                          f"detection classes into KITTI's; got a {type(frames).__name__}")
     intensity = frames.point_features.index("intensity")
+    _refuse_overwrite(root, split, first_index, len(frames),
+                      [("velodyne", ".bin"), ("calib", ".txt"), ("label_2", ".txt")])
     ids = []
     for index in range(len(frames)):
         frame = frames[index]
@@ -143,6 +150,18 @@ def _occlusion_levels(bbox: np.ndarray, depth: np.ndarray, labelled: np.ndarray,
         levels[i] = 0 if covered < 0.1 else (1 if covered < 0.5 else 2)
         region[:] = np.minimum(region, depth[i])
     return levels
+
+
+def _refuse_overwrite(root: str, split: str, first_index: int, count: int, folders: list[tuple[str, str]]) -> None:
+    """A second conversion into the same folder (another split, from index 0 again) would replace the
+    first one's frames while its ImageSets list still named them: two splits sharing frames, silently."""
+    paths = [os.path.join(root, "ImageSets", f"{split}.txt")] + [
+        os.path.join(root, folder, f"{first_index + index:06d}{suffix}")
+        for index in range(count) for folder, suffix in folders]
+    existing = [path for path in paths if os.path.exists(path)]
+    if existing:
+        raise FileExistsError(f"{root} already holds converted frames ({len(existing)} of the files to write exist, "
+                              f"first {existing[0]}); not overwriting them: write to an empty folder or delete it")
 
 
 def _write_split(root: str, split: str, names: list[str]) -> None:

@@ -27,6 +27,7 @@ from datasets.derived_files import (
     NotADerivedFile,
     cache_folder,
     files_fingerprint,
+    files_summary,
     key_digest,
     read_derived_file,
     write_derived_file,
@@ -236,10 +237,7 @@ class NuScenesDataset:
     def point_files_fingerprint(self) -> dict:
         """Count, total size and a digest of the size and modification time of every point file the
         frames read (key frames and sweeps), for files derived from the points (the GT database)."""
-        paths = self.point_file_paths()
-        fingerprint = files_fingerprint(os.path.join(self.root, path) for path in paths)
-        return {"files": len(paths), "bytes": int(sum(max(size, 0) for _, size, _ in fingerprint)),
-                "digest": key_digest({"files": list(zip(paths, fingerprint))})}
+        return files_summary(self.point_file_paths(), self.root)
 
     def __len__(self) -> int:
         return len(self.infos)

@@ -4,7 +4,9 @@
 
 The frames are those of the config's dataset (``dataset.train_split`` and ``dataset.val_split``
 unless --splits is given), read with every class of its labels; each split is written to
-DIR/ImageSets/<split>.txt as ``train`` / ``val``. For the synthetic world (a nuScenes database):
+DIR/ImageSets/<split>.txt as ``train`` / ``val``. DIR must not hold converted frames already (a second
+conversion into it is refused rather than overwriting another split's frames). For the synthetic world (a nuScenes
+database):
 
     python tools/make_synthetic.py --out work/synthetic64 --scenes 20 --lidar hdl64e
     python tools/convert_dataset.py configs/centerpoint_synthetic_cpu.yaml --to kitti --out work/kitti_synthetic \\

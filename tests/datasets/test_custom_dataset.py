@@ -121,3 +121,76 @@ def test_train_and_evaluate_on_the_synthetic_world_in_the_custom_layout(tmp_path
         evaluator.process(index, frame["gt_boxes"], np.ones(len(frame["gt_boxes"])), frame["gt_labels"])
     perfect = evaluator.evaluate(str(tmp_path / "perfect"))
     assert perfect["mean_ap"] == pytest.approx({"bev": 1.0, "3d": 1.0, "distance": 1.0})
+
+
+def test_a_second_conversion_into_the_same_folder_is_refused(tmp_path):
+    """Converting another split into a folder from index 0 again would replace the first split's frames
+    while ImageSets/train.txt still lists them: train and val sharing frames, silently."""
+    source = tmp_path / "source"
+    points = np.array([[10.0, 0.0, 0.0, 0.5], [10.5, 0.2, 0.1, 0.4], [30.0, 5.0, 0.0, 0.1]], dtype=np.float32)
+    write_frame(source, "a", points, ["10.0 0.0 0.0 4.0 2.0 1.5 0.3 car"])
+    write_frame(source, "b", points[::-1].copy(), [], split="val")
+    out = tmp_path / "out"
+    train_frames = CustomDataset(CustomConfig(root=str(source)), "train", ["car"])
+    assert write_custom_frames(train_frames, str(out), "train") == ["000000"]
+    written = (out / "points" / "000000.npy").read_bytes()
+    val_frames = CustomDataset(CustomConfig(root=str(source)), "val", ["car"])
+    with pytest.raises(FileExistsError, match="000000"):
+        write_custom_frames(val_frames, str(out), "val")
+    assert (out / "points" / "000000.npy").read_bytes() == written
+    assert not (out / "ImageSets" / "val.txt").exists()
+    with pytest.raises(FileExistsError, match="train.txt"):           # the same split again
+        write_custom_frames(train_frames, str(out), "train", first_index=1)
+    assert write_custom_frames(val_frames, str(out), "val", first_index=1) == ["000001"]
+
+
+def test_an_edited_label_file_rebuilds_the_gt_database(tmp_path):
+    """The custom type's GT database is keyed by its point and label files (DetectionDataset.source_files)."""
+    from datasets.gt_sampling import ensure_gt_database, load_gt_database
+
+    points = np.array([[10.0, 0.0, 0.0, 0.5], [10.5, 0.2, 0.1, 0.4], [9.6, -0.3, 0.2, 0.3]], dtype=np.float32)
+    write_frame(tmp_path, "a", points, ["10.0 0.0 0.0 4.0 2.0 1.5 0.3 car"])
+    database = str(tmp_path / "gt.npz")
+    frames = CustomDataset(CustomConfig(root=str(tmp_path)), "train", ["car", "pedestrian"])
+    assert ensure_gt_database(frames, database, min_points=1) == "built"
+    assert ensure_gt_database(frames, database, min_points=1) == "current"
+    (tmp_path / "labels" / "a.txt").write_text("10.0 0.0 0.0 4.0 2.0 1.5 0.3 pedestrian\n")
+    frames = CustomDataset(CustomConfig(root=str(tmp_path)), "train", ["car", "pedestrian"])
+    with pytest.warns(UserWarning, match="rebuilding"):
+        assert ensure_gt_database(frames, database, min_points=1) == "rebuilt"
+    assert [obj.name for obj in load_gt_database(database)] == ["pedestrian"]
+
+
+def test_a_float64_bin_is_refused_not_read_as_twice_the_points(tmp_path):
+    """float64 x 4 is a whole number of float32 x 4 points too: garbage that no size check catches."""
+    points = np.random.default_rng(1).uniform([-40, -40, -2, 0], [40, 40, 2, 1], size=(200, 4))
+    write_frame(tmp_path, "a", points.astype(np.float32), [])
+    (tmp_path / "points" / "a.npy").unlink()
+    points.astype(np.float64).tofile(tmp_path / "points" / "a.bin")
+    dataset = CustomDataset(CustomConfig(root=str(tmp_path)), "train", ["car"])
+    with pytest.raises(ValueError, match=r"points/a.bin: read as float32 x 4 .* implausible"):
+        dataset[0]
+    points.astype(np.float32).tofile(tmp_path / "points" / "a.bin")
+    np.testing.assert_array_equal(dataset[0]["points"], points.astype(np.float32))
+
+
+def test_an_empty_or_repeating_custom_split_is_an_error(tmp_path):
+    points = np.array([[10.0, 0.0, 0.0, 0.5], [10.5, 0.2, 0.1, 0.4]], dtype=np.float32)
+    write_frame(tmp_path, "a", points, [])
+    (tmp_path / "ImageSets" / "val.txt").write_text("\n")
+    with pytest.raises(ValueError, match=r"ImageSets/val.txt is empty"):
+        CustomDataset(CustomConfig(root=str(tmp_path)), "val", ["car"])
+    (tmp_path / "ImageSets" / "val.txt").write_text("a\na\n")
+    with pytest.raises(ValueError, match=r"ImageSets/val.txt lists frame\(s\) a more than once"):
+        CustomDataset(CustomConfig(root=str(tmp_path)), "val", ["car"])
+
+
+def test_converting_frames_without_the_named_columns_says_which(tmp_path):
+    points = np.array([[10.0, 0.0, 0.0, 0.5], [10.5, 0.2, 0.1, 0.4]], dtype=np.float32)
+    write_frame(tmp_path / "source", "a", points, [])
+    frames = CustomDataset(CustomConfig(root=str(tmp_path / "source"), point_features=["x", "y", "z", "reflectance"]),
+                           "train", ["car"])
+    with pytest.raises(ValueError, match=r"no point column intensity \(they have x, y, z, reflectance\)"):
+        write_custom_frames(frames, str(tmp_path / "out"), "train")
+    assert write_custom_frames(frames, str(tmp_path / "out"), "train", ("x", "y", "z", "reflectance")) == ["000000"]
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "points" / "000000.npy"), points)

@@ -1,6 +1,7 @@
 """Derived files cannot go stale or run code: the info cache and the GT database are keyed by what
 they were built from, rebuilt when it changes, stored as npz (never unpickled), and kept out of a
 dataset folder that is not writable. The oracle is a build from scratch into an empty cache folder."""
+import json
 import os
 import pickle
 
@@ -160,6 +161,8 @@ def test_a_damaged_cache_is_rebuilt(database):
     with open(dataset.cache_path, "r+b") as f:
         f.truncate(100)
     assert boxes_of(NuScenesDataset(str(database), VERSION, VAL_SPLIT, num_sweeps=1)) == boxes_of(dataset)
+    key, arrays = derived_files.read_derived_file(dataset.cache_path)              # rewritten whole
+    assert key == json.loads(json.dumps(dataset.source_key)) and len(arrays["token"]) == len(dataset)
 
 
 def test_a_read_only_dataset_caches_in_the_user_cache_folder(database, tmp_path, monkeypatch):
