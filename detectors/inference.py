@@ -252,10 +252,8 @@ def model_points(path: str, model_in: ModelInput, columns: list[str] | None = No
 def detect_points(model: CenterPoint, points: np.ndarray) -> dict:
     """``model.predict`` on one cloud (on the model's device) → {'boxes' (K, 9), 'scores' (K,),
     'labels' (K,) indices} as CPU tensors, and 'dropped': the voxelizer's DroppedPoints."""
-    device = next(model.parameters()).device
-    cloud = torch.from_numpy(np.ascontiguousarray(points)).to(device)
-    _, dropped = model.voxelizers["test"].batch([cloud])
-    detections = {k: v.cpu() for k, v in model.predict([cloud])[0].items()}
+    tensor, dropped = model.voxelize([torch.from_numpy(np.ascontiguousarray(points))])
+    detections = {k: v.cpu() for k, v in model.predict_voxels(tensor)[0].items()}
     detections["dropped"] = dropped[0]
     return detections
 
