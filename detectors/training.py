@@ -335,13 +335,14 @@ def train_one_epoch(run: TrainingRun, epoch: int, log: TrainingLog, max_steps: i
 
 def save_training_checkpoint(run: TrainingRun, epoch: int, step_in_epoch: int) -> None:
     """On rank 0, the checkpoint a resume continues from: weights, optimizer, schedule, the position
-    (``epoch`` and ``step_in_epoch`` batches into it, steps in total) and the RNG states."""
+    (``epoch`` and ``step_in_epoch`` batches into it, steps in total), the RNG states, and the config
+    as a plain dict (so that a checkpoint copied out of its run folder still says what its weights mean)."""
     if run.rank == 0:
         save_checkpoint(run.checkpoint_path, {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
                                               "scheduler": run.scheduler.state_dict(), "epoch": epoch,
                                               "step_in_epoch": step_in_epoch, "steps": run.steps,
                                               "batches_per_epoch": len(run.loader), "world_size": run.world,
-                                              "rng": rng_states()})
+                                              "rng": rng_states(), "config": to_dict(run.config)})
 
 
 class TrainingLog:
