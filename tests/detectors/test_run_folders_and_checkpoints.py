@@ -155,7 +155,8 @@ def test_evaluating_a_split_of_no_frames_is_an_error_not_a_map_of_zero(database,
 def test_evaluating_with_a_config_the_checkpoint_was_not_trained_with_is_refused(database, finished_step, tmp_path):
     # A range shifted up by 1 m keeps every weight's shape: the weights would load and score boxes 1 m off.
     shifted = tiny_config(database, "model.geometry.point_cloud_range=[-51.2, -51.2, -2.0, 51.2, 51.2, 6.0]")
-    with pytest.raises(ValueError, match=r"model\.geometry = .*-2\.0.*trained with .*-3\.0.*checkpoint\.pt \('config' entry\)"):
+    with pytest.raises(ValueError,
+                       match=r"model\.geometry = .*-2\.0.*trained with .*-3\.0.*checkpoint\.pt \('config' entry\)"):
         evaluate(shifted, str(finished_step / "checkpoint.pt"), str(tmp_path / "eval"))
     assert not (tmp_path / "eval").exists()
     # Copied out of its run folder, the checkpoint still carries its config.
