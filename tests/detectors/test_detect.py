@@ -301,6 +301,17 @@ def test_outputs_are_planned_before_any_work(tmp_path):
         output_paths([str(first), str(second)], str(tmp_path / "out"))
     plans = output_paths([str(first)], str(tmp_path / "out"), suffixes=(".json", ".png"))
     assert plans == [{".json": str(tmp_path / "out" / "scan.bin.json"), ".png": str(tmp_path / "out" / "scan.bin.png")}]
+    # A picture of an earlier run's detections is not left beside new JSON written without --png.
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "scan.bin.png").write_bytes(b"earlier")
+    with pytest.raises(FileExistsError, match=r"scan\.bin\.png exists; pass --overwrite"):
+        output_paths([str(first)], str(tmp_path / "out"), stale_suffixes=(".png",))
+    with pytest.raises(ValueError, match="would both write"):  # a refused plan removes nothing
+        output_paths([str(first), str(second)], str(tmp_path / "out"), overwrite=True, stale_suffixes=(".png",))
+    assert (tmp_path / "out" / "scan.bin.png").exists()
+    plans = output_paths([str(first)], str(tmp_path / "out"), overwrite=True, stale_suffixes=(".png",))
+    assert plans == [{".json": str(tmp_path / "out" / "scan.bin.json")}]
+    assert not (tmp_path / "out" / "scan.bin.png").exists()
 
 
 def test_model_features_come_from_the_dataset_type(tmp_path):
