@@ -334,10 +334,18 @@ class CenterPoint(nn.Module):
             raise RuntimeError(f"internal: BEV grid {self.grid.shape} differs from the head's map {shapes.bev}")
 
     def forward(self, clouds: list) -> list[dict[str, torch.Tensor]]:
+        return self.forward_voxels(self.voxelize(clouds)[0])
+
+    def voxelize(self, clouds: list):
+        """(the batch's SparseTensor, per cloud the voxelizer's DroppedPoints), with the voxel limit of
+        the current mode, on the model's device."""
         device = next(self.head.parameters()).device
         if device.type != "cpu":  # the voxelizer works where the points are: on the model's device
             clouds = [torch.as_tensor(cloud, device=device) for cloud in clouds]
-        tensor, _ = self.voxelizers["train" if self.training else "test"].batch(clouds)
+        return self.voxelizers["train" if self.training else "test"].batch(clouds)
+
+    def forward_voxels(self, tensor) -> list[dict[str, torch.Tensor]]:
+        """Head predictions for a batch already voxelized by :meth:`voxelize`."""
         sparse = self.backbone_3d(tensor).out
         return self.head(self.bev_backbone(self.bev_map(sparse)))
 
@@ -371,11 +379,16 @@ class CenterPoint(nn.Module):
         from detectors.inference import load_detector  # inference builds on this module
         return load_detector(path, config, device, overrides)
 
-    @torch.no_grad()
     def predict(self, clouds: list) -> list[dict[str, torch.Tensor]]:
+        return self.predict_voxels(self.voxelize(clouds)[0])
+
+    @torch.no_grad()
+    def predict_voxels(self, tensor) -> list[dict[str, torch.Tensor]]:
+        """:meth:`predict` for a batch already voxelized by :meth:`voxelize` (whose dropped-point counts
+        a caller reports, without voxelizing twice)."""
         head = self.config.head
         with self.inference_autocast():
-            predictions = self(clouds)
+            predictions = self.forward_voxels(tensor)
         return decode(predictions, head.class_groups, head.class_names, self.grid, self.config.decode)
 
     def inference_autocast(self) -> torch.autocast:

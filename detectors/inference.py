@@ -252,10 +252,8 @@ def model_points(path: str, model_in: ModelInput, columns: list[str] | None = No
 def detect_points(model: CenterPoint, points: np.ndarray) -> dict:
     """``model.predict`` on one cloud (on the model's device) → {'boxes' (K, 9), 'scores' (K,),
     'labels' (K,) indices} as CPU tensors, and 'dropped': the voxelizer's DroppedPoints."""
-    device = next(model.parameters()).device
-    cloud = torch.from_numpy(np.ascontiguousarray(points)).to(device)
-    _, dropped = model.voxelizers["test"].batch([cloud])
-    detections = {k: v.cpu() for k, v in model.predict([cloud])[0].items()}
+    tensor, dropped = model.voxelize([torch.from_numpy(np.ascontiguousarray(points))])
+    detections = {k: v.cpu() for k, v in model.predict_voxels(tensor)[0].items()}
     detections["dropped"] = dropped[0]
     return detections
 
@@ -295,11 +293,16 @@ def detection_record(model: CenterPoint, path: str, checkpoint: str, config_sour
     return record, points, detections
 
 
-def output_paths(files, out_dir: str, overwrite: bool = False, suffixes=(".json",)) -> list[dict[str, str]]:
+def output_paths(files, out_dir: str, overwrite: bool = False, suffixes=(".json",),
+                 stale_suffixes=()) -> list[dict[str, str]]:
     """Per point file, its output paths ``out_dir/NAME<suffix>`` (NAME keeps the file's extension, so
     ``a.bin`` and ``a.npy`` do not collide). Checked before any work: every input exists, no two
-    inputs share a name, and no output exists unless ``overwrite``."""
-    plans, seen = [], {}
+    inputs share a name, and no output exists unless ``overwrite``.
+
+    stale_suffixes: outputs an earlier run may have written that this one does not (a PNG without
+    ``--png``). One that exists is refused like an output, and with ``overwrite`` it is removed once
+    every check has passed, so that no picture of older detections is left beside the new JSON."""
+    plans, seen, stale = [], {}, []
     for path in files:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"point file not found: {path}")
@@ -309,10 +312,15 @@ def output_paths(files, out_dir: str, overwrite: bool = False, suffixes=(".json"
                              f"detect them into different --out folders")
         seen[name] = path
         plan = {suffix: os.path.join(out_dir, name + suffix) for suffix in suffixes}
-        existing = [p for p in plan.values() if os.path.exists(p)]
+        earlier = [os.path.join(out_dir, name + suffix) for suffix in stale_suffixes if suffix not in suffixes]
+        existing = [p for p in [*plan.values(), *earlier] if os.path.exists(p)]
         if existing and not overwrite:
-            raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace it, or another --out")
+            raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace it (an output this run does "
+                                  f"not write is removed), or another --out")
+        stale.extend(p for p in earlier if os.path.exists(p))
         plans.append(plan)
+    for path in stale:
+        os.remove(path)
     return plans
 
 

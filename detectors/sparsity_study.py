@@ -39,10 +39,10 @@ from backbones.densification_meter import DensificationReport, measure
 from datasets.dataset_types import build_dataset
 from datasets.gt_sampling import ensure_gt_database
 from detectors.centerpoint import CenterPoint
-from detectors.checkpoints import load_checkpoint
 from detectors.config import to_dict
 from detectors.evaluation import evaluate
 from detectors.experiment import CenterPointConfig, load_centerpoint_config
+from detectors.inference import load_detector
 from detectors.run_folder import CHECKPOINT
 from detectors.training import seed_everything, train
 from optional_dependencies import require
@@ -154,10 +154,7 @@ def run_variant(variant: str, config: CenterPointConfig, key: str, out_dir: str,
     metrics = evaluate(config, trained["checkpoint"], os.path.join(run_dir, "eval"))
     per_class = metrics["mean_dist_aps"]
     frames = validation_frames(config, meter_frames)
-    model = CenterPoint(config.model)
-    state = load_checkpoint(trained["checkpoint"])
-    model.load_state_dict(state["model"])
-    trained_meter = meter_frames_of(model.eval(), frames)
+    trained_meter = meter_frames_of(load_detector(trained["checkpoint"], config), frames)
     seed_everything(seed)  # the initial weights train() started from
     init_meter = meter_frames_of(CenterPoint(config.model).eval(), frames)
     step_time, data_time = step_times(os.path.join(run_dir, "log.jsonl"))

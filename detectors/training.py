@@ -297,17 +297,16 @@ def train_one_epoch(run: TrainingRun, epoch: int, log: TrainingLog, max_steps: i
     run.sampler.set_epoch(epoch)
     (run.data.dataset if isinstance(run.data, torch.utils.data.Subset) else run.data).epoch = epoch
     model.train()
-    batches = run.loader
+    skip = run.skip if epoch == run.start_epoch else 0
+    batches = run.loader if skip == 0 else _loader_after(run, skip)
     if progress and run.rank == 0:
         from tqdm import tqdm
-        batches = tqdm(run.loader, desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch")
+        batches = tqdm(batches, desc=f"epoch {epoch + 1}/{config.train.epochs}", unit="batch", initial=skip,
+                       total=len(run.loader))
     done = 0
     fetched = time.perf_counter()
-    for step, (clouds, targets) in enumerate(batches):
+    for step, (clouds, targets) in enumerate(batches, start=skip):
         started = time.perf_counter()
-        if epoch == run.start_epoch and step < run.skip:
-            fetched = time.perf_counter()
-            continue  # trained on before the interruption (the order is the same: seeded per epoch)
         targets = [{k: v.to(run.device) for k, v in group.items()} for group in targets]
         with torch.autocast(run.device.type, enabled=run.use_amp):
             predictions = run.trainable(clouds)
@@ -333,15 +332,25 @@ def train_one_epoch(run: TrainingRun, epoch: int, log: TrainingLog, max_steps: i
     return EpochResult(done, run.last_loss if done else float("nan"), stopped=False)
 
 
+def _loader_after(run: TrainingRun, skip: int) -> DataLoader:
+    """The batches of this epoch after the first ``skip``, trained on before an interruption: the
+    sampler's order is seeded per epoch, so its indices past ``skip`` batches give the same batches,
+    without reading and augmenting the skipped frames again."""
+    batch_size = run.loader.batch_size
+    return DataLoader(run.data, batch_size=batch_size, sampler=list(run.sampler)[skip * batch_size:],
+                      collate_fn=collate, num_workers=run.loader.num_workers)
+
+
 def save_training_checkpoint(run: TrainingRun, epoch: int, step_in_epoch: int) -> None:
     """On rank 0, the checkpoint a resume continues from: weights, optimizer, schedule, the position
-    (``epoch`` and ``step_in_epoch`` batches into it, steps in total) and the RNG states."""
+    (``epoch`` and ``step_in_epoch`` batches into it, steps in total), the RNG states, and the config
+    as a plain dict (so that a checkpoint copied out of its run folder still says what its weights mean)."""
     if run.rank == 0:
         save_checkpoint(run.checkpoint_path, {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
                                               "scheduler": run.scheduler.state_dict(), "epoch": epoch,
                                               "step_in_epoch": step_in_epoch, "steps": run.steps,
                                               "batches_per_epoch": len(run.loader), "world_size": run.world,
-                                              "rng": rng_states()})
+                                              "rng": rng_states(), "config": to_dict(run.config)})
 
 
 class TrainingLog:

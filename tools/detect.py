@@ -67,7 +67,8 @@ def main() -> int:
 def detect(args, files, overrides, columns) -> int:
     from tqdm import tqdm
 
-    plans = output_paths(files, args.out, args.overwrite, (".json", ".png") if args.png else (".json",))
+    plans = output_paths(files, args.out, args.overwrite, (".json", ".png") if args.png else (".json",),
+                         stale_suffixes=(".png",))
     model = CenterPoint.from_checkpoint(args.checkpoint, args.config, args.device, overrides)
     for path, plan in tqdm(list(zip(files, plans)), unit="file", disable=len(files) < 2):
         started = time.perf_counter()

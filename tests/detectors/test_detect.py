@@ -20,6 +20,7 @@ from detectors.config import to_dict
 from detectors.experiment import load_centerpoint_config
 from detectors.inference import (
     ModelInput,
+    detect_points,
     intensity_scale_of,
     load_detector,
     model_input,
@@ -300,6 +301,17 @@ def test_outputs_are_planned_before_any_work(tmp_path):
         output_paths([str(first), str(second)], str(tmp_path / "out"))
     plans = output_paths([str(first)], str(tmp_path / "out"), suffixes=(".json", ".png"))
     assert plans == [{".json": str(tmp_path / "out" / "scan.bin.json"), ".png": str(tmp_path / "out" / "scan.bin.png")}]
+    # A picture of an earlier run's detections is not left beside new JSON written without --png.
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "scan.bin.png").write_bytes(b"earlier")
+    with pytest.raises(FileExistsError, match=r"scan\.bin\.png exists; pass --overwrite"):
+        output_paths([str(first)], str(tmp_path / "out"), stale_suffixes=(".png",))
+    with pytest.raises(ValueError, match="would both write"):  # a refused plan removes nothing
+        output_paths([str(first), str(second)], str(tmp_path / "out"), overwrite=True, stale_suffixes=(".png",))
+    assert (tmp_path / "out" / "scan.bin.png").exists()
+    plans = output_paths([str(first)], str(tmp_path / "out"), overwrite=True, stale_suffixes=(".png",))
+    assert plans == [{".json": str(tmp_path / "out" / "scan.bin.json")}]
+    assert not (tmp_path / "out" / "scan.bin.png").exists()
 
 
 def test_model_features_come_from_the_dataset_type(tmp_path):
@@ -317,3 +329,21 @@ def test_model_features_come_from_the_dataset_type(tmp_path):
     points, mapping = model_points(str(tmp_path / "frame.npy"), features)
     np.testing.assert_array_equal(points, cloud)
     assert mapping.intensity["checked"] is False  # a custom type's intensity range is unknown: said, not guessed
+
+
+def test_detect_points_counts_the_points_the_voxelizer_dropped_and_equals_predict(nuscenes_run, real_file):
+    keyframe = keyframe_as_nuscenes_features(real_file(NUSCENES_KEYFRAME))
+    far = np.array([[1000.0, 0.0, 0.0, 10.0, 0.0], [0.0, -1000.0, 0.0, 10.0, 0.0], [0.0, 0.0, 500.0, 10.0, 0.0]],
+                   dtype=np.float32)
+    cloud = np.concatenate([keyframe, far])
+    model = load_detector(str(nuscenes_run / "checkpoint.pt"))
+    point_cloud_range = np.array(model.config.geometry.point_cloud_range)
+    low, high = point_cloud_range[:3], point_cloud_range[3:]
+    outside = int((~((cloud[:, :3] >= low) & (cloud[:, :3] < high)).all(axis=1)).sum())  # the oracle: numpy
+    assert outside >= len(far)
+    detections = detect_points(model, cloud)
+    assert detections["dropped"].out_of_range == outside
+    assert len(detections["scores"]) > 0
+    expected = model.predict([cloud])[0]
+    torch.testing.assert_close(detections["boxes"], expected["boxes"], rtol=0, atol=0)
+    torch.testing.assert_close(detections["scores"], expected["scores"], rtol=0, atol=0)

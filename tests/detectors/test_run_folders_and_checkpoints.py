@@ -152,6 +152,21 @@ def test_evaluating_a_split_of_no_frames_is_an_error_not_a_map_of_zero(database,
     assert not (tmp_path / "eval" / "metrics_summary.json").exists()
 
 
+def test_evaluating_with_a_config_the_checkpoint_was_not_trained_with_is_refused(database, finished_step, tmp_path):
+    # A range shifted up by 1 m keeps every weight's shape: the weights would load and score boxes 1 m off.
+    shifted = tiny_config(database, "model.geometry.point_cloud_range=[-51.2, -51.2, -2.0, 51.2, 51.2, 6.0]")
+    with pytest.raises(ValueError,
+                       match=r"model\.geometry = .*-2\.0.*trained with .*-3\.0.*checkpoint\.pt \('config' entry\)"):
+        evaluate(shifted, str(finished_step / "checkpoint.pt"), str(tmp_path / "eval"))
+    assert not (tmp_path / "eval").exists()
+    # Copied out of its run folder, the checkpoint still carries its config.
+    moved = tmp_path / "elsewhere" / "weights.pt"
+    moved.parent.mkdir()
+    moved.write_bytes((finished_step / "checkpoint.pt").read_bytes())
+    with pytest.raises(ValueError, match=r"model\.geometry = .*-2\.0.*trained with .*-3\.0.*weights\.pt"):
+        evaluate(shifted, str(moved), str(tmp_path / "eval"))
+
+
 def test_training_on_a_split_of_no_frames_is_an_error_that_writes_nothing(database, tmp_path):
     config = tiny_config(database_with_an_empty_split(database, tmp_path / "db"), "dataset.train_split=nothing")
     with pytest.raises(ValueError, match="0 steps|no frames|no scenes|empty"):

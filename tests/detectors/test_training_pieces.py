@@ -104,3 +104,27 @@ def test_the_optimizer_follows_the_one_cycle_formula():
         assert math.isclose(rate, expected, rel_tol=1e-9, abs_tol=1e-12), (step, rate, expected)
         assert math.isclose(momentum, expected_momentum, rel_tol=1e-9), (step, momentum, expected_momentum)
     assert math.isclose(rates[0], start) and math.isclose(max(rates), peak) and rates.index(max(rates)) == round(turn)
+
+
+class CountingFrames(InMemoryFrames):
+    """InMemoryFrames that record which frames were read."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.read = []
+
+    def __getitem__(self, index: int) -> dict:
+        self.read.append(index)
+        return super().__getitem__(index)
+
+
+def test_a_resumed_epoch_reads_only_the_frames_after_the_batches_trained_on(tmp_path):
+    config = load_centerpoint_config(CONFIG, [*TINY, "train.epochs=2", "train.batch_size=2"])
+    frames = CountingFrames(config.model.head.class_names, count=5)
+    run = build_training_run(config, str(tmp_path), frames=frames)
+    run.sampler.set_epoch(1)
+    order = list(run.sampler)  # the epoch's order, seeded: what an uninterrupted epoch reads
+    run.start_epoch, run.skip = 1, 2  # resumed after 2 of the epoch's 3 batches
+    result = train_one_epoch(run, 1, TrainingLog(run.log_path))
+    assert result.steps == 1 and run.steps == 1
+    assert frames.read == order[4:]  # the 2 skipped batches (4 frames) are not read again
