@@ -325,6 +325,8 @@ class CenterPoint(nn.Module):
                                           site_pruning=pruning, activation_topk=backbone.activation_topk)
         self.activation_penalty = None if backbone.activation_penalty is None \
             else ActivationPenalty(self.backbone_3d, backbone.activation_penalty)
+        # What the BEV network and the decoder's grid were sized for; forward checks the backbone gives it.
+        self.backbone_output_shape = tuple(shapes.backbone)
         bev_depth = shapes.backbone[0]
         self.bev_backbone = SECONDFPN(backbone.out_channels * bev_depth, **vars(config.bev))
         self.head = CenterHead(self.bev_backbone.out_channels, head.class_groups, head.shared_channels,
@@ -347,6 +349,10 @@ class CenterPoint(nn.Module):
     def forward_voxels(self, tensor) -> list[dict[str, torch.Tensor]]:
         """Head predictions for a batch already voxelized by :meth:`voxelize`."""
         sparse = self.backbone_3d(tensor).out
+        if tuple(sparse.spatial_shape) != self.backbone_output_shape:  # else boxes decode at wrong places
+            raise RuntimeError(f"{type(self.backbone_3d).__name__} returned a {tuple(sparse.spatial_shape)} grid, but "
+                               f"declares {self.backbone_output_shape} (output_shape), for which the BEV network and "
+                               f"the decoder were built")
         return self.head(self.bev_backbone(self.bev_map(sparse)))
 
     def bev_map(self, sparse) -> torch.Tensor:

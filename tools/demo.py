@@ -29,6 +29,7 @@ from detectors.centerpoint import CenterPoint
 from detectors.checkpoints import load_checkpoint, load_model_weights
 from detectors.evaluation import evaluate
 from detectors.experiment import load_centerpoint_config
+from detectors.inference import detections_with_names
 from detectors.training import train
 from visualization import render_png
 from visualization.views import detector_panels, scene_then_layers
@@ -129,14 +130,6 @@ def main() -> int:
     for name, path in summary["paths"].items():
         print(f"  {name:<20} {path}")
     return 0
-
-
-def detections_with_names(model: CenterPoint, points):
-    """(boxes, scores, class names) of ``model`` on one cloud, for :func:`datasets.realism.sim_to_real`."""
-    model.eval()
-    found = model.predict([points])[0]
-    names = model.config.head.class_names
-    return found["boxes"].numpy(), found["scores"].numpy(), [names[int(i)] for i in found["labels"]]
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ def main() -> int:
     model = None
     if args.checkpoint:
         from detectors.centerpoint import CenterPoint
+        from detectors.inference import detections_with_names
 
         model = CenterPoint.from_checkpoint(args.checkpoint, args.config)
 
@@ -54,13 +55,7 @@ def main() -> int:
     print(f"bird's-eye plots: {report['bird_eye']}")
 
     if model is not None:
-        names = model.config.head.class_names
-
-        def detect(points):
-            found = model.predict([points])[0]
-            return found["boxes"].numpy(), found["scores"].numpy(), [names[int(i)] for i in found["labels"]]
-
-        score = sim_to_real(detect, args.real_data)
+        score = sim_to_real(lambda points: detections_with_names(model, points), args.real_data)
         write_json_atomically(os.path.join(args.out, "sim_to_real.json"), score)
         print(json.dumps(score, indent=1))
     return 0

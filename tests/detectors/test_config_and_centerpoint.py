@@ -84,3 +84,16 @@ def test_class_groups_must_use_known_names():
     with pytest.raises(ValueError, match="'tram'"):  # now at load time, before any model is built
         load_centerpoint_config(str(CONFIGS / "centerpoint_nuscenes_voxel01.yaml"),
                                 ["model.head.class_groups=[[car], [tram]]"])
+
+
+def test_a_backbone_that_breaks_its_declared_grid_stops_the_forward():
+    """The BEV network and the decoder's grid are built for the backbone's declared output_shape; a
+    backbone whose forward gives another grid (here conv4 no longer halves y and x) is refused instead
+    of decoding boxes on a grid twice as fine as the decoder's."""
+    model = small_model().eval()
+    conv4_down = model.backbone_3d.conv4[0][0]
+    conv4_down.stride, conv4_down.padding = (2, 1, 1), (0, 1, 1)
+    cloud = torch.tensor(np.random.default_rng(0).uniform([-12, -12, -4, 0], [12, 12, 2, 1], (2000, 4)),
+                         dtype=torch.float32)
+    with pytest.raises(RuntimeError, match=r"declares \(2, 16, 16\)"):
+        model.predict([cloud])
