@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from sparse_inputs import random_sparse
-from test_sparse_conv_vs_dense import SHAPE, check_against_dense, triple
+from test_sparse_conv_vs_dense import SHAPE, check_against_dense, reachable_sites, triple
 
 import backbones.kernel_map as kernel_map_module
 from backbones import SubMConv3d
@@ -104,3 +104,35 @@ def test_backbone_builds_one_submanifold_map_per_resolution(monkeypatch, backbon
         model(x)
     assert builds == [(1, 1, 1), (2, 2, 2), (4, 4, 4), (8, 8, 8)]
     assert hash_builds == []
+
+
+def assert_same_regular_map(a, b):
+    assert_same_map(a, b)
+    assert a.num_out == b.num_out and a.out_spatial_shape == b.out_spatial_shape
+    assert torch.equal(a.out_coords, b.out_coords)
+
+
+@pytest.mark.parametrize("kernel, stride, padding, dilation", [
+    (3, 1, 1, 1), (3, 2, 1, 1), ((3, 1, 1), (2, 1, 1), 0, 1), (2, 2, 0, 1), (3, 1, 0, 2), ((1, 3, 5), 1, (0, 1, 2), 1)])
+def test_regular_map_by_dense_grid_equals_the_sorted_one(kernel, stride, padding, dilation):
+    """The output sites found by marking the grid are torch.unique's, in its order, with the same pairs;
+    the grid is clean afterwards (a second, different tensor gets its own map)."""
+    from backbones.kernel_map import build_regular_map
+
+    for seed, batch_size in ((5, 2), (6, 3)):
+        x = random_sparse(SHAPE, batch_size=batch_size, num_sites=160, seed=seed, border=True)
+        assert_same_regular_map(build_regular_map(x, kernel, stride, padding, dilation, dense_grid=True),
+                                build_regular_map(x, kernel, stride, padding, dilation, dense_grid=False))
+
+
+@pytest.mark.parametrize("max_bytes", [0, 2**30], ids=["sorted", "dense grid"])
+@pytest.mark.parametrize("kernel, stride, padding", [(3, 1, 1), (3, 2, 1), (2, 2, 0)])
+def test_regular_conv_matches_dense_on_each_output_search(monkeypatch, max_bytes, kernel, stride, padding):
+    from backbones import SparseConv3d
+
+    monkeypatch.setattr(kernel_map_module, "DENSE_GRID_MAX_BYTES", max_bytes)
+    x = random_sparse(SHAPE, num_sites=90, seed=4, border=True)
+    torch.manual_seed(0)
+    layer = SparseConv3d(3, 4, kernel, stride=stride, padding=padding, bias=False).double()
+    check_against_dense(x, layer, lambda d, w: F.conv3d(d, w, stride=stride, padding=padding),
+                        reachable_sites(x, triple(kernel), triple(stride), triple(padding), (1, 1, 1)))
