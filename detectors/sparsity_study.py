@@ -10,7 +10,9 @@ geometry, :data:`GEOMETRIES`), trained on the same data with the same epochs and
 
 Each finished variant writes ``variants/NAME.seedS.json`` at once; a rerun skips a variant whose
 file holds the same key — a hash of the variant's fully resolved config, its seed (part of the
-config) and the meter settings — and reruns one whose config changed, saying so. Training runs in a
+config), the meter settings and the content of the dataset folder — and reruns one whose config or
+data changed, saying so. The key holds the data's content, not its file times, so that a study
+committed half-way continues on a fresh clone whose regenerated world is byte-identical. Training runs in a
 fresh process per variant (``runs/NAME.seedS.KEY/``, resumed from its checkpoint if interrupted),
 so that its peak memory is its own: ``peak_rss_mib`` is that process's peak resident set (``VmHWM`` of
 ``/proc/self/status``) minus its resident set just before training began. Not ``getrusage``'s
@@ -37,6 +39,7 @@ import time
 from atomic_files import write_atomically, write_json_atomically
 from backbones.densification_meter import DensificationReport, measure
 from datasets.dataset_types import build_dataset
+from datasets.derived_files import folder_content_digest
 from datasets.gt_sampling import ensure_gt_database
 from detectors.centerpoint import CenterPoint
 from detectors.config import to_dict
@@ -47,7 +50,7 @@ from detectors.run_folder import CHECKPOINT
 from detectors.training import seed_everything, train
 from optional_dependencies import require
 
-STUDY_VERSION = 1  # part of every variant's key: bump when what a variant's record means changes
+STUDY_VERSION = 2  # part of every variant's key: bump when what a variant's record means changes
 
 # Each variant: the config overrides that make it from the study's config (the published SSC network).
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -93,11 +96,43 @@ def variant_config(config_path: str, overrides, variant: str, seed: int, epochs:
     return load_centerpoint_config(config_path, [*overrides, *extra])
 
 
-def variant_key(config: CenterPointConfig, variant: str, meter_frames: int | None) -> str:
-    """sha256 of everything a variant's record depends on."""
+def variant_key(config: CenterPointConfig, variant: str, meter_frames: int | None, data: dict | None = None) -> str:
+    """sha256 of everything a variant's record depends on; ``data``: the dataset folder's
+    :func:`~datasets.derived_files.folder_content_digest`."""
     payload = {"study_version": STUDY_VERSION, "variant": variant, "config": to_dict(config),
-               "meter_frames": meter_frames}
+               "meter_frames": meter_frames, "data": data}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def parse_variant(spec: str, default_seeds) -> tuple[str, list[int]]:
+    """``NAME`` (the default seeds) or ``NAME@S,S,...`` (its own seeds) → (name, seeds)."""
+    name, _, seeds = spec.partition("@")
+    if name not in VARIANTS:
+        raise ValueError(f"unknown study variant {name!r}; valid: {sorted(VARIANTS)}")
+    if not seeds:
+        return name, list(default_seeds)
+    try:
+        parsed = [int(seed) for seed in seeds.split(",")]
+    except ValueError:
+        raise ValueError(f"study variant {spec!r}: seeds after '@' must be integers separated by commas") from None
+    if any(seed < 0 for seed in parsed) or len(set(parsed)) != len(parsed):
+        raise ValueError(f"study variant {spec!r}: seeds must be distinct and non-negative")
+    return name, parsed
+
+
+def machine() -> dict:
+    """The CPU, its logical cores, torch's threads and version: the context of a record's timings."""
+    import platform
+
+    import torch
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__}
 
 
 def record_path(out_dir: str, variant: str, seed: int) -> str:
@@ -117,13 +152,18 @@ def run_study(config_path: str, out_dir: str, variants=DEFAULT_VARIANTS, overrid
               seeds=(0,), geometry: str = "demo", meter_frames: int | None = None, progress: bool = True,
               log=print) -> list[dict]:
     """Train, evaluate and meter each variant for each seed (skipping finished ones); write the study
-    files after each. ``meter_frames``: meter the first N validation frames (None: all). Returns the
-    records in the order of variants, then seeds."""
-    plan = []
-    for variant in variants:
-        for seed in seeds:
+    files after each. ``variants``: names, or ``NAME@S,S`` for a variant with its own seeds (else
+    ``seeds``). ``meter_frames``: meter the first N validation frames (None: all). Returns the records
+    in the order of variants, then seeds."""
+    plan, data = [], {}
+    for spec in variants:
+        variant, variant_seeds = parse_variant(spec, seeds)
+        for seed in variant_seeds:
             config = variant_config(config_path, overrides, variant, seed, epochs, geometry)
-            plan.append((variant, seed, config, variant_key(config, variant, meter_frames)))
+            root = config.dataset.root
+            if root not in data:
+                data[root] = folder_content_digest(root)
+            plan.append((variant, seed, config, variant_key(config, variant, meter_frames, data[root])))
     records = []
     prepared = set()
     for variant, seed, config, key in plan:
@@ -137,6 +177,7 @@ def run_study(config_path: str, out_dir: str, variants=DEFAULT_VARIANTS, overrid
             log(f"{variant} seed {seed}: training")
             prepare_training_data(config, prepared)
             record = run_variant(variant, config, key, out_dir, geometry, meter_frames, progress)
+            record["data"] = data[config.dataset.root]
             write_json_atomically(path, record)
         records.append(record)
         write_study(out_dir, records)
@@ -161,7 +202,7 @@ def run_variant(variant: str, config: CenterPointConfig, key: str, out_dir: str,
     return {
         "variant": variant, "seed": seed, "key": key, "overrides": list(VARIANTS[variant]), "geometry": geometry,
         "point_cloud_range": config.model.geometry.point_cloud_range, "voxel_size": config.model.geometry.voxel_size,
-        "epochs": config.train.epochs, "run_dir": run_dir,
+        "epochs": config.train.epochs, "run_dir": run_dir, "machine": machine(),
         "metrics": {"mAP": metrics["mean_ap"], "NDS": metrics["nd_score"], "car_AP": per_class.get("car"),
                     "pedestrian_AP": per_class.get("pedestrian"), "per_class_AP": per_class},
         "training": {"steps": trained["steps"], "seconds_per_step": step_time, "data_seconds_per_step": data_time,

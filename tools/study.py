@@ -3,7 +3,7 @@ SSC + k-WTA, SSC + Hoyer-square penalty), score them with the official nuScenes 
 on the validation frames, and write study.json, study.csv, study_layers.csv and plots to OUT.
 
     python tools/study.py CONFIG [a.b=value ...] --out OUT [--variants ssc regular ...] [--epochs N]
-        [--seeds 0 1] [--geometry demo|reduced] [--meter-frames N]
+        [--seeds 0 1] [--geometry demo|reduced] [--meter-frames N]      (NAME@S,S: that variant's own seeds)
     python tools/study.py CONFIG --gmac-at-init [--variants ...] [--geometry ...]   (no training)
 
 Resumable: a variant finished with the same resolved config is skipped on a rerun (see
@@ -13,7 +13,14 @@ import argparse
 import json
 import sys
 
-from detectors.sparsity_study import DEFAULT_VARIANTS, GEOMETRIES, VARIANTS, gmac_at_initialisation, run_study
+from detectors.sparsity_study import (
+    DEFAULT_VARIANTS,
+    GEOMETRIES,
+    VARIANTS,
+    gmac_at_initialisation,
+    parse_variant,
+    run_study,
+)
 
 
 def main() -> int:
@@ -21,7 +28,9 @@ def main() -> int:
     parser.add_argument("config")
     parser.add_argument("overrides", nargs="*", help="a.b=value settings applied over the config for every variant")
     parser.add_argument("--out", help="study folder (required unless --gmac-at-init)")
-    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(DEFAULT_VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), metavar="NAME[@S,S]",
+                        help=f"variants, each with the --seeds or its own after '@' (e.g. ssc@0,1); "
+                             f"from {sorted(VARIANTS)} (default: %(default)s)")
     parser.add_argument("--epochs", type=int, help="training epochs of every variant (default: the config's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--geometry", choices=GEOMETRIES, default="demo",
@@ -30,8 +39,14 @@ def main() -> int:
     parser.add_argument("--gmac-at-init", action="store_true",
                         help="only print each variant's backbone GMAC per frame at its initial weights")
     args = parser.parse_args()
+    for spec in args.variants:
+        try:
+            parse_variant(spec, args.seeds)
+        except ValueError as error:
+            parser.error(str(error))
     if args.gmac_at_init:
-        summaries = gmac_at_initialisation(args.config, args.overrides, args.variants, args.geometry,
+        names = list(dict.fromkeys(parse_variant(spec, args.seeds)[0] for spec in args.variants))
+        summaries = gmac_at_initialisation(args.config, args.overrides, names, args.geometry,
                                            args.meter_frames or 1, args.seeds[0])
         print(json.dumps({variant: {k: v for k, v in summary.items() if k != "layers"}
                           for variant, summary in summaries.items()}, indent=1))

@@ -12,6 +12,7 @@ from detectors.sparsity_study import (
     GEOMETRIES,
     VARIANTS,
     memory_status,
+    parse_variant,
     record_path,
     run_study,
     step_times,
@@ -46,6 +47,39 @@ def test_variant_configs_and_keys(tmp_path):
         variant_config(CONFIG, TINY, "dense", seed=0)
 
 
+def test_variant_specs_carry_their_own_seeds():
+    assert parse_variant("regular", [0]) == ("regular", [0])
+    assert parse_variant("ssc@0,1", [0]) == ("ssc", [0, 1])
+    for bad, message in (("dense@0", "unknown study variant"), ("ssc@a", "integers"), ("ssc@1,1", "distinct"),
+                         ("ssc@-1", "non-negative")):
+        with pytest.raises(ValueError, match=message):
+            parse_variant(bad, [0])
+
+
+def test_key_changes_with_the_data_content_not_its_file_times(tmp_path):
+    """A regenerated, byte-identical world keeps finished variants; any changed byte does not."""
+    import os
+
+    from datasets.derived_files import folder_content_digest
+
+    (tmp_path / "samples").mkdir()
+    cloud = tmp_path / "samples" / "a.bin"
+    cloud.write_bytes(b"\x00" * 64)
+    (tmp_path / ".sparsevox_infos_x.npz").write_bytes(b"cache")  # derived caches are not the data
+    config = variant_config(CONFIG, TINY, "ssc", seed=0)
+    first = folder_content_digest(str(tmp_path))
+    assert first["files"] == 1 and first["bytes"] == 64
+    os.utime(cloud, (1, 1))
+    (tmp_path / ".sparsevox_infos_x.npz").write_bytes(b"another cache")
+    assert folder_content_digest(str(tmp_path)) == first
+    cloud.write_bytes(b"\x00" * 63 + b"\x01")  # same size, one byte changed
+    second = folder_content_digest(str(tmp_path))
+    assert second["sha256"] != first["sha256"]
+    assert variant_key(config, "ssc", None, first) != variant_key(config, "ssc", None, second)
+    with pytest.raises(FileNotFoundError, match="no such dataset folder"):
+        folder_content_digest(str(tmp_path / "missing"))
+
+
 def test_step_times_weight_each_record_by_its_steps(tmp_path):
     log = tmp_path / "log.jsonl"
     log.write_text("\n".join(json.dumps(entry) for entry in [
@@ -76,9 +110,10 @@ def test_study_end_to_end_writes_its_files_and_resumes(tmp_path, monkeypatch):
     out = tmp_path / "study"
     overrides = [f"dataset.root={root}", *TINY]
     messages = []
-    records = run_study(CONFIG, str(out), ["ssc", "ssc_kwta2"], overrides, epochs=1, seeds=[0], meter_frames=1,
+    records = run_study(CONFIG, str(out), ["ssc", "ssc_kwta2@0"], overrides, epochs=1, seeds=[0], meter_frames=1,
                         progress=False, log=messages.append)
     assert [r["variant"] for r in records] == ["ssc", "ssc_kwta2"]
+    assert records[0]["data"]["files"] > 0 and records[0]["machine"]["logical_cores"] >= 1
     for record in records:
         assert 0.0 <= record["metrics"]["mAP"] <= 1.0 and record["metrics"]["car_AP"] is not None
         assert record["training"]["steps"] == 2 and record["training"]["seconds_per_step"] > 0
@@ -118,3 +153,11 @@ def test_study_end_to_end_writes_its_files_and_resumes(tmp_path, monkeypatch):
         run_study(CONFIG, str(out), ["ssc"], [*overrides, "optimizer.lr=0.002"], epochs=1, seeds=[0],
                   meter_frames=1, progress=False, log=messages.append)
     assert "changed" in messages[-2]
+    # So is changed data: one byte of one point file.
+    cloud = next((root / "samples").rglob("*.bin"))
+    content = bytearray(cloud.read_bytes())
+    content[-1] ^= 1
+    cloud.write_bytes(bytes(content))
+    with pytest.raises(AssertionError, match="run again"):
+        run_study(CONFIG, str(out), ["ssc"], overrides, epochs=1, seeds=[0], meter_frames=1, progress=False,
+                  log=messages.append)
