@@ -67,7 +67,9 @@ DEFAULT_VARIANTS = ("ssc", "regular", "regular_top50", "regular_top25", "ssc_kwt
 
 # demo: the config's own geometry. reduced: x and y voxels twice as large (4x fewer columns, so the
 # all-regular network's densified layers hold about 4x fewer sites), same range and height — the
-# evaluation still sees every object out to the metric's class ranges; the BEV cells double too.
+# evaluation still sees every object out to the metric's class ranges — and the BEV network's
+# upsampling doubled, so that the head's cells stay the demo's (at 3.2 m cells the SSC baseline
+# localised cars to 1.4 m and scored car AP 0.16 after 5 epochs).
 GEOMETRIES = ("demo", "reduced")
 
 MEMORY_MEASURE = "peak resident set (VmHWM) of a fresh training process minus its resident set when training began"
@@ -79,7 +81,8 @@ def geometry_overrides(config: CenterPointConfig, geometry: str) -> list[str]:
         return []
     if geometry == "reduced":
         vx, vy, vz = config.model.geometry.voxel_size
-        return [f"model.geometry.voxel_size=[{2 * vx!r}, {2 * vy!r}, {vz!r}]"]
+        upsample = [2 * stride for stride in config.model.bev.upsample_strides]
+        return [f"model.geometry.voxel_size=[{2 * vx!r}, {2 * vy!r}, {vz!r}]", f"model.bev.upsample_strides={upsample}"]
     raise ValueError(f"geometry must be one of {list(GEOMETRIES)}, got {geometry!r}")
 
 

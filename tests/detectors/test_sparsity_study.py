@@ -40,6 +40,13 @@ def test_variant_configs_and_keys(tmp_path):
         variant_key(variant_config(CONFIG, TINY, "ssc", seed=0), "ssc", None)
     reduced = variant_config(CONFIG, TINY, "ssc", seed=0, geometry="reduced")
     assert reduced.model.geometry.voxel_size == [0.4, 0.4, 0.2] and "reduced" in GEOMETRIES
+    from detectors.centerpoint import CenterPoint
+    assert reduced.model.bev.upsample_strides == [2, 4]  # the head's cells stay the demo's
+    def cell(config):
+        grid = CenterPoint(config.model).grid
+        return grid.voxel_size[0] * grid.out_size_factor
+
+    assert cell(reduced) == pytest.approx(cell(variant_config(CONFIG, TINY, "ssc", seed=0)))
     demo = variant_config(CONFIG, TINY, "ssc", seed=0)
     assert demo.model.geometry.voxel_size == [0.2, 0.2, 0.2]
     assert variant_key(reduced, "ssc", None) != variant_key(demo, "ssc", None)
