@@ -22,7 +22,8 @@ trains, so that no variant's peak includes that one-time work.
 
 After each variant, the study files are rewritten from every finished variant: ``study.json``,
 ``study.csv`` (one row per variant and seed), ``study_layers.csv`` (per layer, trained and at
-initialisation) and the plots ``accuracy_vs_gmac.png``, ``training_cost.png``, ``layer_sparsity.png``.
+initialisation), ``study.md`` (the same as Markdown tables) and the plots ``accuracy_vs_gmac.png``,
+``training_cost.png``, ``layer_sparsity.png``.
 """
 from __future__ import annotations
 
@@ -363,9 +364,53 @@ def seed_spread(records: list[dict]) -> dict:
     return summary
 
 
+def study_markdown(records: list[dict]) -> str:
+    """Two Markdown tables of the finished records: one row per variant and seed (accuracy, compute,
+    training cost) with a mean ± spread row for a variant of several seeds; and the active ratio per
+    backbone layer, trained / at initialisation, of each variant's first seed."""
+    def number(value, form=".3f"):
+        return "—" if value is None else format(value, form)
+
+    lines = ["| variant | seed | mAP | NDS | car AP | pedestrian AP | GMAC/frame | skippable GMAC | GMAC at init "
+             "| s/step | peak MiB | mean active ratio | mean Hoyer |", "|" + "---|" * 13]
+    spread = seed_spread(records)
+    for index, record in enumerate(records):
+        row = summary_row(record)
+        lines.append(f"| {row['variant']} | {row['seed']} | " + " | ".join(
+            number(row[column], form) for column, form in (
+                ("mAP", ".3f"), ("NDS", ".3f"), ("car_AP", ".3f"), ("pedestrian_AP", ".3f"), ("gmac_per_frame", ".3f"),
+                ("skippable_gmac_per_frame", ".3f"), ("init_gmac_per_frame", ".3f"), ("seconds_per_step", ".2f"),
+                ("peak_rss_mib", ".0f"), ("mean_active_ratio", ".3f"), ("mean_hoyer", ".3f"))) + " |")
+        last_of_variant = index + 1 == len(records) or records[index + 1]["variant"] != record["variant"]
+        summary = spread[record["variant"]]
+        if last_of_variant and len(summary["seeds"]) > 1:
+            cells = []
+            for column in ("mAP", "NDS", "car_AP", "pedestrian_AP", "gmac_per_frame"):
+                entry = summary.get(column)
+                cells.append("—" if entry is None else f"{entry['mean']:.3f} ± {entry['spread'] / 2:.3f}")
+            lines.append(f"| {record['variant']} (mean ± half the spread) | {len(summary['seeds'])} seeds | "
+                         + " | ".join(cells) + " |" + " |" * 6)
+    first = {}
+    for record in records:
+        first.setdefault(record["variant"], record)
+    names = [layer["name"] for layer in records[0]["trained"]["layers"]] if records else []
+    layers = ["| layer | " + " | ".join(first) + " |", "|" + "---|" * (len(first) + 1)]
+    for position, name in enumerate(names):
+        cells = []
+        for record in first.values():
+            trained, init = (record[weights]["layers"] for weights in ("trained", "init"))
+            same = position < len(trained) and trained[position]["name"] == name
+            ratios = (number(layers_of[position]["active_ratio"], ".2f") for layers_of in (trained, init))
+            cells.append(" / ".join(ratios) if same else "—")
+        layers.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nActive ratio after each layer's activation, trained / at initialisation:\n\n" + \
+        "\n".join(layers) + "\n"
+
+
 def write_study(out_dir: str, records: list[dict]) -> None:
-    """study.json, study.csv, study_layers.csv and the three plots, from the finished records."""
+    """study.json, study.csv, study_layers.csv, study.md and the three plots, from the finished records."""
     os.makedirs(out_dir, exist_ok=True)
+    write_atomically(os.path.join(out_dir, "study.md"), study_markdown(records).encode())
     write_json_atomically(os.path.join(out_dir, "study.json"), {
         "memory_measure": MEMORY_MEASURE, "summary": seed_spread(records), "variants": records})
     write_atomically(os.path.join(out_dir, "study.csv"), _csv(SUMMARY_COLUMNS, map(summary_row, records)))

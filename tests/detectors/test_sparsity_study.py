@@ -140,6 +140,7 @@ def test_study_end_to_end_writes_its_files_and_resumes(tmp_path, monkeypatch):
     assert float(rows[0]["gmac_per_frame"]) == pytest.approx(records[0]["trained"]["gmac_per_frame"])
     layer_rows = list(csv.DictReader((out / "study_layers.csv").open()))
     assert len(layer_rows) == 2 * 2 * len(kwta)
+    assert "| ssc_kwta2 | 0 |" in (out / "study.md").read_text()
     for plot in ("accuracy_vs_gmac.png", "training_cost.png", "layer_sparsity.png"):
         assert (out / plot).read_bytes()[:4] == b"\x89PNG", plot
     finished = Path(record_path(str(out), "ssc", 0))
@@ -168,3 +169,27 @@ def test_study_end_to_end_writes_its_files_and_resumes(tmp_path, monkeypatch):
     with pytest.raises(AssertionError, match="run again"):
         run_study(CONFIG, str(out), ["ssc"], overrides, epochs=1, seeds=[0], meter_frames=1, progress=False,
                   log=messages.append)
+
+
+def fake_record(variant, seed, m_ap, gmac, ratios):
+    layers = [{"name": f"conv{index}", "active_ratio": ratio, "hoyer": 0.5} for index, ratio in enumerate(ratios)]
+    return {"variant": variant, "seed": seed, "geometry": "reduced", "epochs": 1,
+            "metrics": {"mAP": m_ap, "NDS": m_ap / 2, "car_AP": m_ap, "pedestrian_AP": None},
+            "trained": {"gmac_per_frame": gmac, "skippable_gmac_per_frame": 0.0, "zero_input_gmac_per_frame": 0.0,
+                        "layers": layers},
+            "init": {"gmac_per_frame": gmac, "layers": [dict(layer, active_ratio=0.5) for layer in layers]},
+            "training": {"seconds_per_step": 1.0, "peak_rss_mib": 100.0}}
+
+
+def test_study_markdown_tables():
+    from detectors.sparsity_study import study_markdown
+
+    text = study_markdown([fake_record("ssc", 0, 0.30, 0.5, [0.25, 0.5]), fake_record("ssc", 1, 0.20, 0.5, [0.3, 0.4]),
+                           fake_record("regular", 0, 0.10, 6.0, [0.75, 0.125])])
+    rows = [line for line in text.splitlines() if line.startswith("| ssc") or line.startswith("| regular")]
+    assert rows[0].startswith("| ssc | 0 | 0.300 | 0.150 | 0.300 | — | 0.500 |")
+    assert rows[2].startswith("| ssc (mean ± half the spread) | 2 seeds | 0.250 ± 0.050 | 0.125 ± 0.025 |")
+    assert rows[3].startswith("| regular | 0 | 0.100 |")
+    assert all(row.count("|") == rows[0].count("|") for row in rows[:4])
+    # the layer table: each variant's first seed, trained / init
+    assert "| conv0 | 0.25 / 0.50 | 0.75 / 0.50 |" in text and "| conv1 | 0.50 / 0.50 | 0.12 / 0.50 |" in text
