@@ -196,7 +196,8 @@ def run_variant(variant: str, config: CenterPointConfig, key: str, out_dir: str,
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         trained = pool.submit(train_and_measure_memory, config, run_dir, progress).result()
-    metrics = evaluate(config, trained["checkpoint"], os.path.join(run_dir, "eval"))
+    # overwrite: an evaluation interrupted before its record was written is redone
+    metrics = evaluate(config, trained["checkpoint"], os.path.join(run_dir, "eval"), overwrite=True)
     per_class = metrics["mean_dist_aps"]
     frames = validation_frames(config, meter_frames)
     trained_meter = meter_frames_of(load_detector(trained["checkpoint"], config), frames)

@@ -74,7 +74,7 @@ def main() -> int:
         train(config, run, resume=started, overwrite=not started)
     timings["train_s"] = time.perf_counter() - start - timings["generate_s"]
 
-    metrics = evaluate(config, checkpoint, os.path.join(args.out, "eval"))
+    metrics = evaluate(config, checkpoint, os.path.join(args.out, "eval"), overwrite=True)  # the demo's own folder
     timings["evaluate_s"] = time.perf_counter() - start - timings["generate_s"] - timings["train_s"]
 
     validation = build_dataset(config.dataset, config.dataset.val_split, config.model.head.class_names)

@@ -1,12 +1,13 @@
 """Evaluate a CenterPoint checkpoint with the evaluator of the config's dataset type.
 
-    python tools/evaluate.py CONFIG CHECKPOINT [a.b=value ...] --out DIR [--split NAME]
+    python tools/evaluate.py CONFIG CHECKPOINT [a.b=value ...] --out DIR [--split NAME] [--overwrite]
 
 dataset.type nuscenes: writes DIR/results_nusc.json (global frame) and the devkit's
 metrics_summary.json, and prints mAP, NDS and the per-class AP.
 dataset.type kitti: writes DIR/metrics_kitti.json and prints 2D, BEV and 3D AP and AOS at R40 and R11 per
 class and difficulty, with the official score-threshold sampling.
 dataset.type custom: writes DIR/metrics_custom.json and prints BEV / 3D / centre-distance AP per class.
+A DIR that holds an earlier evaluation is refused unless --overwrite.
 """
 import argparse
 import sys
@@ -25,10 +26,11 @@ def main() -> int:
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--out", required=True)
     parser.add_argument("--split", help="default: dataset.val_split of the config")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation in --out")
     add_debug_option(parser)
     args = parser.parse_args()
     config = load_centerpoint_config(args.config, args.overrides)
-    metrics = evaluate(config, args.checkpoint, args.out, args.split)
+    metrics = evaluate(config, args.checkpoint, args.out, args.split, overwrite=args.overwrite)
     print(format_metrics(config.dataset, metrics))
     return 0
 

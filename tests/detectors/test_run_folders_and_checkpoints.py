@@ -167,6 +167,17 @@ def test_evaluating_with_a_config_the_checkpoint_was_not_trained_with_is_refused
         evaluate(shifted, str(moved), str(tmp_path / "eval"))
 
 
+def test_an_earlier_evaluation_is_not_replaced_unless_asked(database, finished_step, tmp_path):
+    config, checkpoint, out = tiny_config(database), str(finished_step / "checkpoint.pt"), tmp_path / "eval"
+    first = evaluate(config, checkpoint, str(out))
+    before = folder_contents(out)
+    with pytest.raises(FileExistsError, match=r"holds an earlier evaluation \(results_nusc\.json, "
+                                              r"metrics_summary\.json.*--overwrite"):
+        evaluate(config, checkpoint, str(out))
+    assert folder_contents(out) == before
+    assert evaluate(config, checkpoint, str(out), overwrite=True)["mean_ap"] == first["mean_ap"]
+
+
 def test_training_on_a_split_of_no_frames_is_an_error_that_writes_nothing(database, tmp_path):
     config = tiny_config(database_with_an_empty_split(database, tmp_path / "db"), "dataset.train_split=nothing")
     with pytest.raises(ValueError, match="0 steps|no frames|no scenes|empty"):
