@@ -64,18 +64,23 @@ def files_summary(paths: list[str], root: str = "") -> dict:
             "digest": key_digest({"files": named})}
 
 
-def folder_content_digest(root: str) -> dict:
+def folder_content_digest(root: str, exclude=()) -> dict:
     """Count, total size and a sha256 of the relative paths and contents of every file under ``root``,
-    skipping hidden files and folders (the caches this module writes there): what a result that must
-    be reproducible across machines is keyed by, where a fresh copy of the same data has new
+    skipping hidden files and folders (the caches this module writes there) and the paths in
+    ``exclude`` (other files derived from the data, such as a GT-sampling database kept in the
+    folder, which exist or not depending on what ran before): what a result that must be
+    reproducible across machines is keyed by, where a fresh copy of the same data has new
     modification times. Reads every byte (about 1 s per 600 MB here)."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root}: no such dataset folder")
+    excluded = {os.path.realpath(path) for path in exclude}
     digest, files, total = hashlib.sha256(), 0, 0
     for folder, subfolders, names in os.walk(root):
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
         for name in sorted(name for name in names if not name.startswith(".")):
             path = os.path.join(folder, name)
+            if os.path.realpath(path) in excluded:
+                continue
             digest.update(os.path.relpath(path, root).encode() + b"\0")
             with open(path, "rb") as f:
                 size = 0

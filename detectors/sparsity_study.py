@@ -166,7 +166,8 @@ def run_study(config_path: str, out_dir: str, variants=DEFAULT_VARIANTS, overrid
             config = variant_config(config_path, overrides, variant, seed, epochs, geometry)
             root = config.dataset.root
             if root not in data:
-                data[root] = folder_content_digest(root)
+                sampling = config.train.gt_sampling  # built from the data, maybe inside its folder
+                data[root] = folder_content_digest(root, exclude=[sampling.database] if sampling else [])
             plan.append((variant, seed, config, variant_key(config, variant, meter_frames, data[root])))
     records = []
     prepared = set()

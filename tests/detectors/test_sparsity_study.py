@@ -79,6 +79,9 @@ def test_key_changes_with_the_data_content_not_its_file_times(tmp_path):
     os.utime(cloud, (1, 1))
     (tmp_path / ".sparsevox_infos_x.npz").write_bytes(b"another cache")
     assert folder_content_digest(str(tmp_path)) == first
+    (tmp_path / "gt_database.npz").write_bytes(b"derived")  # built from the data, inside its folder
+    assert folder_content_digest(str(tmp_path), exclude=[str(tmp_path / "gt_database.npz")]) == first
+    assert folder_content_digest(str(tmp_path))["files"] == 2
     cloud.write_bytes(b"\x00" * 63 + b"\x01")  # same size, one byte changed
     second = folder_content_digest(str(tmp_path))
     assert second["sha256"] != first["sha256"]
