@@ -196,7 +196,7 @@ def run_variant(variant: str, config: CenterPointConfig, key: str, out_dir: str,
     run_dir = os.path.join(out_dir, "runs", f"{variant}.seed{seed}.{key[:12]}")
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        trained = pool.submit(train_and_measure_memory, config, run_dir, progress).result()
+        trained = pool.submit(train_and_measure_memory, config, run_dir, progress, os.getpid()).result()
     # overwrite: an evaluation interrupted before its record was written is redone
     metrics = evaluate(config, trained["checkpoint"], os.path.join(run_dir, "eval"), overwrite=True)
     per_class = metrics["mean_dist_aps"]
@@ -232,9 +232,10 @@ def prepare_training_data(config: CenterPointConfig, prepared: set) -> None:
     prepared.add(signature)
 
 
-def train_and_measure_memory(config: CenterPointConfig, run_dir: str, progress: bool) -> dict:
+def train_and_measure_memory(config: CenterPointConfig, run_dir: str, progress: bool, parent: int) -> dict:
     """:func:`detectors.training.train` (resuming a checkpoint in ``run_dir``) with its wall time and peak
-    memory; meant for a fresh process (see the module docstring)."""
+    memory; meant for a fresh process (see the module docstring), whose ``parent`` is the study's."""
+    stop_with_parent(parent)
     before = memory_status("VmRSS")
     started = time.perf_counter()
     # An earlier, interrupted study left this variant's run: continue it; one stopped before its first
@@ -245,6 +246,22 @@ def train_and_measure_memory(config: CenterPointConfig, run_dir: str, progress: 
     wall = time.perf_counter() - started
     return {"steps": result["steps"], "checkpoint": result["checkpoint"], "wall_seconds": wall,
             "peak_rss_mib": (memory_status("VmHWM") - before) / 2 ** 20}
+
+
+def stop_with_parent(parent: int) -> None:
+    """Have Linux send this process SIGTERM when its parent (pid ``parent``) dies: a study stopped by a
+    signal to its own process only (``kill PID``) must not leave its training process running on,
+    unseen, taking the cores of whatever runs next. Elsewhere a no-op (Ctrl-C still reaches both)."""
+    import ctypes
+    import signal
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:  # 1: PR_SET_PDEATHSIG
+            return
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the request: nobody is left to wait for this training
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def memory_status(field: str) -> int:

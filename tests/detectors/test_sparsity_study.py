@@ -196,3 +196,50 @@ def test_study_markdown_tables():
     assert all(row.count("|") == rows[0].count("|") for row in rows[:4])
     # the layer table: each variant's first seed, trained / init
     assert "| conv0 | 0.25 / 0.50 | 0.75 / 0.50 |" in text and "| conv1 | 0.50 / 0.50 | 0.12 / 0.50 |" in text
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="parent-death signal is Linux's")
+def test_the_training_process_does_not_outlive_a_killed_study(tmp_path):
+    """The study trains in a child process; a study killed by a signal to its own process (no chance to
+    stop the child) must not leave that training running."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    script = tmp_path / "study_process.py"
+    script.write_text(textwrap.dedent("""
+        import multiprocessing, os, time
+        from detectors.sparsity_study import stop_with_parent
+
+        def training(parent):
+            stop_with_parent(parent)
+            time.sleep(120)
+
+        if __name__ == "__main__":
+            child = multiprocessing.get_context("spawn").Process(target=training, args=(os.getpid(),))
+            child.start()
+            print(child.pid, flush=True)
+            time.sleep(1)
+            os._exit(0)  # gone without a word to the child, as after kill -9
+    """))
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    started = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    pid = int(started.stdout.split()[0])
+
+    def running():
+        try:
+            state = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return False
+        return "State:\tZ" not in state  # a zombie has stopped; its new parent reaps it
+
+    deadline = time.monotonic() + 60
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = running()
+    if alive:
+        os.kill(pid, 9)
+    assert not alive, "the training process outlived its study"
