@@ -82,8 +82,10 @@ class NuScenesEvaluator:
         boxes, scores, labels = (np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
                                  for v in (pred_boxes, scores, labels))
         labels = labels.astype(np.int64).reshape(-1)
+        # A frame without detections is a result too (numpy cannot infer the -1 of an empty reshape).
+        boxes = np.zeros((0, 9)) if len(labels) == 0 and boxes.size == 0 else boxes.reshape(len(labels), -1)
         self.results[meta["token"]] = lidar_boxes_to_results(
-            meta["token"], boxes.reshape(len(labels), -1), scores.reshape(-1),
+            meta["token"], boxes, scores.reshape(-1),
             [self.class_names[label] for label in labels], meta["lidar_to_ego"], meta["ego_to_global"])
 
     def evaluate(self, out_dir: str | None = None) -> dict:

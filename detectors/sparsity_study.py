@@ -73,6 +73,9 @@ DEFAULT_VARIANTS = ("ssc", "regular", "regular_top50", "regular_top25", "ssc_kwt
 # localised cars to 1.4 m and scored car AP 0.16 after 5 epochs).
 GEOMETRIES = ("demo", "reduced")
 
+# Written into a variant's run folder when its training ends: a study stopped after that reuses it.
+TRAINING_MEASURES = "study_training.json"
+
 MEMORY_MEASURE = "peak resident set (VmHWM) of a fresh training process minus its resident set when training began"
 
 
@@ -213,6 +216,7 @@ def run_variant(variant: str, config: CenterPointConfig, key: str, out_dir: str,
                     "pedestrian_AP": per_class.get("pedestrian"), "per_class_AP": per_class},
         "training": {"steps": trained["steps"], "seconds_per_step": step_time, "data_seconds_per_step": data_time,
                      "wall_seconds": trained["wall_seconds"], "peak_rss_mib": trained["peak_rss_mib"],
+                     "resumed": trained.get("resumed", False),
                      "memory_measure": MEMORY_MEASURE},
         "trained": trained_meter, "init": init_meter,
     }
@@ -236,6 +240,11 @@ def train_and_measure_memory(config: CenterPointConfig, run_dir: str, progress: 
     """:func:`detectors.training.train` (resuming a checkpoint in ``run_dir``) with its wall time and peak
     memory; meant for a fresh process (see the module docstring), whose ``parent`` is the study's."""
     stop_with_parent(parent)
+    measures_path = os.path.join(run_dir, TRAINING_MEASURES)
+    if os.path.isfile(measures_path) and os.path.isfile(os.path.join(run_dir, CHECKPOINT)):
+        # Trained before; the study stopped later (evaluating or metering): training is not redone.
+        with open(measures_path) as f:
+            return json.load(f)
     before = memory_status("VmRSS")
     started = time.perf_counter()
     # An earlier, interrupted study left this variant's run: continue it; one stopped before its first
@@ -244,8 +253,10 @@ def train_and_measure_memory(config: CenterPointConfig, run_dir: str, progress: 
     result = train(config, run_dir, resume=resume, overwrite=not resume and os.path.isdir(run_dir),
                    progress=progress)
     wall = time.perf_counter() - started
-    return {"steps": result["steps"], "checkpoint": result["checkpoint"], "wall_seconds": wall,
-            "peak_rss_mib": (memory_status("VmHWM") - before) / 2 ** 20}
+    measures = {"steps": result["steps"], "checkpoint": result["checkpoint"], "wall_seconds": wall,
+                "peak_rss_mib": (memory_status("VmHWM") - before) / 2 ** 20, "resumed": resume}
+    write_json_atomically(measures_path, measures)
+    return measures
 
 
 def stop_with_parent(parent: int) -> None:

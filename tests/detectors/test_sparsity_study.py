@@ -149,6 +149,17 @@ def test_study_end_to_end_writes_its_files_and_resumes(tmp_path, monkeypatch):
     finished = Path(record_path(str(out), "ssc", 0))
     assert finished.is_file()
 
+    # Stopped after training, before its record was written: the rerun evaluates and meters again
+    # without training again, and the record carries the first training's measures.
+    finished.unlink()
+    log_file = Path(records[0]["run_dir"]) / "log.jsonl"
+    log_before = log_file.read_bytes()
+    recovered = run_study(CONFIG, str(out), ["ssc"], overrides, epochs=1, seeds=[0], meter_frames=1, progress=False,
+                          log=messages.append)[0]
+    assert log_file.read_bytes() == log_before
+    assert recovered["training"] == records[0]["training"] and recovered["metrics"] == records[0]["metrics"]
+    assert finished.is_file()
+
     # Rerun: both variants are finished with the same configs, so nothing trains again.
     def no_training(*args, **kwargs):
         raise AssertionError("a finished variant was run again")
