@@ -207,6 +207,13 @@ def _fits_dense_grid(batch_size: int, spatial_shape) -> bool:
     return 4 * batch_size * math.prod(spatial_shape) <= DENSE_GRID_MAX_BYTES
 
 
+def marks_output_grid(batch_size: int, out_shape, pairs: int) -> bool:
+    """Whether a regular map finds its output sites by marking the dense grid (else by a sort): when the
+    grid fits and has no more cells than there are pairs. Measured here (random int64 keys, 2 threads):
+    5.2M cells / 8M pairs 208 ms marked vs 488 ms sorted; 21M / 2M 120 vs 71 ms; 92M / 1M 260 vs 37 ms."""
+    return _fits_dense_grid(batch_size, out_shape) and batch_size * math.prod(out_shape) <= pairs
+
+
 def build_submanifold_map(tensor: SparseTensor, kernel_size, dilation, dense_grid: bool | None = None) -> KernelMap:
     """Submanifold kernel map: outputs = the input sites; see the module docstring.
 
@@ -276,9 +283,10 @@ def build_regular_map(tensor: SparseTensor, kernel_size, stride, padding, dilati
 
     The output sites are the distinct keys the pairs reach: found by marking them in the dense index
     grid of the output (``dense_grid`` True) or by sorting them (``torch.unique``, False); None chooses
-    by the output grid's size as :func:`uses_dense_grid` does. Both give the same map. The sort was
-    the largest cost of a training step of the all-regular network (the densified layers hold 27
-    pairs per site, issue 17), the marking is linear in the pairs.
+    :func:`marks_output_grid`. Both give the same map. The sort was the largest cost of a training
+    step of the all-regular network (its densified layers hold 27 pairs per site, issue 17); the
+    marking is linear in the pairs but reads the whole grid back, so it wins only where the pairs
+    are about as many as the grid's cells.
     """
     kernel_size, stride = triple(kernel_size, "kernel_size"), triple(stride, "stride")
     padding, dilation = triple(padding, "padding"), triple(dilation, "dilation")
@@ -317,7 +325,7 @@ def build_regular_map(tensor: SparseTensor, kernel_size, stride, padding, dilati
         x = reach[2].view(-1).index_select(0, (offset % kx) * n + in_rows)
         batch = coords[:, 0].index_select(0, in_rows)
         keys = ((batch.long() * depth + z) * height + y) * width + x
-    if dense_grid if dense_grid is not None else _fits_dense_grid(tensor.batch_size, out_shape):
+    if dense_grid if dense_grid is not None else marks_output_grid(tensor.batch_size, out_shape, keys.numel()):
         out_keys, out_rows = _INDEX_GRID.distinct_rows(keys, tensor.batch_size * depth * height * width)
     else:
         out_keys, out_rows = torch.unique(keys, sorted=True, return_inverse=True)
