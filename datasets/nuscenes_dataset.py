@@ -178,23 +178,32 @@ class NuScenesDataset:
         class_names: detection classes kept; boxes of other categories are dropped.
         cache_dir: where the info cache lives (default: ``root`` when writable, else the user cache
             folder, see :func:`datasets.derived_files.cache_folder`).
+        sweep_ego_radius: the earlier sweeps lose their points within this many metres of their sensor
+            in x and y (the ego's roof and the placeholders of beams without a return, which would pile
+            up at the key frame's origin as the ego moves), as OpenPCDet's and mmdetection3d's loaders
+            do; the key frame keeps all. 0 keeps every point.
     Raises:
         ValueError: ``root`` is not a nuScenes database of ``version``, the split is unknown or
             empty, a class name is not a nuScenes detection class.
     """
 
     def __init__(self, root: str, version: str, split: str, num_sweeps: int = 10, class_names=DETECTION_CLASSES,
-                 cache_dir: str | None = None):
+                 cache_dir: str | None = None, sweep_ego_radius: float = 1.0):
         if isinstance(num_sweeps, bool) or not isinstance(num_sweeps, (int, np.integer)) or num_sweeps < 1:
             raise ValueError(f"num_sweeps must be a whole number >= 1, got {num_sweeps!r}")
         self.root, self.version, self.split, self.num_sweeps = root, version, split, int(num_sweeps)
         self.class_names = check_class_names(class_names)
+        if not 0 <= sweep_ego_radius < math.inf:
+            raise ValueError(f"sweep_ego_radius must be finite metres >= 0, got {sweep_ego_radius!r}")
+        self.sweep_ego_radius = float(sweep_ego_radius)
         folder = check_nuscenes_root(root, version)
         tables = sorted(name for name in os.listdir(folder) if name.endswith(".json"))
         identity = {"kind": "nuscenes_infos", "format": INFOS_FORMAT, "root": os.path.realpath(root),
                     "version": version, "split": split, "num_sweeps": self.num_sweeps,
                     "class_names": self.class_names, "devkit": _devkit_version()}
-        self.source_key = {**identity, "tables": files_fingerprint(os.path.join(folder, t) for t in tables)}
+        self.infos_key = {**identity, "tables": files_fingerprint(os.path.join(folder, t) for t in tables)}
+        # files derived from the points (the GT database) depend on the radius too; the infos do not
+        self.source_key = {**self.infos_key, "sweep_ego_radius": self.sweep_ego_radius}
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{version}_{split}_{self.num_sweeps}")
         self.cache_path = os.path.join(cache_folder(root, cache_dir),
                                        f".sparsevox_infos_{safe}_{key_digest(identity)}.npz")
@@ -204,7 +213,7 @@ class NuScenesDataset:
             if not self.infos:
                 raise ValueError(f"split {split!r} of {root}/{version} has scenes but no samples")
             try:
-                write_derived_file(self.cache_path, self.source_key, infos_to_arrays(self.infos))
+                write_derived_file(self.cache_path, self.infos_key, infos_to_arrays(self.infos))
             except OSError as error:   # a cache that cannot be written costs time, not correctness
                 warnings.warn(f"could not write the info cache {self.cache_path}: {error}", stacklevel=2)
         self._check_point_files()
@@ -227,7 +236,7 @@ class NuScenesDataset:
             key, arrays = read_derived_file(self.cache_path)
         except (FileNotFoundError, NotADerivedFile):
             return None
-        if key != json.loads(json.dumps(self.source_key)):
+        if key != json.loads(json.dumps(self.infos_key)):
             return None
         try:
             return infos_from_arrays(arrays)
@@ -299,12 +308,16 @@ class NuScenesDataset:
         return infos
 
     def points(self, index: int) -> np.ndarray:
-        """(N, 5) key frame + sweeps in the key frame's LiDAR frame: x, y, z, intensity, time lag."""
+        """(N, 5) key frame + sweeps in the key frame's LiDAR frame: x, y, z, intensity, time lag; the sweeps
+        without their points within ``sweep_ego_radius`` of their sensor."""
         info = self.infos[index]
         key = read_points(os.path.join(self.root, info.lidar_path), point_width=5, dtype=np.float32)
         clouds = [np.column_stack([key[:, :4], np.zeros(len(key), dtype=np.float32)])]
         for path, to_key, lag in info.sweeps:
             sweep = read_points(os.path.join(self.root, path), point_width=5, dtype=np.float32)
+            if self.sweep_ego_radius:
+                sweep = sweep[(np.abs(sweep[:, 0]) >= self.sweep_ego_radius) |
+                              (np.abs(sweep[:, 1]) >= self.sweep_ego_radius)]
             xyz = sweep[:, :3] @ to_key[:3, :3].T.astype(np.float32) + to_key[:3, 3].astype(np.float32)
             clouds.append(np.column_stack([xyz, sweep[:, 3], np.full(len(sweep), lag, dtype=np.float32)]))
         return np.concatenate(clouds).astype(np.float32)

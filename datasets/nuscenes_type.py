@@ -2,7 +2,9 @@
 (real nuScenes or the synthetic world), scored by the official DetectionEval.
 
 Options (``dataset.``): ``version`` (the table folder, e.g. v1.0-trainval, v1.0-synthetic) and
-``num_sweeps`` (key frame plus earlier sweeps, >= 1). Points are x, y, z, intensity, time lag (s).
+``num_sweeps`` (key frame plus earlier sweeps, >= 1), ``sweep_ego_radius`` (earlier sweeps lose their points
+within this many metres of the sensor in x and y, default 1.0 as OpenPCDet and mmdetection3d do; 0 keeps
+them). Points are x, y, z, intensity, time lag (s).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ class NuScenesConfig(DatasetConfig):
     type: str = "nuscenes"
     version: str = "v1.0-trainval"
     num_sweeps: int = 10
+    sweep_ego_radius: float = 1.0
 
     def __post_init__(self):
         super().__post_init__()
@@ -28,6 +31,8 @@ class NuScenesConfig(DatasetConfig):
             raise ValueError("dataset.version must not be empty")
         if self.num_sweeps < 1:   # the key frame counts as one
             raise ValueError(f"dataset.num_sweeps: must be >= 1, got {self.num_sweeps}")
+        if not 0 <= self.sweep_ego_radius <= 10:
+            raise ValueError(f"dataset.sweep_ego_radius: metres in [0, 10], got {self.sweep_ego_radius!r}")
 
 
 class NuScenesFrames(DetectionDataset):
@@ -36,7 +41,8 @@ class NuScenesFrames(DetectionDataset):
     point_features = ("x", "y", "z", "intensity", "time_lag")
 
     def __init__(self, config: NuScenesConfig, split: str, class_names):
-        self.source = NuScenesDataset(config.root, config.version, split, config.num_sweeps, class_names)
+        self.source = NuScenesDataset(config.root, config.version, split, config.num_sweeps, class_names,
+                                      sweep_ego_radius=config.sweep_ego_radius)
         self.class_names = self.source.class_names
 
     def __len__(self) -> int:

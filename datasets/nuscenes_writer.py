@@ -17,6 +17,7 @@ import numpy as np
 
 from atomic_files import write_atomically
 from datasets.boxes import points_in_box
+from datasets.synthetic_sensor import mount_rotation
 from datasets.synthetic_world import CLASSES, Scene, random_scene, ray_cast
 
 SWEEP_HZ, KEYFRAME_EVERY = 20, 10        # 20 Hz sweeps, every 10th a key frame (2 Hz)
@@ -35,6 +36,25 @@ def token(*parts) -> str:
 def quaternion_z(yaw: float) -> list[float]:
     """[w, x, y, z] of a rotation about +z."""
     return [math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]
+
+
+def quaternion_from_matrix(rotation: np.ndarray) -> list[float]:
+    """[w, x, y, z] (w >= 0) of a (3, 3) rotation matrix, from its largest diagonal term (stable at any angle)."""
+    m = np.asarray(rotation, dtype=float)
+    trace = m[0, 0] + m[1, 1] + m[2, 2]
+    if trace > 0:
+        s = 2.0 * math.sqrt(trace + 1.0)
+        q = [s / 4, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
+        q = [(m[2, 1] - m[1, 2]) / s, s / 4, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
+    elif m[1, 1] > m[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
+        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, s / 4, (m[1, 2] + m[2, 1]) / s]
+    else:
+        s = 2.0 * math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
+        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4]
+    return [float(v) for v in (q if q[0] >= 0 else [-v for v in q])]
 
 
 @dataclass
@@ -74,7 +94,7 @@ class NuScenesWriter:
         lidar = scene.lidar
         self.tables["calibrated_sensor"].append({
             "token": calibration, "sensor_token": self.sensor_token, "translation": list(lidar.mount),
-            "rotation": quaternion_z(lidar.mount_yaw), "camera_intrinsic": []})
+            "rotation": quaternion_from_matrix(mount_rotation(lidar)), "camera_intrinsic": []})
         self.tables["log"].append({"token": log_token, "logfile": name, "vehicle": "synthetic-ego",
                                    "date_captured": "2026-11-23", "location": "synthetic-city"})
         self.splits[split].append(name)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 BOX, ELLIPSOID = 0, 1
+MAX_TILT = 0.2  # radians of sensor pitch or roll; the ray culling widens its windows by the tilt
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class LidarSpec:
     placeholder_range: tuple = (0.05, 0.45)
     mount: tuple = (0.943, 0.0, 1.84)  # sensor in the ego frame (x forward, z up), metres
     mount_yaw: float = -math.pi / 2    # sensor x axis relative to the ego's, as nuScenes' LIDAR_TOP
+    # (pitch, roll) radians of the sensor on the ego: rotation sensor → ego = Rz(mount_yaw) Ry(pitch) Rx(roll).
+    # Real mounts are not level: the real key frame's LIDAR_TOP has pitch 0.006, roll -0.024.
+    mount_tilt: tuple = (0.0, 0.0)
 
     def __post_init__(self):
         # the ray culling finds a part's rings by binary search over the elevations: out of order, it would
@@ -78,6 +82,9 @@ class LidarSpec:
                 not (np.abs(elevations) < 90).all():
             raise ValueError(f"LidarSpec.elevations_deg must be strictly ascending degrees in (-90, 90), got "
                              f"{self.elevations_deg}")
+        if len(self.mount_tilt) != 2 or not all(abs(angle) <= MAX_TILT for angle in self.mount_tilt):
+            raise ValueError(f"LidarSpec.mount_tilt must be (pitch, roll) within +-{MAX_TILT} rad, "
+                             f"got {self.mount_tilt}")
         if self.azimuth_steps < 1 or not self.max_range > 0 or self.range_noise < 0 or not 0 <= self.dropout < 1:
             raise ValueError(f"LidarSpec: azimuth_steps >= 1, max_range > 0, range_noise >= 0 and 0 <= dropout < 1 "
                              f"expected, got {self.azimuth_steps}, {self.max_range}, {self.range_noise}, "
@@ -159,6 +166,15 @@ class Ground:
         return z
 
 
+def mount_rotation(spec: LidarSpec) -> np.ndarray:
+    """(3, 3) rotation sensor → ego of the mount: Rz(mount_yaw) Ry(pitch) Rx(roll)."""
+    pitch, roll = spec.mount_tilt
+    cy, sy, cp, sp, cr, sr = (math.cos(spec.mount_yaw), math.sin(spec.mount_yaw), math.cos(pitch), math.sin(pitch),
+                              math.cos(roll), math.sin(roll))
+    return np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1.0]]) @ np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]]) @ \
+        np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
+
+
 def beam_directions(spec: LidarSpec) -> np.ndarray:
     """(rings * azimuth_steps, 3) unit beams in the sensor frame, ring-major; azimuth from -pi."""
     elevation = np.deg2rad(np.asarray(spec.elevations_deg))[:, None]
@@ -180,11 +196,18 @@ def footprints(primitives: Primitives) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return yaw, local[:, :2], local[:, 2]
 
 
-def candidate_pairs(primitives: Primitives, origin: np.ndarray, sensor_yaw: float, spec: LidarSpec):
+def candidate_pairs(primitives: Primitives, origin: np.ndarray, rotation: np.ndarray, spec: LidarSpec):
     """(primitive index, ray index) pairs whose ring x azimuth window can meet each primitive: the
     azimuths its footprint's corners span and the rings between its bottom and top at its nearest and
-    farthest footprint distance."""
+    farthest footprint distance, for the sensor at ``origin`` with ``rotation`` sensor → world. A tilted
+    sensor (its z axis off the world's by tilt) moves a ray's elevation by up to the tilt and its azimuth
+    by up to the tilt times the tangent of its elevation: the windows widen by that much."""
     steps = spec.azimuth_steps
+    sensor_yaw = math.atan2(rotation[1, 0], rotation[0, 0])
+    tilt = math.acos(min(1.0, float(rotation[2, 2])))
+    elevations = np.deg2rad(np.asarray(spec.elevations_deg))
+    # azimuth columns of slack: the tilt's azimuth shift at the steepest ring, plus one for rounding
+    slack = math.ceil(tilt * math.tan(np.abs(elevations).max()) / (2 * math.pi / steps)) + 1 if tilt > 1e-9 else 0
     yaw, half_xy, half_z = footprints(primitives)
     c, s = np.cos(yaw), np.sin(yaw)
     offset = primitives.centre[:, :2] - origin[:2]
@@ -200,16 +223,17 @@ def candidate_pairs(primitives: Primitives, origin: np.ndarray, sensor_yaw: floa
     relative = np.angle(np.exp(1j * (np.arctan2(corner_y, corner_x) - centre_azimuth[:, None])))
     step = 2 * math.pi / steps
     start = centre_azimuth + relative.min(1) - sensor_yaw
-    first = np.ceil((start + math.pi) / step).astype(np.int64)
-    last = np.floor((centre_azimuth + relative.max(1) - sensor_yaw + math.pi) / step).astype(np.int64)
+    first = np.ceil((start + math.pi) / step).astype(np.int64) - slack
+    last = np.floor((centre_azimuth + relative.max(1) - sensor_yaw + math.pi) / step).astype(np.int64) + slack
     columns = np.where(inside, steps, np.minimum(last - first + 1, steps))
     first = np.where(inside, 0, first)
     near, far = np.maximum(gap, 0.01), np.hypot(corner_x, corner_y).max(1)
     low = primitives.centre[:, 2] - half_z - origin[2]
     high = primitives.centre[:, 2] + half_z - origin[2]
-    tangent = np.tan(np.deg2rad(np.asarray(spec.elevations_deg)))
-    ring_lo = np.searchsorted(tangent, np.minimum(low / near, low / far), side="left")
-    ring_hi = np.searchsorted(tangent, np.maximum(high / near, high / far), side="right")
+    lowest = np.arctan(np.minimum(low / near, low / far)) - tilt
+    highest = np.arctan(np.maximum(high / near, high / far)) + tilt
+    ring_lo = np.searchsorted(elevations, lowest, side="left")
+    ring_hi = np.searchsorted(elevations, highest, side="right")
     ring_count = ring_hi - ring_lo
     visible = (gap <= spec.max_range) & (ring_count > 0) & (columns > 0)
     counts = np.where(visible, ring_count * columns, 0)
@@ -279,15 +303,18 @@ def body_returns(body: Primitives, spec: LidarSpec) -> tuple[np.ndarray, np.ndar
     return entry[nearest, columns], cosine.reshape(len(body), -1)[nearest, columns]
 
 
-def scan(primitives: Primitives, ground: Ground, origin: np.ndarray, sensor_yaw: float, spec: LidarSpec,
+def scan(primitives: Primitives, ground: Ground, origin: np.ndarray, rotation: np.ndarray, spec: LidarSpec,
          rng: np.random.Generator, beams: np.ndarray | None = None,
          body: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """One turn of the sensor at ``origin`` (global, m) with heading ``sensor_yaw`` (sensor rotation =
-    Rz(sensor_yaw)): (N, 5) float32 points x, y, z, intensity 0..255, ring, in the sensor frame.
+    """One turn of the sensor at ``origin`` (global, m) with ``rotation`` (3, 3) sensor → global (any yaw,
+    tilted up to MAX_TILT): (N, 5) float32 points x, y, z, intensity 0..255, ring, in the sensor frame.
     ``body``: :func:`body_returns` of the carrier, which hides what lies behind it."""
     beams = beam_directions(spec) if beams is None else beams
-    cos_yaw, sin_yaw = math.cos(sensor_yaw), math.sin(sensor_yaw)
-    directions = beams @ np.array([[cos_yaw, -sin_yaw, 0], [sin_yaw, cos_yaw, 0], [0, 0, 1.0]]).T
+    rotation = np.asarray(rotation, dtype=float)
+    if rotation.shape != (3, 3) or math.acos(min(1.0, float(rotation[2, 2]))) > MAX_TILT + 1e-9:
+        raise ValueError(f"scan: rotation must be a (3, 3) sensor → global rotation tilted at most {MAX_TILT} rad, "
+                         f"got {rotation.tolist()}")
+    directions = beams @ rotation.T
     rays = len(beams)
     distance = np.full(rays, np.inf)
     cosine = np.zeros(rays)
@@ -309,7 +336,7 @@ def scan(primitives: Primitives, ground: Ground, origin: np.ndarray, sensor_yaw:
         base[on_body] = _INTENSITY[MATERIAL_IDS["ego"]]
 
     if len(primitives):
-        owner, ray = candidate_pairs(primitives, origin, sensor_yaw, spec)
+        owner, ray = candidate_pairs(primitives, origin, rotation, spec)
         entry, exit_, incidence = intersect(primitives, owner, origin, directions[ray])
         material = primitives.material[owner]
         depth = _DEPTH[material]

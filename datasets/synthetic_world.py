@@ -10,7 +10,7 @@ and senses scenes; ``datasets.nuscenes_writer`` turns them into a nuScenes datab
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from datasets.synthetic_sensor import (  # noqa: F401
     Primitives,
     beam_directions,
     body_returns,
+    mount_rotation,
     part,
     scan,
 )
@@ -103,7 +104,7 @@ class Scene:
         mount = np.array(self.lidar.mount)
         ego_rotation = rotation_z(yaw)
         origin = np.array([*position, 0.0]) + ego_rotation @ mount
-        return origin, ego_rotation @ rotation_z(self.lidar.mount_yaw)
+        return origin, ego_rotation @ mount_rotation(self.lidar)
 
 
 class _Street:
@@ -190,10 +191,19 @@ class _Occupancy:
         return bool((overlap & near_in_z[:, None, :]).any())
 
 
+# Real mounts are not level: the real key frame's LIDAR_TOP has this (pitch, roll) in radians (a 1.4 degree
+# tilt, which drops the road 1.2 m over 50 m on one side). Each scene's sensor gets it within +-MOUNT_JITTER:
+# the fleet's sensors sit alike, and GT sampling pastes objects between scenes, which needs their road
+# planes to agree (0.005 rad is 15 cm at 30 m). Training's tilt augmentation covers other mounts.
+MOUNT_TILT = (0.0059, -0.0242)
+MOUNT_JITTER = 0.005
+
+
 def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = HDL32E) -> Scene:
     """A street: road with lanes, kerbs and sidewalks, buildings with windows behind varied setbacks, trees,
     hedges, poles, signs and fences; rows of parked vehicles, traffic in the lanes, pedestrian groups on the
-    sidewalks and crossing, cyclists, barriers and cones."""
+    sidewalks and crossing, cyclists, barriers and cones. The sensor sits on the ego with the pitch and roll of
+    MOUNT_TILT, each within +-MOUNT_JITTER."""
     speed = rng.uniform(3.0, 9.0)
     scene = Scene([], speed, rng.uniform(-0.015, 0.015), rng.uniform(-math.pi, math.pi), duration, lidar)
     scene.ground = Ground(tuple(rng.uniform(0.005, 0.012, 3)),
@@ -330,6 +340,9 @@ def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = H
     scene.objects = objects
     gaps = [] if crossing_at is None else [(crossing_at - cross_width / 2, crossing_at + cross_width / 2)]
     scene.static = _street_geometry(rng, street, begin, end, half_road, sidewalk, occupancy, open_side, gaps)
+    # drawn last, so that the street is the one the same seed gave before mounts were tilted
+    tilt = np.asarray(MOUNT_TILT) + rng.uniform(-MOUNT_JITTER, MOUNT_JITTER, 2)
+    scene.lidar = replace(lidar, mount_tilt=tuple(float(a) for a in tilt))
     return scene
 
 
@@ -477,8 +490,8 @@ _SENSOR_CACHE: dict = {}  # LidarSpec → (beams, returns from the ego's own bod
 
 def _sensor_constants(lidar: LidarSpec):
     if lidar not in _SENSOR_CACHE:
-        # the ego body in the sensor frame: undo the mount's translation and yaw
-        to_sensor = rotation_z(lidar.mount_yaw).T
+        # the ego body in the sensor frame: undo the mount's translation and rotation
+        to_sensor = mount_rotation(lidar).T
         body = EGO_BODY.moved(-to_sensor @ np.asarray(lidar.mount), to_sensor)
         _SENSOR_CACHE[lidar] = beam_directions(lidar), body_returns(body, lidar)
     return _SENSOR_CACHE[lidar]
@@ -494,7 +507,6 @@ def ray_cast(scene: Scene, t: float, rng: np.random.Generator) -> Sweep:
     lidar = scene.lidar
     origin, rotation = scene.sensor_pose(t)
     beams, body = _sensor_constants(lidar)
-    sensor_yaw = math.atan2(rotation[1, 0], rotation[0, 0])
-    points = scan(scene_primitives(scene, t), scene.ground, origin, sensor_yaw, lidar, rng, beams, body)
+    points = scan(scene_primitives(scene, t), scene.ground, origin, rotation, lidar, rng, beams, body)
     boxes = np.stack([obj.box_at(t) for obj in scene.objects]) if scene.objects else np.zeros((0, 7))
     return Sweep(points, origin, rotation, boxes)

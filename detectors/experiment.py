@@ -87,6 +87,10 @@ def check_augmentation(augmenter: Augmenter, where: str) -> None:
     low, high = numbers("scaling", 2)
     if not 0 < low <= high:
         raise ConfigError(f"{where}.scaling is [low, high] with 0 < low <= high, got {[low, high]}")
+    value = augmenter.tilt
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 0.2:
+        raise ConfigError(f"{where}.tilt is the largest sensor pitch/roll in radians, in [0, 0.2] (11 degrees), "
+                          f"got {value!r}")
     if min(numbers("translation_std", 3)) < 0:
         raise ConfigError(f"{where}.translation_std is 3 standard deviations >= 0 (metres), got "
                           f"{augmenter.translation_std}")

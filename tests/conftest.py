@@ -15,6 +15,25 @@ NUSCENES_KEYFRAME = "nuscenes/n015-2018-07-24-11-22-45+0800__LIDAR_TOP__15324029
 NUSCENES_SWEEPS = "nuscenes/sweeps10_float16_N5.bin"
 
 
+def levelled(frame: dict):
+    """(points (N, 3) float64, boxes (M, 7)) of a nuScenes-layout frame with its LiDAR mount's pitch and roll
+    undone: the boxes are upright in the world and the LiDAR frame is tilted with its mount, so points are
+    counted in boxes (as the writer's num_lidar_pts) in this frame. The loader kept only each box's yaw in the
+    tilted frame (off by ~tilt^2 here), and returns lie on the faces of the tight boxes: compare counts
+    with a few millimetres of margin either way."""
+    import numpy as np
+
+    mount = frame["meta"]["lidar_to_ego"][:3, :3]
+    c, s = mount[0, 0], mount[1, 0]
+    norm = np.hypot(c, s)
+    level = np.array([[c / norm, s / norm, 0], [-s / norm, c / norm, 0], [0, 0, 1]]) @ mount  # Rz(-yaw) mount
+    boxes = np.asarray(frame["gt_boxes"], dtype=np.float64)[:, :7].copy()
+    boxes[:, :3] = boxes[:, :3] @ level.T
+    heading = np.column_stack([np.cos(boxes[:, 6]), np.sin(boxes[:, 6]), np.zeros(len(boxes))]) @ level.T
+    boxes[:, 6] = np.arctan2(heading[:, 1], heading[:, 0])
+    return frame["points"][:, :3].astype(np.float64) @ level.T, boxes
+
+
 @pytest.fixture
 def real_file():
     """Returns a function: relative path under ../shared/data/real → Path, skipping when absent."""

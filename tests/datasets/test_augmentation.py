@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from datasets.augmentation import Augmenter, flip, rotate, sample_rng, scale
+from datasets.augmentation import Augmenter, flip, rotate, sample_rng, scale, tilt_sensor
 from datasets.boxes import points_in_box, rotation_z
 
 
@@ -54,3 +54,41 @@ def test_augmentation_is_reproducible_per_sample_and_epoch():
     b = Augmenter()(points, boxes, sample_rng(1, 2, 3))
     c = Augmenter()(points, boxes, sample_rng(1, 3, 3))
     assert np.array_equal(a[0], b[0]) and not np.array_equal(a[0], c[0])
+
+
+def test_tilt_turns_the_ground_plane_and_keeps_points_with_their_boxes():
+    points, boxes = scene()
+    rng = np.random.default_rng(4)
+    ground = np.column_stack([rng.uniform(-40, 40, (500, 2)), np.full(500, -1.84), np.zeros(500)])
+    pitch, roll = 0.024, -0.006  # nuScenes' LIDAR_TOP of the real key frame, about
+    tilted, moved = tilt_sensor(np.concatenate([ground, points]), boxes, pitch, roll)
+    # the ground's normal turns by the tilt: a plane fitted to the tilted ground
+    fit, *_ = np.linalg.lstsq(np.column_stack([tilted[:500, :2], np.ones(500)]), tilted[:500, 2], rcond=None)
+    normal = np.array([-fit[0], -fit[1], 1.0]) / np.linalg.norm([-fit[0], -fit[1], 1.0])
+    assert math.acos(normal[2]) == pytest.approx(math.acos(math.cos(pitch) * math.cos(roll)), rel=1e-6)
+    assert fit[0] == pytest.approx(-math.tan(pitch), rel=1e-3)  # pitch about +y raises the ground behind (-x)
+    # rigid: distances kept; boxes upright with their sizes, yaw and velocity; points stay with their box
+    before = np.concatenate([ground, points])
+    np.testing.assert_allclose(np.linalg.norm(tilted[:, :3], axis=1), np.linalg.norm(before[:, :3], axis=1))
+    np.testing.assert_array_equal(moved[:, 3:], boxes[:, 3:])
+    for box, new_box in zip(boxes, moved):
+        inside = points_in_box(points[:, :3], box)
+        margin = 0.5 * np.linalg.norm(box[3:6]) * math.hypot(pitch, roll)
+        assert points_in_box(tilted[500:, :3], new_box, margin=margin)[inside].all()
+
+
+def test_tilt_off_draws_nothing_and_on_stays_within_its_range():
+    points, boxes = scene()
+    plain = Augmenter()(points, boxes, sample_rng(1, 2, 3))
+    off = Augmenter(tilt=0.0)(points, boxes, sample_rng(1, 2, 3))
+    assert np.array_equal(plain[0], off[0]) and np.array_equal(plain[1], off[1])
+    level = Augmenter(rotation=[0, 0], scaling=[1, 1], flip_x=0, flip_y=0, translation_std=[0, 0, 0])
+    ground = np.column_stack([np.random.default_rng(0).uniform(-40, 40, (200, 2)), np.full(200, -1.84),
+                              np.zeros(200)])
+    angles = []
+    for index in range(30):
+        tilted, _ = Augmenter(**{**level.__dict__, "tilt": 0.03})(ground, np.zeros((0, 9)), sample_rng(0, 0, index))
+        fit, *_ = np.linalg.lstsq(np.column_stack([tilted[:, :2], np.ones(len(tilted))]), tilted[:, 2], rcond=None)
+        angles.append((math.atan(-fit[0]), math.atan(fit[1])))  # pitch, roll (small angles)
+    angles = np.abs(np.array(angles))
+    assert angles.max() <= 0.03 + 1e-4 and angles.max() > 0.02 and angles.min(0).max() < 0.01

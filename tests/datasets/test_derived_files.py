@@ -162,7 +162,7 @@ def test_a_damaged_cache_is_rebuilt(database):
         f.truncate(100)
     assert boxes_of(NuScenesDataset(str(database), VERSION, VAL_SPLIT, num_sweeps=1)) == boxes_of(dataset)
     key, arrays = derived_files.read_derived_file(dataset.cache_path)              # rewritten whole
-    assert key == json.loads(json.dumps(dataset.source_key)) and len(arrays["token"]) == len(dataset)
+    assert key == json.loads(json.dumps(dataset.infos_key)) and len(arrays["token"]) == len(dataset)
 
 
 def test_a_read_only_dataset_caches_in_the_user_cache_folder(database, tmp_path, monkeypatch):

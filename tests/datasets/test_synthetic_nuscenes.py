@@ -2,6 +2,7 @@
 the points, sweeps line up, and NuScenesDataset reads it in the project's box convention."""
 import numpy as np
 import pytest
+from conftest import levelled
 
 from datasets.boxes import points_in_box
 from datasets.nuscenes_dataset import NuScenesDataset
@@ -42,9 +43,10 @@ def test_num_lidar_pts_counts_the_key_frame_points_in_each_box(database):
     checked = 0
     for index in range(len(dataset)):
         frame = dataset[index]
-        for box, count in zip(frame["gt_boxes"], frame["meta"]["num_lidar_pts"]):
-            inside = points_in_box(frame["points"], box[:7].astype(np.float64), margin=0.0)
-            assert abs(int(inside.sum()) - int(count)) <= 1  # float32 files vs float64 counting at faces
+        points, boxes = levelled(frame)  # as the writer counts: in the world, where boxes are upright
+        for box, count in zip(boxes, frame["meta"]["num_lidar_pts"]):
+            inner, outer = (int(points_in_box(points, box, margin=m).sum()) for m in (-0.005, 0.005))
+            assert inner <= count <= outer
             checked += count > 0
     assert checked > 10
 
@@ -58,7 +60,10 @@ def test_sweeps_of_a_static_object_coincide(database):
     static = [b for b, v in zip(frame["gt_boxes"], np.hypot(frame["gt_boxes"][:, 7], frame["gt_boxes"][:, 8]))
               if v < 0.05]
     assert static
-    above_ground = points[:, 2] > -1.84 + 0.15
+    up = frame["meta"]["lidar_to_ego"][:3, :3].T @ [0.0, 0.0, 1.0]  # the ego's up in the (tilted) LiDAR frame
+    assert up[2] < np.cos(0.002)  # the scene's sensor is tilted
+    height = points[:, :3].astype(np.float64) @ up
+    above_ground = height > -1.84 + 0.15
     for box in static:
         # Every sweep's returns from a static object fall on the object (2 cm range noise), none in a
         # 0.5 m shell around it, although the sensor moved between the sweeps.
@@ -67,17 +72,49 @@ def test_sweeps_of_a_static_object_coincide(database):
         assert int((shell & above_ground & ~inside).sum()) <= 0.02 * max(int(inside.sum()), 1) + 2
         lags_inside = np.unique(lags[inside])
         assert len(lags_inside) >= 5 or inside.sum() < 20
-    # The ground of old sweeps lands on the key frame's road plane (z = -1.84 in the LiDAR frame): every
-    # sweep puts as many points as the key frame into a +-8 cm band around it, centred on it. (The road
-    # is one of two ground levels: sidewalks stand KERB_HEIGHT higher and may hold more of the points.)
+    # The ground of old sweeps lands on the key frame's road plane (1.84 m below the sensor, tilted with its
+    # mount): every sweep puts about as many points as the key frame into a +-8 cm band around it, centred on it.
+    # (The road is one of two ground levels: sidewalks stand KERB_HEIGHT higher and may hold more points.)
     near = np.hypot(points[:, 0], points[:, 1]) < 15
-    road = near & (np.abs(points[:, 2] + 1.84) < 0.08)
+    road = near & (np.abs(height + 1.84) < 0.08)
     key_count = int((road & (lags == 0)).sum())
     assert key_count > 1000
     for lag in np.unique(lags):
         mine = road & (lags == lag)
-        assert int(mine.sum()) > 0.8 * key_count, lag
-        assert abs(float(np.median(points[mine, 2])) + 1.84) < 0.03, lag
+        assert int(mine.sum()) > 0.7 * key_count, lag  # fewer as the sweep's sensor lies farther back
+        assert abs(float(np.median(height[mine])) + 1.84) < 0.03, lag
+
+
+def test_the_calibration_holds_the_tilted_mount(database):
+    """Each scene's LIDAR_TOP calibration is its sensor's whole mount rotation (yaw, pitch and roll: the real
+    key frame's, jittered), as a unit quaternion the devkit reads back to the same matrix."""
+    from dataclasses import replace
+
+    from nuscenes.nuscenes import NuScenes
+    from pyquaternion import Quaternion
+
+    from datasets.nuscenes_writer import quaternion_from_matrix
+    from datasets.synthetic_sensor import HDL32E, mount_rotation
+    from datasets.synthetic_world import MOUNT_JITTER, MOUNT_TILT
+
+    root, _ = database
+    nusc = NuScenes("v1.0-synthetic", root, verbose=False)
+    tilts = []
+    for calibration in nusc.calibrated_sensor:
+        rotation = Quaternion(calibration["rotation"]).rotation_matrix
+        # within the jitter of the real key frame's mount: the tilt of the sensor's axis and its direction
+        real = mount_rotation(replace(HDL32E, mount_tilt=MOUNT_TILT))
+        assert np.degrees(np.arccos(np.clip(rotation[:, 2] @ real[:, 2], -1, 1))) < np.degrees(MOUNT_JITTER) * 1.5
+        assert abs(np.arctan2(rotation[1, 0], rotation[0, 0]) + np.pi / 2) < 0.01   # the nuScenes yaw of -90 deg
+        tilts.append(np.arccos(rotation[2, 2]))
+    assert len(set(np.round(tilts, 6))) == len(tilts) == 3
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # any rotation, including half turns, round-trips through the devkit's Quaternion
+        axis, angle = rng.normal(size=3), rng.choice([rng.uniform(-np.pi, np.pi), np.pi])
+        matrix = Quaternion(axis=axis / np.linalg.norm(axis), angle=angle).rotation_matrix
+        q = quaternion_from_matrix(matrix)
+        assert abs(np.linalg.norm(q) - 1) < 1e-9 and q[0] >= 0
+        np.testing.assert_allclose(Quaternion(q).rotation_matrix, matrix, atol=1e-9)
 
 
 def test_boxes_are_in_the_lidar_frame_with_dx_along_the_heading(database):
@@ -88,8 +125,10 @@ def test_boxes_are_in_the_lidar_frame_with_dx_along_the_heading(database):
     assert boxes.shape[1] == 9 and np.all(boxes[:, 3:6] > 0)
     cars = boxes[frame["gt_labels"] == dataset.class_names.index("car")]
     assert np.all(cars[:, 3] > cars[:, 4])  # cars are longer (dx) than wide (dy)
-    # standing on the road (z = 0) or on a sidewalk (z = KERB_HEIGHT), 1.84 m below the sensor
-    bottom = boxes[:, 2] - boxes[:, 5] / 2 + 1.84
+    # standing on the road (z = 0) or on a sidewalk (z = KERB_HEIGHT), 1.84 m below the sensor along the
+    # ego's up (the LiDAR frame is tilted with its mount)
+    up = frame["meta"]["lidar_to_ego"][:3, :3].T @ [0.0, 0.0, 1.0]
+    bottom = boxes[:, :3].astype(np.float64) @ up - boxes[:, 5] / 2 + 1.84
     assert np.all(np.minimum(np.abs(bottom), np.abs(bottom - KERB_HEIGHT)) < 0.05)
 
 
@@ -161,3 +200,30 @@ def test_settings_that_leave_no_training_scene_are_refused(tmp_path):
         with pytest.raises(ValueError, match="val_fraction"):
             make_synthetic_database(str(tmp_path / "db"), scenes=4, val_fraction=fraction)
     assert not (tmp_path / "db").exists()  # refused before anything is written
+
+
+def test_earlier_sweeps_lose_their_points_near_their_sensor(database):
+    """The nuScenes loaders' stacking (OpenPCDet, mmdetection3d): sweeps drop what lies within 1 m of their
+    sensor in x and y (its placeholders of beams without a return); the key frame keeps everything."""
+    from datasets.point_files import read_points
+
+    root, _ = database
+    kept = NuScenesDataset(root, "v1.0-synthetic", VAL_SPLIT, num_sweeps=4, cache_dir=root, sweep_ego_radius=0)
+    dropped = NuScenesDataset(root, "v1.0-synthetic", VAL_SPLIT, num_sweeps=4, cache_dir=root)
+    assert dropped.sweep_ego_radius == 1.0 and dropped.source_key != kept.source_key  # GT databases tell them apart
+    assert dropped.infos_key == kept.infos_key and dropped.cache_path == kept.cache_path
+    index = len(dropped) - 1
+    all_points, points = kept.points(index), dropped.points(index)
+    info = dropped.infos[index]
+    key = read_points(f"{root}/{info.lidar_path}", point_width=5)
+    expected = len(key)
+    for path, _to_key, _lag in info.sweeps:
+        sweep = read_points(f"{root}/{path}", point_width=5)
+        near = (np.abs(sweep[:, 0]) < 1.0) & (np.abs(sweep[:, 1]) < 1.0)
+        assert near.sum() > 100  # the placeholders of the sky beams, and the roof
+        expected += int((~near).sum())
+    assert len(info.sweeps) == 3 and len(points) == expected < len(all_points)
+    assert np.array_equal(points[points[:, 4] == 0], all_points[all_points[:, 4] == 0])  # the key frame, whole
+    assert (np.hypot(points[points[:, 4] == 0, 0], points[points[:, 4] == 0, 1]) < 0.5).sum() > 100
+    with pytest.raises(ValueError, match="sweep_ego_radius must be finite metres >= 0, got -1"):
+        NuScenesDataset(root, "v1.0-synthetic", VAL_SPLIT, cache_dir=root, sweep_ego_radius=-1)

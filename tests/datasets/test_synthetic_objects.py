@@ -37,7 +37,7 @@ def scan_object(parts: Primitives, distance: float, yaw: float, seed: int = 0):
     """Scan the parts placed ``distance`` m ahead of the sensor with heading ``yaw``: global points
     above the road and the parts in the global frame."""
     placed = parts.moved(np.array([distance, 0.0, 0.0]), rotation_z(yaw))
-    points = scan(placed, Ground(), SENSOR, 0.0, EXACT, np.random.default_rng(seed))
+    points = scan(placed, Ground(), SENSOR, np.eye(3), EXACT, np.random.default_rng(seed))
     xyz = points[:, :3].astype(np.float64) + SENSOR
     return xyz[xyz[:, 2] > 1e-3], placed, points
 
@@ -95,7 +95,7 @@ def test_glass_returns_few_points():
     """A pane of car glass in front of a wall: most rays pass it and hit the wall behind."""
     pane = part((6.0, 0.0, 1.5), (0.01, 2.0, 0.5), "car_glass")
     wall = part((8.0, 0.0, 1.5), (0.1, 6.0, 1.5), "facade")
-    points = scan(Primitives.concatenate([pane, wall]), Ground(), SENSOR, 0.0, EXACT, np.random.default_rng(0))
+    points = scan(Primitives.concatenate([pane, wall]), Ground(), SENSOR, np.eye(3), EXACT, np.random.default_rng(0))
     x = points[:, 0]
     ahead = x > 1.0
     # where each ray crosses the pane's plane x = 6 (sensor frame, 1.84 m up): inside the pane or not

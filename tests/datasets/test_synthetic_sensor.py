@@ -4,6 +4,7 @@ and sweeps are deterministic per seed."""
 import math
 
 import numpy as np
+import pytest
 from conftest import NUSCENES_KEYFRAME
 
 from datasets import read_points
@@ -80,7 +81,7 @@ def test_intensities_are_integers_on_the_real_scale(real_file):
 def test_foliage_returns_partial_hits_spread_through_the_crown():
     crown = part((8.0, 0.0, 4.0), (2.0, 2.0, 2.0), "foliage", shape=1)
     wall = part((14.0, 0.0, 3.0), (0.2, 10.0, 3.0), "facade")
-    points = scan(Primitives.concatenate([crown, wall]), Ground(), np.array([0.0, 0.0, 1.84]), 0.0, HDL32E,
+    points = scan(Primitives.concatenate([crown, wall]), Ground(), np.array([0.0, 0.0, 1.84]), np.eye(3), HDL32E,
                   np.random.default_rng(0))
     xyz = points[:, :3].astype(np.float64) + [0, 0, 1.84]
     toward = (np.abs(np.arctan2(xyz[:, 1], xyz[:, 0])) < math.atan(1.0 / 8.0)) & (xyz[:, 2] > 3.0) & \
@@ -100,7 +101,6 @@ def test_scenes_and_sweeps_are_deterministic_per_seed():
 
 
 def test_a_sensor_spec_that_cannot_work_is_refused():
-    import pytest
 
     from datasets.synthetic_sensor import LidarSpec
 
@@ -112,20 +112,29 @@ def test_a_sensor_spec_that_cannot_work_is_refused():
         LidarSpec(HDL32E.elevations_deg, azimuth_steps=0)
 
 
-def test_culling_keeps_every_ray_that_meets_a_part():
-    """The nearest entry per ray through the culled (part, ray) pairs equals the one over all pairs."""
-    from datasets.synthetic_sensor import ELLIPSOID, LidarSpec, beam_directions, candidate_pairs, intersect
+@pytest.mark.parametrize("tilt", [(0.0, 0.0), (0.035, -0.02), (-0.006, 0.024), (0.2, 0.0)])
+def test_culling_keeps_every_ray_that_meets_a_part(tilt):
+    """The nearest entry per ray through the culled (part, ray) pairs equals the one over all pairs, for a
+    level sensor and tilted ones."""
+    from datasets.synthetic_sensor import (
+        ELLIPSOID,
+        LidarSpec,
+        beam_directions,
+        candidate_pairs,
+        intersect,
+        mount_rotation,
+    )
 
-    spec = LidarSpec(tuple(np.linspace(-25.0, 10.0, 12)), azimuth_steps=360, max_range=60.0)
+    spec = LidarSpec(tuple(np.linspace(-25.0, 10.0, 12)), azimuth_steps=360, max_range=60.0, mount_yaw=0.7,
+                     mount_tilt=tilt)
     rng = np.random.default_rng(3)
     parts = Primitives.concatenate([
         part(tuple(rng.uniform([-30, -30, -1], [30, 30, 3])), tuple(rng.uniform(0.1, 3.0, 3)), "metal",
              shape=int(rng.integers(0, 2)) * ELLIPSOID, yaw=rng.uniform(-3, 3), pitch=rng.uniform(-0.5, 0.5),
              roll=rng.uniform(-0.5, 0.5)) for _ in range(60)]
         + [part((0.5, 0.2, 1.0), (2.0, 1.5, 0.5), "metal")])  # one around the sensor
-    origin, sensor_yaw = np.array([0.3, -0.2, 1.8]), 0.7
-    c, s = math.cos(sensor_yaw), math.sin(sensor_yaw)
-    directions = beam_directions(spec) @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]]).T
+    origin, rotation = np.array([0.3, -0.2, 1.8]), mount_rotation(spec)
+    directions = beam_directions(spec) @ rotation.T
 
     def nearest(owner, ray):
         entry = intersect(parts, owner, origin, directions[ray])[0]
@@ -137,7 +146,33 @@ def test_culling_keeps_every_ray_that_meets_a_part():
     every_owner = np.repeat(np.arange(len(parts)), len(directions))
     every_ray = np.tile(np.arange(len(directions)), len(parts))
     brute = nearest(every_owner, every_ray)
-    culled = nearest(*candidate_pairs(parts, origin, sensor_yaw, spec))
+    culled = nearest(*candidate_pairs(parts, origin, rotation, spec))
     within = brute < spec.max_range
     assert within.sum() > 500
     np.testing.assert_array_equal(culled[within], brute[within])
+
+
+def test_a_tilted_mount_tilts_the_ground_in_the_sensor_frame():
+    """The sensor pitched and rolled on a flat road: its ground returns lie on the plane the mount's rotation
+    predicts (the real key frame's ground drops ~1.2 m over 50 m this way); level when not tilted."""
+    from dataclasses import replace
+
+    from datasets.synthetic_sensor import mount_rotation
+
+    for tilt in [(0.0, 0.0), (0.006, -0.024), (-0.03, 0.01)]:
+        spec = replace(HDL32E, mount_tilt=tilt, dropout=0.0, range_noise=0.0)
+        rotation = mount_rotation(spec)
+        points = scan(Primitives.empty(), Ground(), np.array([0.0, 0.0, 1.84]), rotation, spec,
+                      np.random.default_rng(0))
+        ground = points[np.linalg.norm(points[:, :3], axis=1) > 3]
+        assert len(ground) > 10000
+        # back in a level frame every ground return sits at z = -1.84
+        np.testing.assert_allclose(ground[:, :3].astype(float) @ rotation[2], -1.84, atol=1e-4)
+        fit, *_ = np.linalg.lstsq(np.column_stack([ground[:, :2], np.ones(len(ground))]), ground[:, 2], rcond=None)
+        up = rotation.T @ np.array([0, 0, 1.0])  # the world's up in the sensor frame
+        np.testing.assert_allclose(fit[:2], -up[:2] / up[2], atol=1e-5)
+    with pytest.raises(ValueError, match=r"mount_tilt must be \(pitch, roll\) within \+-0.2 rad"):
+        replace(HDL32E, mount_tilt=(0.3, 0.0))
+    with pytest.raises(ValueError, match="rotation must be a \\(3, 3\\) sensor → global rotation tilted at most"):
+        scan(Primitives.empty(), Ground(), np.zeros(3), np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0.0]]), HDL32E,
+             np.random.default_rng(0))

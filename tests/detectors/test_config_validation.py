@@ -215,11 +215,15 @@ def test_bev_strides_other_than_the_default_derive_the_head_grid():
     (["train.augmentation.rotation=[1, -1]"], r"train.augmentation.rotation is \[low, high\] .* low <= high"),
     (["train.augmentation.scaling=[a, b]"], r"train.augmentation.scaling must be 2 finite numbers"),
     (["train.augmentation.scaling=[-1, 1]"], r"train.augmentation.scaling is \[low, high\] with 0 < low <= high"),
+    (["train.augmentation.tilt=5"], r"train.augmentation.tilt is the largest sensor pitch/roll in radians, .* got 5"),
+    (["train.augmentation.tilt=-0.01"], r"train.augmentation.tilt is the largest .* got -0.01"),
     (["train.augmentation.translation_std=[0.2, 0.2]"], r"train.augmentation.translation_std must be 3 finite numbers"),
     (["train.gt_sampling.sample_groups={tram: 2}"], r"train.gt_sampling.sample_groups names \['tram'\], not in "
                                                     r"model.head.class_names"),
     (["train.gt_sampling.sample_groups={car: -2}"], r"train.gt_sampling.sample_groups.car: must be >= 0, got -2"),
     (["dataset.num_sweeps=0"], r"dataset.num_sweeps: must be >= 1, got 0"),
+    (["dataset.sweep_ego_radius=-0.5"], r"dataset.sweep_ego_radius: metres in \[0, 10\], got -0.5"),
+    (["dataset.sweep_ego_radius=true"], r"dataset.sweep_ego_radius: expected float, got True"),
     (["dataset.root=2024"], r"dataset.root: expected str, got 2024 \(quote it to make it a string\)"),
     (["dataset.root=''"], r"dataset.root must not be empty"),
 ])
