@@ -201,13 +201,12 @@ def candidate_pairs(primitives: Primitives, origin: np.ndarray, rotation: np.nda
     azimuths its footprint's corners span and the rings between its bottom and top at its nearest and
     farthest footprint distance, for the sensor at ``origin`` with ``rotation`` sensor → world. A tilted
     sensor (its z axis off the world's by tilt) moves a ray's elevation by up to the tilt and its azimuth
-    by up to the tilt times the tangent of its elevation: the windows widen by that much."""
+    by up to about the tilt times the tangent of its elevation: the windows widen by that much (the
+    azimuths by the primitive's steepest ring)."""
     steps = spec.azimuth_steps
     sensor_yaw = math.atan2(rotation[1, 0], rotation[0, 0])
     tilt = math.acos(min(1.0, float(rotation[2, 2])))
     elevations = np.deg2rad(np.asarray(spec.elevations_deg))
-    # azimuth columns of slack: the tilt's azimuth shift at the steepest ring, plus one for rounding
-    slack = math.ceil(tilt * math.tan(np.abs(elevations).max()) / (2 * math.pi / steps)) + 1 if tilt > 1e-9 else 0
     yaw, half_xy, half_z = footprints(primitives)
     c, s = np.cos(yaw), np.sin(yaw)
     offset = primitives.centre[:, :2] - origin[:2]
@@ -219,14 +218,6 @@ def candidate_pairs(primitives: Primitives, origin: np.ndarray, rotation: np.nda
     corner_local = signs[None] * half_xy[:, None]                                   # (N, 4, 2)
     corner_x = offset[:, None, 0] + c[:, None] * corner_local[..., 0] - s[:, None] * corner_local[..., 1]
     corner_y = offset[:, None, 1] + s[:, None] * corner_local[..., 0] + c[:, None] * corner_local[..., 1]
-    centre_azimuth = np.arctan2(offset[:, 1], offset[:, 0])
-    relative = np.angle(np.exp(1j * (np.arctan2(corner_y, corner_x) - centre_azimuth[:, None])))
-    step = 2 * math.pi / steps
-    start = centre_azimuth + relative.min(1) - sensor_yaw
-    first = np.ceil((start + math.pi) / step).astype(np.int64) - slack
-    last = np.floor((centre_azimuth + relative.max(1) - sensor_yaw + math.pi) / step).astype(np.int64) + slack
-    columns = np.where(inside, steps, np.minimum(last - first + 1, steps))
-    first = np.where(inside, 0, first)
     near, far = np.maximum(gap, 0.01), np.hypot(corner_x, corner_y).max(1)
     low = primitives.centre[:, 2] - half_z - origin[2]
     high = primitives.centre[:, 2] + half_z - origin[2]
@@ -234,6 +225,21 @@ def candidate_pairs(primitives: Primitives, origin: np.ndarray, rotation: np.nda
     highest = np.arctan(np.maximum(high / near, high / far)) + tilt
     ring_lo = np.searchsorted(elevations, lowest, side="left")
     ring_hi = np.searchsorted(elevations, highest, side="right")
+    # azimuth columns of slack: the tilt's azimuth shift at the primitive's steepest ring, plus one for rounding
+    step = 2 * math.pi / steps
+    slack = 0
+    if tilt > 1e-9:
+        last_ring = np.clip(ring_hi - 1, 0, len(elevations) - 1)
+        steepest = np.maximum(np.abs(elevations[np.clip(ring_lo, 0, len(elevations) - 1)]),
+                              np.abs(elevations[last_ring]))
+        slack = np.ceil(tilt * np.tan(steepest) / step).astype(np.int64) + 1
+    centre_azimuth = np.arctan2(offset[:, 1], offset[:, 0])
+    relative = np.angle(np.exp(1j * (np.arctan2(corner_y, corner_x) - centre_azimuth[:, None])))
+    start = centre_azimuth + relative.min(1) - sensor_yaw
+    first = np.ceil((start + math.pi) / step).astype(np.int64) - slack
+    last = np.floor((centre_azimuth + relative.max(1) - sensor_yaw + math.pi) / step).astype(np.int64) + slack
+    columns = np.where(inside, steps, np.minimum(last - first + 1, steps))
+    first = np.where(inside, 0, first)
     ring_count = ring_hi - ring_lo
     visible = (gap <= spec.max_range) & (ring_count > 0) & (columns > 0)
     counts = np.where(visible, ring_count * columns, 0)
