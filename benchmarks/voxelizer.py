@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from datasets.point_files import read_points
+from machine_info import cpu_name
 from voxelize.allocator import malloc_setting
 from voxelize.presets import VOXEL_PRESETS
 from voxelize.voxelizer import Voxelizer
@@ -24,19 +25,13 @@ from voxelize.voxelizer import Voxelizer
 
 def machine_description() -> str:
     """One line naming the CPU, cores, Python, torch and spconv versions and the malloc settings."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     try:
         import spconv
         spconv_version = spconv.__version__
     except ImportError:
         spconv_version = "absent"
     malloc = os.environ.get("MALLOC_MMAP_THRESHOLD_", "default")
-    return (f"{cpu}, {os.cpu_count()} logical cores, Python {platform.python_version()}, "
+    return (f"{cpu_name()}, {os.cpu_count()} logical cores, Python {platform.python_version()}, "
             f"torch {torch.__version__}, spconv {spconv_version}, MALLOC_MMAP_THRESHOLD_={malloc}, "
             f"freed memory: {malloc_setting()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
 

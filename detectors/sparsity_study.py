@@ -49,6 +49,7 @@ from detectors.experiment import CenterPointConfig, load_centerpoint_config
 from detectors.inference import load_detector
 from detectors.run_folder import CHECKPOINT
 from detectors.training import seed_everything, train
+from machine_info import cpu_name
 from optional_dependencies import require
 
 STUDY_VERSION = 2  # part of every variant's key: bump when what a variant's record means changes
@@ -129,16 +130,9 @@ def parse_variant(spec: str, default_seeds) -> tuple[str, list[int]]:
 
 def machine() -> dict:
     """The CPU, its logical cores, torch's threads and version: the context of a record's timings."""
-    import platform
-
     import torch
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+
+    return {"cpu": cpu_name(), "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__}
 
 

@@ -1,6 +1,6 @@
 """Imports go one way: voxelize → backbones → detectors, with datasets (and its box geometry) below detectors;
 visualization and the benchmarks sit on top, tools above everything; the top-level modules
-optional_dependencies and atomic_files sit below everything. Every import counts, function-level ones
+optional_dependencies, atomic_files and machine_info sit below everything. Every import counts, function-level ones
 included, so a lazy import cannot hide a cycle."""
 import ast
 from pathlib import Path
