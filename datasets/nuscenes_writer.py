@@ -192,7 +192,8 @@ def make_synthetic_database(root: str, scenes: int, seed: int = 0, keyframes_per
 
     The last ``val_fraction`` of the scenes (at least one, when there are two or more) form the
     ``synthetic_val`` split, the rest ``synthetic_train``. ``progress`` wraps the scene range
-    (e.g. ``tqdm``). Deterministic for a given seed.
+    (e.g. ``tqdm``). Deterministic for a given seed; scene ``i`` is drawn from the generator of ``[seed, i]``,
+    so it is the same scene whatever the number of scenes or the sensor.
     """
     from datasets.synthetic_world import LIDARS
 
@@ -203,11 +204,13 @@ def make_synthetic_database(root: str, scenes: int, seed: int = 0, keyframes_per
     if not 0.0 <= val_fraction < 1.0:  # at 1 or above every scene would be validation, none left to train on
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     writer = NuScenesWriter(root, version)
-    rng = np.random.default_rng(seed)
     num_val = max(1, round(scenes * val_fraction)) if scenes > 1 else 0
     duration = (keyframes_per_scene - 1) * KEYFRAME_EVERY / SWEEP_HZ
     indices = range(scenes) if progress is None else progress(range(scenes))
     for index in indices:
+        # one generator per scene: a scene's street and road users do not depend on how many random draws
+        # the sensor spent on the scenes before it (a sensor change would reshuffle every later scene)
+        rng = np.random.default_rng([seed, index])
         scene = random_scene(rng, duration, LIDARS[lidar])
         split = VAL_SPLIT if index >= scenes - num_val else TRAIN_SPLIT
         writer.add_scene(scene, index, split, rng, start_us=1_700_000_000_000_000 + index * 100_000_000)

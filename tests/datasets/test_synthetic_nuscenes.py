@@ -227,3 +227,28 @@ def test_earlier_sweeps_lose_their_points_near_their_sensor(database):
     assert (np.hypot(points[points[:, 4] == 0, 0], points[points[:, 4] == 0, 1]) < 0.5).sum() > 100
     with pytest.raises(ValueError, match="sweep_ego_radius must be finite metres >= 0, got -1"):
         NuScenesDataset(root, "v1.0-synthetic", VAL_SPLIT, cache_dir=root, sweep_ego_radius=-1)
+
+
+def test_a_scene_does_not_depend_on_the_scenes_before_it_or_the_sensor(tmp_path):
+    """Scene i comes from the generator of [seed, i]: the same street and road users with one scene or
+    two, and with another sensor scanning the scenes before it."""
+    import json
+
+    def annotations(root, scene):
+        with open(f"{root}/v1.0-synthetic/sample_annotation.json") as f:
+            rows = json.load(f)
+        with open(f"{root}/v1.0-synthetic/sample.json") as f:
+            samples = {row["token"] for row in json.load(f) if row["scene_token"] == scene}
+        return sorted((tuple(round(v, 6) for v in row["translation"]), tuple(row["size"]))
+                      for row in rows if row["sample_token"] in samples)
+
+    def scene_token(root, index):
+        with open(f"{root}/v1.0-synthetic/scene.json") as f:
+            return next(row["token"] for row in json.load(f) if row["name"] == f"synthetic-{index:04d}")
+
+    for name, scenes, lidar in [("one", 1, "hdl32e"), ("two", 2, "hdl32e"), ("two64", 2, "hdl64e")]:
+        make_synthetic_database(str(tmp_path / name), scenes=scenes, seed=5, keyframes_per_scene=1, lidar=lidar)
+    first = annotations(tmp_path / "one", scene_token(tmp_path / "one", 0))
+    assert len(first) > 10 and first == annotations(tmp_path / "two", scene_token(tmp_path / "two", 0))
+    second = annotations(tmp_path / "two", scene_token(tmp_path / "two", 1))
+    assert second and second != first and second == annotations(tmp_path / "two64", scene_token(tmp_path / "two64", 1))
