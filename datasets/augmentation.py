@@ -75,7 +75,7 @@ def translate(points: np.ndarray, boxes: np.ndarray, offset) -> tuple[np.ndarray
 class Augmenter:
     """Random global flips (each axis with its probability), rotation, scaling and translation, and
     optionally a sensor tilt: pitch and roll each uniform in [-tilt, tilt] radians (0: off). A model
-    trained on a level sensor misses objects on a real, tilted one: nuScenes' LIDAR_TOP is pitched
+    trained on a level sensor misses objects on a real, tilted one: nuScenes' LIDAR_TOP is tilted
     ~1.4 degrees, which drops the road 1.2 m over 50 m (docs/synthetic_world.md)."""
     rotation: list = field(default_factory=lambda: [-math.pi / 4, math.pi / 4])  # radians
     scaling: list = field(default_factory=lambda: [0.95, 1.05])
