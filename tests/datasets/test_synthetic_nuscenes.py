@@ -59,7 +59,7 @@ def test_sweeps_of_a_static_object_coincide(database):
     assert len(np.unique(lags)) == 10
     static = [b for b, v in zip(frame["gt_boxes"], np.hypot(frame["gt_boxes"][:, 7], frame["gt_boxes"][:, 8]))
               if v < 0.05]
-    assert static
+    assert sum(points_in_box(points, box[:7].astype(np.float64)).sum() >= 20 for box in static) >= 3
     up = frame["meta"]["lidar_to_ego"][:3, :3].T @ [0.0, 0.0, 1.0]  # the ego's up in the (tilted) LiDAR frame
     assert up[2] < np.cos(0.002)  # the scene's sensor is tilted
     height = points[:, :3].astype(np.float64) @ up
@@ -69,9 +69,10 @@ def test_sweeps_of_a_static_object_coincide(database):
         # 0.5 m shell around it, although the sensor moved between the sweeps.
         inside = points_in_box(points, box[:7].astype(np.float64), margin=0.1) & above_ground
         shell = points_in_box(points, np.concatenate([box[:3], box[3:6] + 1.0, box[6:7]]).astype(np.float64))
-        assert int((shell & above_ground & ~inside).sum()) <= 0.02 * max(int(inside.sum()), 1) + 2
-        lags_inside = np.unique(lags[inside])
-        assert len(lags_inside) >= 5 or inside.sum() < 20
+        if inside.sum() < 20:  # barely seen (far, hidden): a road user passing by outweighs it in the shell
+            continue
+        assert int((shell & above_ground & ~inside).sum()) <= 0.02 * int(inside.sum()) + 2
+        assert len(np.unique(lags[inside])) >= 5
     # The ground of old sweeps lands on the key frame's road plane (1.84 m below the sensor, tilted with its
     # mount): every sweep puts about as many points as the key frame into a +-8 cm band around it, centred on it.
     # (The road is one of two ground levels: sidewalks stand KERB_HEIGHT higher and may hold more points.)

@@ -31,7 +31,7 @@ def classes_the_devkit_counts(root: str) -> set[str]:
 @pytest.mark.slow
 def test_a_small_model_memorises_a_frame(tmp_path):
     root = str(tmp_path / "one_frame")
-    make_synthetic_database(root, scenes=1, seed=8, keyframes_per_scene=1)
+    make_synthetic_database(root, scenes=1, seed=9, keyframes_per_scene=1)
     config = load_centerpoint_config(CONFIG, [
         f"dataset.root={root}", f"dataset.val_split={TRAIN_SPLIT}", "dataset.num_sweeps=1",
         "train.augmentation=null", "train.gt_sampling=null", "train.batch_size=1", "train.epochs=200",
