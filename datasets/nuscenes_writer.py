@@ -185,6 +185,35 @@ class NuScenesWriter:
                                self.sweep_count, len(self.tables["sample_annotation"]))
 
 
+# Bump when the same settings generate another world (2: one generator per scene, the sensor's tilted mount).
+WORLD_VERSION = 2
+WORLD_FILE = "synthetic_world.json"  # beside the tables: what generated the database
+
+
+def world_settings(scenes: int, seed: int = 0, keyframes_per_scene: int = 4, val_fraction: float = 0.25,
+                   lidar: str = "hdl32e") -> dict:
+    """Everything a synthetic database's content depends on, as :func:`make_synthetic_database` records it."""
+    return {"world_version": WORLD_VERSION, "scenes": scenes, "seed": seed, "keyframes_per_scene": keyframes_per_scene,
+            "val_fraction": val_fraction, "lidar": lidar}
+
+
+def require_world(root: str, settings: dict, version: str = "v1.0-synthetic") -> None:
+    """Refuse a database at ``root`` that these ``settings`` would not generate (another world, or one made
+    before databases recorded their settings): reusing it would train and score on another world silently."""
+    path = os.path.join(root, version, WORLD_FILE)
+    try:
+        with open(path) as f:
+            found = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{root}: a synthetic database without {version}/{WORLD_FILE} (made by an older "
+                         f"sparsevox, another world than today's); remove it to generate it again") from None
+    differ = [f"{key} {found.get(key)!r}, expected {value!r}" for key, value in settings.items()
+              if found.get(key) != value]
+    if differ:
+        raise ValueError(f"{root}: a synthetic database of other settings ({'; '.join(differ)}); remove it to "
+                         f"generate it again")
+
+
 def make_synthetic_database(root: str, scenes: int, seed: int = 0, keyframes_per_scene: int = 4,
                             val_fraction: float = 0.25, lidar: str = "hdl32e", version: str = "v1.0-synthetic",
                             progress=None) -> DatabaseSummary:
@@ -214,4 +243,7 @@ def make_synthetic_database(root: str, scenes: int, seed: int = 0, keyframes_per
         scene = random_scene(rng, duration, LIDARS[lidar])
         split = VAL_SPLIT if index >= scenes - num_val else TRAIN_SPLIT
         writer.add_scene(scene, index, split, rng, start_us=1_700_000_000_000_000 + index * 100_000_000)
+    # before the tables: a database whose sample.json exists always says what generated it
+    write_atomically(os.path.join(root, version, WORLD_FILE),
+                     json.dumps(world_settings(scenes, seed, keyframes_per_scene, val_fraction, lidar)).encode())
     return writer.finish()

@@ -236,9 +236,10 @@ def train_and_measure_memory(config: CenterPointConfig, run_dir: str, progress: 
     stop_with_parent(parent)
     measures_path = os.path.join(run_dir, TRAINING_MEASURES)
     if os.path.isfile(measures_path) and os.path.isfile(os.path.join(run_dir, CHECKPOINT)):
-        # Trained before; the study stopped later (evaluating or metering): training is not redone.
+        # Trained before; the study stopped later (evaluating or metering): training is not redone. The
+        # checkpoint is this run folder's, wherever the study folder has moved since.
         with open(measures_path) as f:
-            return json.load(f)
+            return {**json.load(f), "checkpoint": os.path.join(run_dir, CHECKPOINT)}
     before = memory_status("VmRSS")
     started = time.perf_counter()
     # An earlier, interrupted study left this variant's run: continue it; one stopped before its first

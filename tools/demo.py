@@ -23,7 +23,7 @@ from atomic_files import write_atomically, write_json_atomically
 from backbones.densification_meter import compare_conv_types, plot_reports
 from datasets import read_points
 from datasets.dataset_types import build_dataset
-from datasets.nuscenes_writer import make_synthetic_database
+from datasets.nuscenes_writer import make_synthetic_database, require_world, world_settings
 from datasets.realism import sim_to_real
 from detectors.centerpoint import CenterPoint
 from detectors.checkpoints import load_checkpoint, load_model_weights
@@ -56,9 +56,16 @@ def main() -> int:
     timings = {}
 
     database = os.path.join(args.out, "synthetic")
-    if not os.path.isfile(os.path.join(database, "v1.0-synthetic", "sample.json")):
+    run = os.path.join(args.out, "run")
+    world = world_settings(args.scenes, seed=0)
+    if os.path.isfile(os.path.join(database, "v1.0-synthetic", "sample.json")):
+        require_world(database, world)  # a folder of an older demo holds another world and its model
+    elif os.path.exists(run):
+        raise ValueError(f"{run} holds a run whose synthetic world {database} is gone; remove {args.out} "
+                         f"(or the run) to start over")
+    else:
         from tqdm import tqdm
-        summary = make_synthetic_database(database, args.scenes, seed=0,
+        summary = make_synthetic_database(database, world["scenes"], seed=world["seed"],
                                           progress=lambda r: tqdm(r, desc="synthetic world", unit="scene"))
         print(f"synthetic world: {summary.scenes} scenes, {summary.samples} key frames, {summary.sweeps} sweeps")
     timings["generate_s"] = time.perf_counter() - start
@@ -66,7 +73,6 @@ def main() -> int:
     config = load_centerpoint_config(args.config, [f"dataset.root={database}"])
     if config.train.gt_sampling is not None:  # the GT database belongs beside the demo's data
         config.train.gt_sampling.database = os.path.join(args.out, "gt_database.npz")
-    run = os.path.join(args.out, "run")
     checkpoint = os.path.join(run, "checkpoint.pt")
     started = os.path.isfile(checkpoint)
     if not started or load_checkpoint(checkpoint)["epoch"] < config.train.epochs:

@@ -253,3 +253,25 @@ def test_a_scene_does_not_depend_on_the_scenes_before_it_or_the_sensor(tmp_path)
     assert len(first) > 10 and first == annotations(tmp_path / "two", scene_token(tmp_path / "two", 0))
     second = annotations(tmp_path / "two", scene_token(tmp_path / "two", 1))
     assert second and second != first and second == annotations(tmp_path / "two64", scene_token(tmp_path / "two64", 1))
+
+
+def test_a_database_says_what_generated_it_and_another_world_is_refused(tmp_path):
+    """tools/demo.py reuses its database only if today's generator with its settings made it: a database of
+    an older world version, other settings, or none recorded is refused with the differences named."""
+    import json
+
+    from datasets.nuscenes_writer import WORLD_FILE, WORLD_VERSION, require_world, world_settings
+
+    root = str(tmp_path / "db")
+    make_synthetic_database(root, scenes=1, seed=2, keyframes_per_scene=1)
+    require_world(root, world_settings(1, seed=2, keyframes_per_scene=1))  # the same: accepted
+    with pytest.raises(ValueError, match=r"db: a synthetic database of other settings \(scenes 1, expected 30; "
+                                         r"seed 2, expected 0; keyframes_per_scene 1, expected 4\)"):
+        require_world(root, world_settings(30))
+    record = tmp_path / "db" / "v1.0-synthetic" / WORLD_FILE
+    record.write_text(json.dumps({**json.loads(record.read_text()), "world_version": WORLD_VERSION - 1}))
+    with pytest.raises(ValueError, match=f"world_version {WORLD_VERSION - 1}, expected {WORLD_VERSION}"):
+        require_world(root, world_settings(1, seed=2, keyframes_per_scene=1))
+    record.unlink()
+    with pytest.raises(ValueError, match="without v1.0-synthetic/synthetic_world.json .* remove it"):
+        require_world(root, world_settings(1, seed=2, keyframes_per_scene=1))

@@ -162,3 +162,17 @@ def test_run_tool_turns_input_errors_into_exit_code_2_and_lets_bugs_through(caps
     with pytest.raises(TypeError):  # a bug keeps its traceback
         run_main(failing(TypeError("unsupported operand")))
     assert run_main(lambda: 0) == 0
+
+
+def test_demo_refuses_a_folder_of_another_world(tmp_path):
+    """An older demo folder (another world, or a run whose world is gone) is refused before anything is
+    trained or scored, instead of reusing a model of another world."""
+    from datasets.nuscenes_writer import make_synthetic_database
+
+    make_synthetic_database(str(tmp_path / "old" / "synthetic"), scenes=1, seed=0, keyframes_per_scene=1)
+    assert_one_error_line(run_tool("demo", "--out", tmp_path / "old", "--real-data", tmp_path), "demo",
+                          "a synthetic database of other settings", "scenes 1, expected 30")
+    (tmp_path / "orphan" / "run").mkdir(parents=True)
+    assert_one_error_line(run_tool("demo", "--out", tmp_path / "orphan", "--real-data", tmp_path), "demo",
+                          "holds a run whose synthetic world", "is gone")
+    assert not (tmp_path / "orphan" / "synthetic").exists()
