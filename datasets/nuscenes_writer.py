@@ -185,8 +185,9 @@ class NuScenesWriter:
                                self.sweep_count, len(self.tables["sample_annotation"]))
 
 
-# Bump when the same settings generate another world (2: one generator per scene, the sensor's tilted mount).
-WORLD_VERSION = 2
+# Bump when the same settings generate another world (2: one generator per scene, the sensor's tilted mount;
+# 3: unbroken barrier rows at most road works, bins, benches, post boxes, planters, bollards and hydrants).
+WORLD_VERSION = 3
 WORLD_FILE = "synthetic_world.json"  # beside the tables: what generated the database
 
 

@@ -151,6 +151,7 @@ class _Occupancy:
         self.rects = np.zeros((len(self.times), 0, 5))
         self.heights = np.zeros((0, 2))
         self.circles = np.zeros((0, 3))                                              # x, y, radius
+        self.names: list[str] = []
 
     def _rects_of(self, obj: SceneObject) -> np.ndarray:
         return np.array([obj.box_at(t)[[0, 1, 3, 4, 6]] for t in self.times])           # (T, 5)
@@ -170,10 +171,18 @@ class _Occupancy:
         self.rects = np.concatenate([self.rects, rects[:, None]], 1)
         self.heights = np.concatenate([self.heights, [[obj.base, obj.base + obj.size[2]]]])
         self.circles = np.concatenate([self.circles, self._circle(rects)[None]])
+        self.names.append(obj.name)
 
-    def clashes(self, obj: SceneObject, margin: float) -> bool:
+    def clashes(self, obj: SceneObject, margin: float, abutting: bool = False) -> bool:
+        """Whether ``obj`` comes within ``margin`` of a placed object; with ``abutting``, objects of its own
+        class may touch it (barriers stand end to end in a row) but not overlap."""
         rects = self._rects_of(obj)
         near = self._near(self._circle(rects), margin)
+        if abutting:
+            kin = np.array([self.names[i] == obj.name for i in near], bool)
+            if kin.any() and _overlapping(rects[:, None], self.rects[:, near[kin]], 0.0).any():
+                return True
+            near = near[~kin]
         return bool(len(near)) and bool(_overlapping(rects[:, None], self.rects[:, near], margin).any())
 
     def clashes_static(self, parts: Primitives, margin: float) -> bool:
@@ -227,16 +236,33 @@ def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = H
     occupancy.add(SceneObject("ego", start + 1.45 * np.array([math.cos(ego_yaw), math.sin(ego_yaw)]), ego_yaw,
                               (4.9, 1.9, 1.6), speed * np.array([math.cos(ego_yaw), math.sin(ego_yaw)]), False))
 
-    def add(name, u, w, heading, moving_speed, base=0.0, parts=None):
+    def add(name, u, w, heading, moving_speed, base=0.0, parts=None, abutting=False):
         position, street_yaw = street.pose(u, w)
         yaw = street_yaw + heading
         parts = parts if parts is not None else _part_model(name, rng, moving_speed > 0)
         velocity = moving_speed * np.array([math.cos(yaw), math.sin(yaw)])
         candidate = SceneObject(name, position, yaw, tight_size(parts), velocity, True, parts, base)
-        if not occupancy.clashes(candidate, 0.6):  # each object's 0.5 m surroundings are its own
+        # each object's 0.5 m surroundings are its own, but for the next barrier of a row
+        if not occupancy.clashes(candidate, 0.6, abutting):
             objects.append(candidate)
             occupancy.add(candidate)
 
+    # Road works in most scenes, one or two sites: jersey barriers end to end in a row (nuScenes' rows are
+    # unbroken, 2 m a barrier) along a lane edge or the kerb, cones ahead of it. Placed first: the
+    # traffic and parked cars keep clear of the site.
+    for _ in range(int(rng.choice([0, 1, 1, 2]))):
+        side = int(rng.choice([-1, 1]))
+        u = rng.uniform(begin + 20, end - 40)
+        w = side * (lanes_per_side * lane_width + rng.uniform(-0.5, 0.8) if rng.random() < 0.6
+                    else half_road[side] - rng.uniform(0.4, 0.8))
+        for k in range(int(rng.integers(2, 6))):
+            add("traffic_cone", u - 3 - k * 2.0, w - side * rng.uniform(0.5, 1.5), rng.uniform(0, math.pi), 0.0)
+        for _ in range(int(rng.integers(3, 21))):
+            parts = _part_model("barrier", rng, False)
+            length = tight_size(parts)[1]  # a barrier's long side is across its heading
+            add("barrier", u + length / 2, w + rng.normal(0, 0.05), math.pi / 2 + rng.normal(0, 0.01), 0.0,
+                parts=parts, abutting=True)
+            u += length + rng.uniform(0.05, 0.3)
     # Traffic in the lanes, right-hand: along the street (heading 0) at w < 0, against it at w > 0.
     for side in (-1, 1):
         heading = 0.0 if side < 0 else math.pi
@@ -310,15 +336,6 @@ def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = H
         else:  # parked on the sidewalk, against the kerb
             add(name, rng.uniform(begin, end), side * (half_road[side] + 0.9), side * math.pi / 2 + rng.normal(0, 0.2),
                 0.0, base=KERB_HEIGHT)
-    # Road works now and then: a row of barriers along the lane edge with cones.
-    if rng.random() < 0.5:
-        side = int(rng.choice([-1, 1]))
-        u = rng.uniform(begin + 20, end - 40)
-        w = side * (lanes_per_side * lane_width + rng.uniform(-0.5, 0.8))
-        for k in range(int(rng.integers(3, 10))):
-            add("barrier", u + k * 2.6, w + rng.normal(0, 0.05), math.pi / 2 + rng.normal(0, 0.04), 0.0)
-        for k in range(int(rng.integers(2, 6))):
-            add("traffic_cone", u - 3 - k * 2.0, w - side * rng.uniform(0.5, 1.5), rng.uniform(0, math.pi), 0.0)
     for _ in range(int(rng.integers(0, 5))):  # scattered cones
         side = int(rng.choice([-1, 1]))
         add("traffic_cone", rng.uniform(begin, end), side * (half_road[side] - rng.uniform(0.3, 1.5)),
@@ -388,9 +405,19 @@ def _street_geometry(rng, street: _Street, begin, end, half_road, sidewalk, occu
         u = begin + rng.uniform(0, 8)
         while u < end:  # street furniture on the kerb strip
             w = side * (half_road[side] + rng.uniform(0.9, 1.3))
-            kind = rng.choice(["tree", "tree", "tree", "pole", "sign", "bush"])
-            place(_furniture(kind, rng), u, w, rng.uniform(0, math.pi) if kind != "sign" else 0.0, KERB_HEIGHT)
+            kind = rng.choice(["tree", "tree", "tree", "pole", "sign", "bush", "bollards", "hydrant"])
+            heading = rng.uniform(0, math.pi) if kind not in ("sign", "bollards") else 0.0
+            place(_furniture(kind, rng), u, w, heading, KERB_HEIGHT)
             u += rng.uniform(5, 12)
+        # Person-sized things that are not people, by the houses or out in the open: bins, benches, post
+        # boxes, planters; a detector must learn that a small upright cluster is not always a pedestrian.
+        u = begin + rng.uniform(0, 10)
+        while u < end:
+            w = side * (half_road[side] + (width - rng.uniform(0.4, 0.8) if not open_side[side]
+                                           else width + rng.uniform(0.5, 15.0)))
+            kind = rng.choice(["bin", "bench", "post_box", "planter"])
+            place(_furniture(kind, rng), u, w, 0.0 if side > 0 else math.pi, KERB_HEIGHT)
+            u += rng.uniform(6, 20)
     return Primitives.concatenate(pieces)
 
 
@@ -470,6 +497,30 @@ def _furniture(kind: str, rng) -> Primitives:
             part((0, 0, height / 2), (0.08, 0.08, height / 2), "metal"),
             part((0.8, 0, height - 0.1), (0.8, 0.06, 0.06), "metal"),
             part((1.5, 0, height - 0.25), (0.3, 0.12, 0.08), "metal")]))
+    if kind == "bollards":  # a row along the kerb
+        height, spacing = rng.uniform(0.8, 1.1), rng.uniform(1.2, 1.8)
+        return centred(Primitives.concatenate([
+            part((k * spacing, 0, height / 2), (0.08, 0.08, height / 2), "metal")
+            for k in range(int(rng.integers(3, 7)))]))
+    if kind == "hydrant":
+        return centred(Primitives.concatenate([part((0, 0, 0.3), (0.12, 0.12, 0.3), "paint", gain=2.0),
+                                               part((0, 0, 0.45), (0.06, 0.2, 0.05), "paint", gain=2.0)]))
+    if kind == "bin":
+        r, height = rng.uniform(0.25, 0.4), rng.uniform(0.8, 1.1)
+        return centred(part((0, 0, height / 2), (r, r, height / 2), "metal", gain=float(rng.uniform(0.4, 1.2))))
+    if kind == "post_box":
+        return centred(part((0, 0, 0.65), (0.25, 0.25, 0.65), "paint", gain=float(rng.uniform(0.8, 2.0))))
+    if kind == "bench":  # seat, back and two legs; x along the street, the sitter faces -y
+        length = rng.uniform(1.5, 2.2)
+        return centred(Primitives.concatenate([
+            part((0, 0, 0.45), (length / 2, 0.25, 0.03), "metal"),
+            part((0, 0.22, 0.7), (length / 2, 0.03, 0.2), "metal"),
+            *[part((x, 0, 0.22), (0.04, 0.22, 0.22), "metal") for x in (-length / 2 + 0.15, length / 2 - 0.15)]]))
+    if kind == "planter":  # a concrete trough with a shrub in it
+        half = rng.uniform(0.4, 0.8)
+        return centred(Primitives.concatenate([
+            part((0, 0, 0.3), (half, half, 0.3), "concrete"),
+            part((0, 0, 0.6 + half * 0.6), (half * 0.9, half * 0.9, half * 0.7), "hedge", ELLIPSOID)]))
     height = rng.uniform(2.2, 2.8)  # a sign: a post and a retro-reflective plate facing the road
     return centred(Primitives.concatenate([
         part((0, 0, height / 2), (0.04, 0.04, height / 2), "metal"),

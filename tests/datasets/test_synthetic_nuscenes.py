@@ -64,11 +64,17 @@ def test_sweeps_of_a_static_object_coincide(database):
     assert up[2] < np.cos(0.002)  # the scene's sensor is tilted
     height = points[:, :3].astype(np.float64) @ up
     above_ground = height > -1.84 + 0.15
-    for box in static:
+    in_boxes = [points_in_box(points, box[:7].astype(np.float64), margin=0.1) for box in frame["gt_boxes"]]
+    for index, box in enumerate(frame["gt_boxes"]):
+        if np.hypot(box[7], box[8]) >= 0.05:
+            continue
         # Every sweep's returns from a static object fall on the object (2 cm range noise), none in a
-        # 0.5 m shell around it, although the sensor moved between the sweeps.
-        inside = points_in_box(points, box[:7].astype(np.float64), margin=0.1) & above_ground
+        # 0.5 m shell around it, although the sensor moved between the sweeps; only the barriers of a row
+        # touch their neighbours, whose returns stay in their own boxes.
+        inside = in_boxes[index] & above_ground
+        neighbours = np.any([mine for other, mine in enumerate(in_boxes) if other != index], axis=0)
         shell = points_in_box(points, np.concatenate([box[:3], box[3:6] + 1.0, box[6:7]]).astype(np.float64))
+        shell &= ~neighbours
         if inside.sum() < 20:  # barely seen (far, hidden): a road user passing by outweighs it in the shell
             continue
         assert int((shell & above_ground & ~inside).sum()) <= 0.02 * int(inside.sum()) + 2

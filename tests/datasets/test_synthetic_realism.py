@@ -56,14 +56,22 @@ def test_histogram_distance_is_the_earth_movers_distance():
     assert all(v in (0.0, None) for v in statistics_distance(low, low).values())  # None: no cars to compare
 
 
-def test_points_per_object_match_the_devkit_counts_on_a_tiny_world(tmp_path):
+def test_points_per_object_match_the_devkit_counts_on_a_tiny_world(tmp_path, monkeypatch):
     """A one-scene world: the report's per-band median points per car match the medians of the
-    num_lidar_pts the devkit reads from the database (the writer's own count)."""
+    num_lidar_pts the devkit reads from the database (the writer's own count).
+
+    The sensor sits level here: the report counts in the LiDAR frame with the boxes upright there (as it
+    must for the real key frame, whose boxes have a yaw only), the writer in the world, and under the
+    synthetic mount's 1.4 degree tilt the road returns at a box's low edge fall into the LiDAR-frame box
+    (7 of 32 for a car at 21 m)."""
     from nuscenes.nuscenes import NuScenes
 
+    from datasets import synthetic_world
     from datasets.nuscenes_writer import TRAIN_SPLIT, make_synthetic_database
     from datasets.realism import DISTANCE_BANDS
 
+    monkeypatch.setattr(synthetic_world, "MOUNT_TILT", (0.0, 0.0))
+    monkeypatch.setattr(synthetic_world, "MOUNT_JITTER", 0.0)
     make_synthetic_database(str(tmp_path), scenes=1, seed=3, keyframes_per_scene=2)
     frames = synthetic_keyframes(str(tmp_path), TRAIN_SPLIT)
     stats = cloud_statistics(frames)
@@ -85,11 +93,8 @@ def test_points_per_object_match_the_devkit_counts_on_a_tiny_world(tmp_path):
     assert sum(map(len, by_band)) >= 5
     for band, counts in enumerate(by_band):
         if counts:
-            # the report counts in the LiDAR frame with the boxes upright there (as it must for the real key
-            # frame, whose boxes have a yaw only), the writer in the world; the sensor's mount is tilted by
-            # 1.4 degrees, which moves the returns at a box's faces across them (up to 5 % of a near car's)
-            median = np.median(counts)
-            assert abs(stats.points_per_object["car"][band] - median) <= max(1.0, 0.1 * median), band
+            median = np.median(counts)  # the road's 1-4 cm waves may move a return across a box's bottom
+            assert abs(stats.points_per_object["car"][band] - median) <= max(1.0, 0.02 * median), band
         else:
             assert stats.points_per_object["car"][band] is None
 
