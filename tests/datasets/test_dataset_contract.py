@@ -66,7 +66,10 @@ def turned_box_holds_fewer(points: np.ndarray, box: np.ndarray) -> bool:
     """The same box turned by 90 degrees about its centre holds fewer of the points: a wrong heading
     convention (a yaw off by 90 degrees, dx and dy swapped) fails this for elongated boxes. Only the box
     above its lowest 0.3 m counts: a sensor mounted with a tilt sees the road rise across a box, and the
-    turned box's longer reach across that slope would count road returns."""
+    turned box's longer reach across that slope would count road returns. Points within 3 m of the sensor
+    do not count: a long vehicle beside the ego, turned, would reach over the ego's roof returns and the
+    placeholders of beams without a return."""
+    points = points[np.hypot(points[:, 0], points[:, 1]) > 3.0]
     above = box.copy()
     above[2] += 0.15
     above[5] -= 0.3
