@@ -40,15 +40,11 @@ def check_run_folder(run_dir: str, config: dict, resume: bool, overwrite: bool) 
         if not os.path.isfile(checkpoint):
             raise ValueError(f"--resume: {run_dir} holds no {CHECKPOINT} to continue from"
                              + (f" (it holds {', '.join(present)}; start over with --overwrite)" if present else ""))
-        saved_path = os.path.join(run_dir, CONFIG)
-        if os.path.isfile(saved_path):
-            with open(saved_path) as f:
-                saved = yaml.safe_load(f)
-            differences = config_differences(saved, _as_written(config))
-            if differences:
-                raise ValueError(f"--resume: the config differs from the run's {saved_path}: "
-                                 f"{'; '.join(differences[:12])}{'; ...' if len(differences) > 12 else ''} "
-                                 f"(resume with the run's config, or start a new run: another --out, or --overwrite)")
+        differences = run_config_differences(run_dir, config)
+        if differences:
+            raise ValueError(f"--resume: the config differs from the run's {os.path.join(run_dir, CONFIG)}: "
+                             f"{differences} (resume with the run's config, or start a new run: another --out, "
+                             f"or --overwrite)")
         return "resume"
     if not present:
         return "new"
@@ -58,6 +54,18 @@ def check_run_folder(run_dir: str, config: dict, resume: bool, overwrite: bool) 
     raise ValueError(f"run folder {run_dir} already holds {what}: pass --resume to continue it"
                      f"{'' if CHECKPOINT in present else ' (not possible: no checkpoint)'}, --overwrite to start "
                      f"over (the old folder is renamed, not deleted), or choose another --out")
+
+
+def run_config_differences(run_dir: str, config: dict) -> str:
+    """'key: run X, requested Y; ...' (the first 12) for the settings in which ``config`` differs from the
+    run's config.yaml; '' when they agree or the run has no config.yaml."""
+    saved_path = os.path.join(run_dir, CONFIG)
+    if not os.path.isfile(saved_path):
+        return ""
+    with open(saved_path) as f:
+        saved = yaml.safe_load(f)
+    differences = config_differences(saved, _as_written(config))
+    return "; ".join(differences[:12]) + ("; ..." if len(differences) > 12 else "")
 
 
 def config_differences(saved: dict, requested: dict) -> list[str]:

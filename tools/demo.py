@@ -3,7 +3,8 @@
     python tools/demo.py --out work/demo [--real-data ../shared/data/real] [--scenes 30]
 
 1. generate the synthetic world as a nuScenes database (reused when already there),
-2. train the small CPU CenterPoint (configs/centerpoint_synthetic_cpu.yaml; a finished run is reused),
+2. train the small CPU CenterPoint (configs/centerpoint_synthetic_cpu.yaml; a run of the same config is
+   reused or continued, one of another config refused),
 3. evaluate it with the official nuScenes DetectionEval on the synthetic validation split,
 4. write the densification report (SSC vs regular, same trained weights) of a validation frame,
 5. render that frame headless to a PNG: points with GT and predicted boxes, and the active voxels
@@ -27,9 +28,11 @@ from datasets.nuscenes_writer import make_synthetic_database, require_world, wor
 from datasets.realism import sim_to_real
 from detectors.centerpoint import CenterPoint
 from detectors.checkpoints import load_checkpoint, load_model_weights
+from detectors.config import to_dict
 from detectors.evaluation import evaluate
 from detectors.experiment import load_centerpoint_config
 from detectors.inference import detections_with_names
+from detectors.run_folder import run_config_differences
 from detectors.training import train
 from visualization import render_png
 from visualization.views import detector_panels, scene_then_layers
@@ -75,6 +78,10 @@ def main() -> int:
         config.train.gt_sampling.database = os.path.join(args.out, "gt_database.npz")
     checkpoint = os.path.join(run, "checkpoint.pt")
     started = os.path.isfile(checkpoint)
+    differences = run_config_differences(run, to_dict(config)) if started else ""
+    if differences:  # a finished run of an older config (other epochs, sampling) would be scored as today's demo
+        raise ValueError(f"{run} was trained with another config than today's demo ({differences}); remove "
+                         f"{args.out} (or the run) to start over")
     if not started or load_checkpoint(checkpoint)["epoch"] < config.train.epochs:
         # The demo owns its run folder: a run stopped before its first checkpoint is started over (moved aside).
         train(config, run, resume=started, overwrite=not started)

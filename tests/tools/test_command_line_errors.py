@@ -176,3 +176,31 @@ def test_demo_refuses_a_folder_of_another_world(tmp_path):
     assert_one_error_line(run_tool("demo", "--out", tmp_path / "orphan", "--real-data", tmp_path), "demo",
                           "holds a run whose synthetic world", "is gone")
     assert not (tmp_path / "orphan" / "synthetic").exists()
+
+
+def test_demo_refuses_a_finished_run_of_another_config(tmp_path):
+    """A demo folder of today's world whose run was trained with another config (here 17 epochs, not the
+    config's) is refused, not scored as today's demo."""
+    import json
+
+    import yaml
+
+    from datasets.nuscenes_writer import WORLD_FILE, world_settings
+    from detectors.config import to_dict
+    from detectors.experiment import load_centerpoint_config
+
+    out = tmp_path / "demo"
+    tables = out / "synthetic" / "v1.0-synthetic"
+    tables.mkdir(parents=True)
+    (tables / "sample.json").write_text("[]")
+    (tables / WORLD_FILE).write_text(json.dumps(world_settings(30)))
+    config = load_centerpoint_config("configs/centerpoint_synthetic_cpu.yaml", [f"dataset.root={out / 'synthetic'}"])
+    config.train.gt_sampling.database = str(out / "gt_database.npz")
+    saved = to_dict(config)
+    saved["train"]["epochs"] = config.train.epochs + 1
+    (out / "run").mkdir()
+    (out / "run" / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    (out / "run" / "checkpoint.pt").write_bytes(b"not read before the config check")
+    assert_one_error_line(run_tool("demo", "--out", out, "--real-data", tmp_path), "demo",
+                          "was trained with another config than today's demo",
+                          f"train.epochs: run {config.train.epochs + 1}, requested {config.train.epochs}")
