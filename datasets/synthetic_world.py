@@ -482,6 +482,7 @@ def _boundary(kind: str, rng, length: float) -> Primitives:
 
 
 def _furniture(kind: str, rng) -> Primitives:
+    """A piece of street furniture in its frame, standing on z = 0 (see synthetic_objects.centred)."""
     if kind == "tree":
         trunk = rng.uniform(2.0, 3.2)
         crown = rng.uniform(1.2, 2.8)
@@ -521,10 +522,12 @@ def _furniture(kind: str, rng) -> Primitives:
         return centred(Primitives.concatenate([
             part((0, 0, 0.3), (half, half, 0.3), "concrete"),
             part((0, 0, 0.6 + half * 0.6), (half * 0.9, half * 0.9, half * 0.7), "hedge", ELLIPSOID)]))
-    height = rng.uniform(2.2, 2.8)  # a sign: a post and a retro-reflective plate facing the road
-    return centred(Primitives.concatenate([
-        part((0, 0, height / 2), (0.04, 0.04, height / 2), "metal"),
-        part((0, 0.05, height - 0.35), (0.35, 0.02, 0.35), "sign")]))
+    if kind == "sign":  # a post and a retro-reflective plate facing the road
+        height = rng.uniform(2.2, 2.8)
+        return centred(Primitives.concatenate([
+            part((0, 0, height / 2), (0.04, 0.04, height / 2), "metal"),
+            part((0, 0.05, height - 0.35), (0.35, 0.02, 0.35), "sign")]))
+    raise ValueError(f"unknown street furniture {kind!r}")
 
 
 @dataclass

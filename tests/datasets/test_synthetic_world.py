@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from datasets.synthetic_world import SceneObject, _Occupancy, random_scene
+from datasets import synthetic_world
+from datasets.synthetic_world import SceneObject, _furniture, _Occupancy, random_scene
 
 DURATION = 2.0
 
@@ -85,3 +86,40 @@ def test_every_other_pair_of_objects_keeps_its_clearance(scenes):
                     if not near(boxes[i], boxes[j], 0.6) or objects[i].name == objects[j].name == "barrier":
                         continue
                     assert gap(boxes[i], boxes[j]) >= 0.59, (objects[i].name, objects[j].name, t)
+
+
+PERSON_SIZED = ("bin", "post_box", "planter", "hydrant", "bench")
+
+
+@pytest.mark.parametrize("kind", PERSON_SIZED + ("bollards",))
+def test_street_clutter_stands_on_the_ground_at_a_persons_size(kind):
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        parts = _furniture(kind, rng)
+        extents = parts.extents()
+        low, high = (parts.centre - extents).min(0), (parts.centre + extents).max(0)
+        assert abs(low[2]) < 1e-9 and 0.5 <= high[2] <= 1.6          # knee to head height, on the ground
+        assert np.allclose((low[:2] + high[:2]) / 2, 0.0)
+        footprint = np.sort(high[:2] - low[:2])
+        if kind == "bollards":                                        # 3-6 posts in a row, 1.2-1.8 m apart
+            assert footprint[0] < 0.2 and 2.5 < footprint[1] < 9.2
+        else:
+            assert footprint[1] <= 2.3
+
+
+def test_unknown_street_furniture_is_refused():
+    with pytest.raises(ValueError, match="unknown street furniture 'bollard'"):
+        _furniture("bollard", np.random.default_rng(0))
+
+
+def test_scenes_place_the_person_sized_clutter(monkeypatch):
+    made = []
+
+    def recording(kind, rng):
+        made.append(str(kind))
+        return _furniture(kind, rng)
+
+    monkeypatch.setattr(synthetic_world, "_furniture", recording)
+    for i in range(3):
+        random_scene(np.random.default_rng([0, i]), DURATION)
+    assert set(PERSON_SIZED + ("bollards",)) <= set(made)
