@@ -57,17 +57,16 @@ def test_sweeps_of_a_static_object_coincide(database):
     frame = dataset[len(dataset) - 1]  # the last key frame has 9 earlier sweeps
     points, lags = frame["points"], frame["points"][:, 4]
     assert len(np.unique(lags)) == 10
-    static = [b for b, v in zip(frame["gt_boxes"], np.hypot(frame["gt_boxes"][:, 7], frame["gt_boxes"][:, 8]))
-              if v < 0.05]
-    assert sum(points_in_box(points, box[:7].astype(np.float64)).sum() >= 20 for box in static) >= 3
+    boxes = frame["gt_boxes"]
+    static = np.flatnonzero(np.hypot(boxes[:, 7], boxes[:, 8]) < 0.05)
+    assert sum(points_in_box(points, boxes[i, :7].astype(np.float64)).sum() >= 20 for i in static) >= 3
     up = frame["meta"]["lidar_to_ego"][:3, :3].T @ [0.0, 0.0, 1.0]  # the ego's up in the (tilted) LiDAR frame
     assert up[2] < np.cos(0.002)  # the scene's sensor is tilted
     height = points[:, :3].astype(np.float64) @ up
     above_ground = height > -1.84 + 0.15
-    in_boxes = [points_in_box(points, box[:7].astype(np.float64), margin=0.1) for box in frame["gt_boxes"]]
-    for index, box in enumerate(frame["gt_boxes"]):
-        if np.hypot(box[7], box[8]) >= 0.05:
-            continue
+    in_boxes = [points_in_box(points, box[:7].astype(np.float64), margin=0.1) for box in boxes]
+    for index in static:
+        box = boxes[index]
         # Every sweep's returns from a static object fall on the object (2 cm range noise), none in a
         # 0.5 m shell around it, although the sensor moved between the sweeps; only the barriers of a row
         # touch their neighbours, whose returns stay in their own boxes.
