@@ -1,16 +1,18 @@
-"""Headless rendering through Open3D's OffscreenRenderer (software Vulkan): what the pixels show."""
+"""Headless rendering (bird's-eye views by matplotlib, the chase camera by Open3D's OffscreenRenderer on
+software Vulkan): what the pixels show."""
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import open3d as o3d
 import pytest
 import torch
 from matplotlib.image import imread
 
 from visualization import compare_active_sites, layer_panels, render_png, scene_panel, show_window
-from visualization.render import Panel, render_panel_images
+from visualization.render import Panel, bev_pixels, render_panel_images
 from visualization.scene_geometry import FACE_SHADES, SITE_ADDED, SITE_FROM_INPUT, class_color, voxel_geometry
 from voxelize import Voxelizer
 
@@ -75,6 +77,36 @@ def test_scene_panel_draws_boxes_in_class_colours_with_scores():
     assert [text for _, _, text in labels[0]] == ["0.87"]
     with pytest.raises(ValueError, match="1 boxes but 2 class names"):
         scene_panel(points, gt, ["car", "bus"])
+
+
+def test_bev_paints_the_highest_surface_in_its_exact_colour_whatever_the_panel_order():
+    ground = voxel_geometry(np.array([[0.0, 0.0, -1.0]]), np.array([8.0, 8.0, 0.2]), np.array([[0.9, 0.9, 0.9]]))
+    post = voxel_geometry(np.array([[2.0, 1.0, 0.0]]), np.array([1.0, 1.0, 2.0]), np.array([[0.0, 0.8, 0.0]]))
+    low_points = o3d.geometry.PointCloud(o3d.utility.Vector3dVector([[-2.0, -2.0, -0.5], [2.0, 1.0, -0.5]]))
+    low_points.paint_uniform_color((1.0, 0.0, 0.0))
+    extent = (-5.0, -5.0, 5.0, 5.0)
+    (image,), _ = render_panel_images([Panel("p", [post, low_points, ground])], 200, 200, "bev", extent)
+    top = np.round(np.array([0.0, 0.8, 0.0]) * FACE_SHADES[0] * 255)
+    column, row = bev_pixels(np.array([2.0, 1.0, 0.0]), extent, 200, 200).astype(int)
+    assert np.abs(image[row, column] - top).max() <= 1                      # the post, not the point under it
+    inside = np.abs(image.astype(float) - top).max(-1) <= 1
+    rows, columns = np.nonzero(inside)
+    # 1 m at 200 / (10 * 1.02) pixels per metre: about 19.6 pixels on each side, +x up, +y to the left
+    assert 18 <= rows.ptp() + 1 <= 21 and 18 <= columns.ptp() + 1 <= 21
+    assert abs(rows.mean() - row) <= 1 and abs(columns.mean() - column) <= 1
+    column, row = bev_pixels(np.array([-2.0, -2.0, -0.5]), extent, 200, 200).astype(int)
+    assert tuple(image[row, column]) == (255, 0, 0)                         # a point above the ground shows
+    ground_colour = np.round(np.array([0.9, 0.9, 0.9]) * FACE_SHADES[0] * 255)
+    assert np.abs(image[100, 100] - ground_colour).max() <= 1
+    assert (image[:5, :5] == 255).all()                                     # background outside the ground
+
+
+def test_bev_refuses_what_it_cannot_draw():
+    with pytest.raises(TypeError, match="cannot draw AxisAlignedBoundingBox from above"):
+        render_panel_images([Panel("p", [o3d.geometry.AxisAlignedBoundingBox([0, 0, 0], [1, 1, 1])])], 50, 50, "bev",
+                            (-1, -1, 1, 1))
+    with pytest.raises(ValueError, match="unknown camera 'side'"):
+        render_panel_images([Panel("p", [])], 50, 50, "side", (-1, -1, 1, 1))
 
 
 def test_window_needs_a_display(monkeypatch):
