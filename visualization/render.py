@@ -181,7 +181,8 @@ def _draw_from_above(panel: Panel, width: int, height: int, extent, line_width: 
             colors += [point_colors, point_colors]
             heights += [points[:, 2], points[:, 2]]
         else:
-            raise TypeError(f"cannot draw {type(geometry).__name__} from above: only meshes, line sets and point clouds")
+            raise TypeError(f"cannot draw {type(geometry).__name__} from above: only meshes, line sets and "
+                            "point clouds")
     figure_module = require("matplotlib.figure", "rendering PNGs")
     figure = figure_module.Figure(figsize=(width / 100, height / 100), dpi=100, facecolor=BACKGROUND)
     axes = figure.add_axes([0, 0, 1, 1])
