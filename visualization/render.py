@@ -159,7 +159,7 @@ def _draw_from_above(panel: Panel, width: int, height: int, extent, line_width: 
     """The panel seen from straight above, (H, W, 3) uint8: the upward-facing triangles of its meshes
     (and of its lines as prisms) and its points as POINT_SIZE_PIXELS squares, painted from the lowest
     to the highest, in their exact colours. Software Vulkan took from 0.2 s to minutes, at random, for
-    the same demo panel (docs/benchmarks.md); this takes a fraction of a second."""
+    the same demo panel (docs/visualization.md); this takes a fraction of a second."""
     triangles, colors, heights = [], [], []
     for geometry in panel.geometries:
         if isinstance(geometry, o3d.geometry.LineSet):
