@@ -5,7 +5,8 @@ Before a run writes anything, :func:`check_run_folder` decides what it may do th
 
 - a folder without run files (or no folder): a new run;
 - a folder with run files: refused, unless ``resume`` (continue the checkpoint's run, with the same
-  config: the differences from the saved ``config.yaml`` are listed field by field) or ``overwrite``
+  config: the differences from the saved ``config.yaml``, or from the config inside the checkpoint,
+  are listed field by field) or ``overwrite``
   (start over; :func:`move_aside` renames the old folder to ``RUN.replaced-YYYYmmdd-HHMMSS``,
   nothing is deleted);
 - ``resume`` without a checkpoint: refused.
@@ -16,6 +17,8 @@ import os
 import time
 
 import yaml
+
+from detectors.checkpoints import load_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.yaml"
@@ -42,9 +45,8 @@ def check_run_folder(run_dir: str, config: dict, resume: bool, overwrite: bool) 
                              + (f" (it holds {', '.join(present)}; start over with --overwrite)" if present else ""))
         differences = run_config_differences(run_dir, config)
         if differences:
-            raise ValueError(f"--resume: the config differs from the run's {os.path.join(run_dir, CONFIG)}: "
-                             f"{differences} (resume with the run's config, or start a new run: another --out, "
-                             f"or --overwrite)")
+            raise ValueError(f"--resume: the config differs from the run's in {run_dir} ({differences}); resume "
+                             f"with the run's config, or start a new run: another --out, or --overwrite")
         return "resume"
     if not present:
         return "new"
@@ -57,15 +59,27 @@ def check_run_folder(run_dir: str, config: dict, resume: bool, overwrite: bool) 
 
 
 def run_config_differences(run_dir: str, config: dict) -> str:
-    """'key: run X, requested Y; ...' (the first 12) for the settings in which ``config`` differs from the
-    run's config.yaml; '' when they agree or the run has no config.yaml."""
-    saved_path = os.path.join(run_dir, CONFIG)
-    if not os.path.isfile(saved_path):
+    """'FILE: key: run X, requested Y; ...' (the first 12) for the settings in which ``config`` differs from
+    the run's config.yaml, else from the config saved in its checkpoint (what the weights were trained
+    with: a checkpoint copied in from another run disagrees there); '' when both agree or are absent."""
+    requested = _as_written(config)
+    saved_path, checkpoint = os.path.join(run_dir, CONFIG), os.path.join(run_dir, CHECKPOINT)
+    if os.path.isfile(saved_path):
+        with open(saved_path) as f:
+            differences = config_differences(yaml.safe_load(f), requested)
+        if differences:
+            return _summary(CONFIG, differences)
+    if os.path.isfile(checkpoint):
+        saved = load_checkpoint(checkpoint).get("config")
+        if saved is not None:
+            return _summary(CHECKPOINT, config_differences(_as_written(saved), requested))
+    return ""
+
+
+def _summary(name: str, differences: list[str]) -> str:
+    if not differences:
         return ""
-    with open(saved_path) as f:
-        saved = yaml.safe_load(f)
-    differences = config_differences(saved, _as_written(config))
-    return "; ".join(differences[:12]) + ("; ..." if len(differences) > 12 else "")
+    return f"{name}: " + "; ".join(differences[:12]) + ("; ..." if len(differences) > 12 else "")
 
 
 def config_differences(saved: dict, requested: dict) -> list[str]:

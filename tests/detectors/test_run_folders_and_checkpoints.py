@@ -118,6 +118,18 @@ def test_resume_with_another_model_lists_the_differences_before_writing(database
     assert events.count("resume") == 1
 
 
+def test_resume_refuses_a_checkpoint_copied_in_from_a_run_of_another_config(database, finished_step, tmp_path):
+    """config.yaml agrees, but the weights were trained with another config: the checkpoint's own says so."""
+    other = tmp_path / "other"
+    train(tiny_config(database, "train.epochs=3"), str(other), max_steps=1, progress=False)
+    run = copy_run(finished_step, tmp_path / "run")
+    (run / "checkpoint.pt").write_bytes((other / "checkpoint.pt").read_bytes())
+    before = folder_contents(run)
+    with pytest.raises(ValueError, match=r"checkpoint\.pt: train\.epochs: run 3, requested 2"):
+        train(tiny_config(database), str(run), resume=True, progress=False)
+    assert folder_contents(run) == before
+
+
 def test_resume_of_a_finished_run_and_zero_steps_are_errors(database, tmp_path):
     with pytest.raises(ValueError, match="train.epochs"):  # refused by the config (load time) or by train()
         train(tiny_config(database, "train.epochs=0"), str(tmp_path / "zero"), progress=False)

@@ -183,6 +183,7 @@ def test_demo_refuses_a_finished_run_of_another_config(tmp_path):
     config's) is refused, not scored as today's demo."""
     import json
 
+    import torch
     import yaml
 
     from datasets.nuscenes_writer import WORLD_FILE, world_settings
@@ -204,3 +205,11 @@ def test_demo_refuses_a_finished_run_of_another_config(tmp_path):
     assert_one_error_line(run_tool("demo", "--out", out, "--real-data", tmp_path), "demo",
                           "was trained with another config than today's demo",
                           f"train.epochs: run {config.train.epochs + 1}, requested {config.train.epochs}")
+    # Today's config.yaml, but weights copied in from a run of another config: the checkpoint's config tells.
+    today = to_dict(config)
+    (out / "run" / "config.yaml").write_text(yaml.safe_dump(today, sort_keys=False))
+    torch.save({"config": saved, "epoch": saved["train"]["epochs"]}, out / "run" / "checkpoint.pt")
+    assert_one_error_line(run_tool("demo", "--out", out, "--real-data", tmp_path), "demo",
+                          "was trained with another config than today's demo",
+                          f"checkpoint.pt: train.epochs: run {config.train.epochs + 1}, "
+                          f"requested {config.train.epochs}")
