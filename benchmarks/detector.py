@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from backbones.backends import available_backends
+from backbones.backends import available_backends, get_backend
+from benchmarks.voxelizer import device_waiter
 
 
 @dataclass
@@ -78,16 +79,21 @@ class DetectorResult:
     boxes: int
     stage_ms: dict          # stage name -> median ms, stages run one after the other
     predict_ms: float       # median of the whole CenterPoint.predict
+    device: str = "cpu"
 
 
 def _staged_predict(model, clouds) -> tuple[dict[str, float], list]:
-    """CenterPoint.predict cut into its stages: seconds of each and the same result as predict."""
+    """CenterPoint.predict cut into its stages: seconds of each and the same result as predict (on a GPU,
+    each stage's time lasts until its kernels have finished)."""
     from detectors.center_head import decode
 
+    wait = device_waiter(next(model.parameters()).device)
+    wait()
     seconds, clock = {}, time.perf_counter()
 
     def lap(stage):
         nonlocal clock
+        wait()
         now = time.perf_counter()
         seconds[stage], clock = now - clock, now
 
@@ -108,11 +114,11 @@ def _staged_predict(model, clouds) -> tuple[dict[str, float], list]:
 
 
 def benchmark_detector(cases: list[tuple[str, str, str]], threads=(1, 2), repeats: int = 5,
-                       backends=None, precisions=("fp32",), seed: int = 0) -> list[DetectorResult]:
+                       backends=None, precisions=("fp32",), seed: int = 0, device="cpu") -> list[DetectorResult]:
     """``CenterPoint.predict`` on one cloud per (name, config path, cloud path), eval mode, weights
     initialised from ``seed``: per stage and end to end, medians of ``repeats`` runs after a warm-up,
     the (backend, precision) variants interleaved run by run. Precision 'bf16' is the config's
-    ``model.inference_precision`` switch."""
+    ``model.inference_precision`` switch. On a CUDA ``device`` the model and the cloud live on the GPU."""
     from backbones.sparse_modules import set_backend
     from datasets.point_files import read_points
     from detectors.centerpoint import CenterPoint
@@ -123,12 +129,13 @@ def benchmark_detector(cases: list[tuple[str, str, str]], threads=(1, 2), repeat
     for name, config_path, cloud_path in cases:
         config = load_centerpoint_config(config_path)
         torch.manual_seed(seed)
-        model = CenterPoint(config.model).eval()
-        # spconv's CPU kernels take no bfloat16: its rows are fp32 only.
+        model = CenterPoint(config.model).eval().to(device)
+        # spconv's CPU kernels take no bfloat16: there its rows are fp32 only.
         variants = [(backend, precision) for backend in backends for precision in precisions
-                    if backend == "torch" or precision == "fp32"]
+                    if precision == "fp32" or get_backend(backend).runs_bfloat16(torch.device(device).type)]
         points = read_points(cloud_path)[:, :config.model.num_point_features]
-        clouds = [torch.as_tensor(points)]
+        clouds = [torch.as_tensor(points, device=device)]
+        wait = device_waiter(device)
         voxels = model.voxelizers["test"].batch(clouds)[0].num_sites
         for count in threads:
             torch.set_num_threads(count)
@@ -141,6 +148,7 @@ def benchmark_detector(cases: list[tuple[str, str, str]], threads=(1, 2), repeat
                     stage_seconds, result = _staged_predict(model, clouds)
                     start = time.perf_counter()
                     model.predict(clouds)
+                    wait()
                     predict_seconds = time.perf_counter() - start
                     if repeat:
                         sample["stages"].append(stage_seconds)
@@ -150,17 +158,17 @@ def benchmark_detector(cases: list[tuple[str, str, str]], threads=(1, 2), repeat
                 stage_ms = {stage: 1e3 * statistics.median(s[stage] for s in sample["stages"])
                             for stage in DETECTOR_STAGES}
                 results.append(DetectorResult(name, backend, precision, count, len(points), voxels, sample["boxes"],
-                                              stage_ms, 1e3 * statistics.median(sample["predict"])))
+                                              stage_ms, 1e3 * statistics.median(sample["predict"]), str(device)))
     return results
 
 
 def detector_table(results: list[DetectorResult]) -> str:
     header = " | ".join(f"{stage} ms" for stage in DETECTOR_STAGES)
-    lines = [f"| case | points → voxels | backend | precision | threads | {header} | predict ms | boxes |",
-             "|---|---|---|---|---|" + "---|" * len(DETECTOR_STAGES) + "---|---|"]
+    lines = [f"| device | case | points → voxels | backend | precision | threads | {header} | predict ms | boxes |",
+             "|---|---|---|---|---|---|" + "---|" * len(DETECTOR_STAGES) + "---|---|"]
     for r in results:
         stages = " | ".join(f"{r.stage_ms[stage]:.1f}" for stage in DETECTOR_STAGES)
-        lines.append(f"| {r.case} | {r.points} → {r.voxels} | {r.backend} | {r.precision} | {r.threads} | "
+        lines.append(f"| {r.device} | {r.case} | {r.points} → {r.voxels} | {r.backend} | {r.precision} | {r.threads} | "
                      f"{stages} | "
                      f"{r.predict_ms:.1f} | {r.boxes} |")
     return "\n".join(lines)

@@ -4,38 +4,40 @@ Per layer (SubM 16→16, SubM 64→64, SparseConv 16→32 k3 s2, all on the voxe
 VoxelBackBone8x and VoxelResBackBone8x forward in eval mode (BatchNorm folded) and for a training
 step of each (forward + backward, train mode): median time of each backend (interleaved), kernel-map
 build time separately, achieved GFLOP/s (2 x true multiply-adds / time) and its fraction of this
-machine's peak, measured in the same run: oneDNN's linear on a large fp32 and bf16 GEMM (the path
-the torch backend's GEMMs take; MKL's ``torch.mm`` reaches under half of it on AMD CPUs).
+machine's peak, measured in the same run: the torch backend's GEMM (``linear``) on a large fp32 and
+bf16 product (oneDNN on CPU, where MKL's ``torch.mm`` reaches under half of it on AMD CPUs; cuBLAS on
+CUDA). On a CUDA device the layers and the scan live on the GPU, and a backend that is not installed
+there (spconv) has no column.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
 import torch
 
+from backbones.backends import available_backends
 from backbones.kernel_map import build_regular_map, build_submanifold_map
 from backbones.sparse_conv_function import linear
 from backbones.sparse_modules import SparseConv3d, SparseConvolution, SubMConv3d, set_backend
 from backbones.voxel_backbones import VoxelBackBone8x, VoxelResBackBone8x
-from benchmarks.voxelizer import interleaved_medians
+from benchmarks.voxelizer import device_waiter, interleaved_medians
 from datasets.point_files import read_points
 from voxelize.presets import preset_voxelizer
 from voxelize.sparse_tensor import SparseTensor
 
-
-def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """Dense fp32 ``torch.mm`` GFLOP/s on size^3 at the current thread count (MKL on x86)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    seconds = interleaved_medians({"mm": lambda: torch.mm(a, b)}, repeats=repeats, warmup=1)["mm"]
-    return 2 * size ** 3 / seconds / 1e9
+COMPARED_BACKENDS = ("torch", "spconv")
 
 
-def linear_peak_gflops(dtype=torch.float32, size: int = 2048, repeats: int = 5) -> float:
+def linear_peak_gflops(dtype=torch.float32, size: int | None = None, repeats: int = 5, device="cpu") -> float:
     """GFLOP/s of the torch backend's GEMM (:func:`backbones.sparse_conv_function.linear`, oneDNN on
-    CPU) on a size^3 product in ``dtype`` at the current thread count: the peak the backend can reach."""
-    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-    seconds = interleaved_medians({"linear": lambda: linear(a, b)}, repeats=repeats, warmup=1)["linear"]
+    CPU, cuBLAS on CUDA) on a size^3 product in ``dtype``: the peak the backend can reach. ``size``
+    defaults to 2048 on CPU and 8192 on CUDA (a smaller product leaves a GPU idle between launches)."""
+    size = size or (8192 if torch.device(device).type == "cuda" else 2048)
+    a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
+    seconds = interleaved_medians({"linear": lambda: linear(a, b)}, repeats=repeats, warmup=1,
+                                  device=device)["linear"]
     return 2 * size ** 3 / seconds / 1e9
 
 
@@ -48,11 +50,12 @@ class ConvResult:
     sites_out: int
     gmacs: float             # forward multiply-adds (a training step does 3x: forward and two backward GEMMs)
     torch_ms: float
-    spconv_ms: float
+    spconv_ms: float         # NaN where spconv is not installed
     torch_map_ms: float
     spconv_map_ms: float
-    peak_gflops: float       # oneDNN linear, fp32
-    peak_bf16_gflops: float  # oneDNN linear, bf16
+    peak_gflops: float       # the torch backend's linear, fp32
+    peak_bf16_gflops: float  # the torch backend's linear, bf16
+    device: str = "cpu"
 
     @property
     def ratio(self) -> float:
@@ -117,21 +120,24 @@ def count_macs(model: torch.nn.Module, tensor: SparseTensor) -> tuple[float, int
 
 
 def benchmark_conv(clouds: list[tuple[str, str]], threads=(1, 2), repeats: int = 5, seed: int = 0,
-                   cases: list[str] | None = None) -> list[ConvResult]:
-    """Both backends on each (path, preset) cloud: the three layers, each backbone's eval forward and
-    each backbone's training step (``cases``: a subset of these case names, None: all)."""
+                   cases: list[str] | None = None, device="cpu") -> list[ConvResult]:
+    """The installed backends of ``COMPARED_BACKENDS`` on each (path, preset) cloud, on ``device``: the
+    three layers, each backbone's eval forward and each backbone's training step (``cases``: a subset
+    of these case names, None: all)."""
+    backends = [backend for backend in COMPARED_BACKENDS if backend in available_backends()]
     results = []
     for path, preset in clouds:
         voxels, _ = preset_voxelizer(preset).batch([read_points(path)])
+        coords, voxel_features = voxels.coords.to(device), voxels.features.to(device)
         generator = torch.Generator().manual_seed(seed)
         name = path.rsplit("/", 1)[-1]
 
         def fresh(channels: int) -> SparseTensor:  # no kernel maps cached: each run builds its own
-            features = torch.randn((voxels.num_sites, channels), generator=generator)
-            return SparseTensor(features, voxels.coords, voxels.spatial_shape, 1, check=False)
+            features = torch.randn((voxels.num_sites, channels), generator=generator).to(device)
+            return SparseTensor(features, coords, voxels.spatial_shape, 1, check=False)
 
         def voxel_input(_) -> SparseTensor:
-            return SparseTensor(voxels.features, voxels.coords, voxels.spatial_shape, 1, check=False)
+            return SparseTensor(voxel_features, coords, voxels.spatial_shape, 1, check=False)
 
         all_cases = {}
         for case, make in _layer_cases().items():
@@ -149,26 +155,32 @@ def benchmark_conv(clouds: list[tuple[str, str]], threads=(1, 2), repeats: int =
 
         for count in threads:
             torch.set_num_threads(count)
-            peaks = linear_peak_gflops(torch.float32), linear_peak_gflops(torch.bfloat16)
+            peaks = (linear_peak_gflops(torch.float32, device=device),
+                     linear_peak_gflops(torch.bfloat16, device=device))
             for case, (model, make_input, training) in all_cases.items():
                 if cases is not None and case not in cases:
                     continue
+                model.to(device)
                 example = make_input(model)
                 gmacs, sites_out = count_macs(model, example)
-                runs = {backend: _timed_run(model, make_input, backend, training) for backend in ("torch", "spconv")}
+                runs = {backend: _timed_run(model, make_input, backend, training) for backend in backends}
                 with torch.set_grad_enabled(training):
-                    medians = interleaved_medians(runs, repeats=repeats, warmup=1)
+                    medians = interleaved_medians(runs, repeats=repeats, warmup=1, device=device)
                 if isinstance(model, SparseConvolution):
-                    maps = interleaved_medians({"torch": lambda: _torch_map(example, model),
-                                                "spconv": lambda: _spconv_pairs(example, model)},
-                                               repeats=repeats, warmup=1)
+                    map_builders = {"torch": lambda: _torch_map(example, model),
+                                    "spconv": lambda: _spconv_pairs(example, model)}
+                    maps = interleaved_medians({backend: map_builders[backend] for backend in backends},
+                                               repeats=repeats, warmup=1, device=device)
                 elif training:
-                    maps = {"torch": float("nan"), "spconv": float("nan")}  # the maps of the eval case
+                    maps = {}  # the maps of the eval case
                 else:
-                    maps = _backbone_map_times(model, make_input, repeats)
+                    maps = _backbone_map_times(model, make_input, repeats, backends, device)
+                ms = {backend: 1e3 * seconds for backend, seconds in medians.items()}
+                map_ms = {backend: 1e3 * seconds for backend, seconds in maps.items()}
                 results.append(ConvResult(name, case, count, example.num_sites, sites_out, gmacs,
-                                          medians["torch"] * 1e3, medians["spconv"] * 1e3,
-                                          maps["torch"] * 1e3, maps["spconv"] * 1e3, *peaks))
+                                          ms["torch"], ms.get("spconv", math.nan),
+                                          map_ms.get("torch", math.nan), map_ms.get("spconv", math.nan), *peaks,
+                                          device=str(device)))
     return results
 
 
@@ -183,28 +195,32 @@ def _timed_run(model, make_input, backend: str, training: bool):
     return run
 
 
-def _backbone_map_times(model, make_input, repeats: int) -> dict[str, float]:
+def _backbone_map_times(model, make_input, repeats: int, backends, device) -> dict[str, float]:
     """Seconds spent building kernel maps in one backbone forward, per backend (median)."""
-    import spconv.pytorch.ops as spconv_ops
-
     import backbones.sparse_modules as modules
 
-    spent = {"torch": 0.0, "spconv": 0.0}
-    originals = (modules.build_submanifold_map, modules.build_regular_map, spconv_ops.get_indice_pairs)
+    spent = {backend: 0.0 for backend in backends}
+    wait = device_waiter(device)
 
     def timed(function, backend):
         def wrapper(*args, **kwargs):
+            wait()
             start = time.perf_counter()
             try:
                 return function(*args, **kwargs)
             finally:
+                wait()
                 spent[backend] += time.perf_counter() - start
         return wrapper
 
-    samples = {"torch": [], "spconv": []}
-    modules.build_submanifold_map = timed(originals[0], "torch")
-    modules.build_regular_map = timed(originals[1], "torch")
-    spconv_ops.get_indice_pairs = timed(originals[2], "spconv")
+    samples = {backend: [] for backend in backends}
+    patched = [(modules, "build_submanifold_map", "torch"), (modules, "build_regular_map", "torch")]
+    if "spconv" in backends:
+        import spconv.pytorch.ops as spconv_ops
+        patched.append((spconv_ops, "get_indice_pairs", "spconv"))
+    originals = [getattr(owner, attribute) for owner, attribute, _ in patched]
+    for (owner, attribute, backend), original in zip(patched, originals):
+        setattr(owner, attribute, timed(original, backend))
     try:
         with torch.no_grad():
             for _ in range(repeats):
@@ -214,24 +230,31 @@ def _backbone_map_times(model, make_input, repeats: int) -> dict[str, float]:
                     model(make_input(model))
                     samples[backend].append(spent[backend])
     finally:
-        modules.build_submanifold_map, modules.build_regular_map, spconv_ops.get_indice_pairs = originals
+        for (owner, attribute, _), original in zip(patched, originals):
+            setattr(owner, attribute, original)
     return {backend: sorted(times)[len(times) // 2] for backend, times in samples.items()}
 
 
+def _number(value: float, digits: int = 1, suffix: str = "") -> str:
+    return "–" if math.isnan(value) else f"{value:.{digits}f}{suffix}"
+
+
 def conv_table(results: list[ConvResult]) -> str:
-    """A markdown table of conv benchmark results (a training step's GFLOP/s count its three GEMMs per pair)."""
-    lines = ["| cloud | case | threads | sites in → out | GMAC (fwd) | torch ms | spconv ms | torch/spconv | "
+    """A markdown table of conv benchmark results (a training step's GFLOP/s count its three GEMMs per pair;
+    – where a backend is not installed)."""
+    lines = ["| device | cloud | case | threads | sites in → out | GMAC (fwd) | torch ms | spconv ms | torch/spconv | "
              "torch map ms | spconv map ms | torch GFLOP/s (% of fp32 / bf16 peak) | spconv GFLOP/s (% of fp32 peak) | "
-             "oneDNN linear peak fp32 / bf16 GFLOP/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "linear peak fp32 / bf16 GFLOP/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         torch_gflops, spconv_gflops = r.gflops(r.torch_ms), r.gflops(r.spconv_ms)
         lines.append(
-            f"| {r.cloud} | {r.case} | {r.threads} | {r.sites_in} → {r.sites_out} | {r.gmacs:.2f} | "
-            f"{r.torch_ms:.1f} | {r.spconv_ms:.1f} | {r.ratio:.2f} | {r.torch_map_ms:.1f} | {r.spconv_map_ms:.1f} | "
+            f"| {r.device} | {r.cloud} | {r.case} | {r.threads} | {r.sites_in} → {r.sites_out} | {r.gmacs:.2f} | "
+            f"{r.torch_ms:.1f} | {_number(r.spconv_ms)} | {_number(r.ratio, 2)} | {_number(r.torch_map_ms)} | "
+            f"{_number(r.spconv_map_ms)} | "
             f"{torch_gflops:.0f} ({100 * torch_gflops / r.peak_gflops:.0f}% / "
             f"{100 * torch_gflops / r.peak_bf16_gflops:.0f}%) | "
-            f"{spconv_gflops:.0f} ({100 * spconv_gflops / r.peak_gflops:.0f}%) | "
+            f"{_number(spconv_gflops, 0)} ({_number(100 * spconv_gflops / r.peak_gflops, 0, '%')}) | "
             f"{r.peak_gflops:.0f} / {r.peak_bf16_gflops:.0f} |")
     return "\n".join(lines)
 

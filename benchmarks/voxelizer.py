@@ -24,7 +24,8 @@ from voxelize.voxelizer import Voxelizer
 
 
 def machine_description() -> str:
-    """One line naming the CPU, cores, Python, torch and spconv versions and the malloc settings."""
+    """One line naming the CPU, cores, Python, torch and spconv versions, the malloc settings and the GPU
+    torch sees (if any)."""
     try:
         import spconv
         spconv_version = spconv.__version__
@@ -33,23 +34,38 @@ def machine_description() -> str:
     malloc = os.environ.get("MALLOC_MMAP_THRESHOLD_", "default")
     return (f"{cpu_name()}, {os.cpu_count()} logical cores, Python {platform.python_version()}, "
             f"torch {torch.__version__}, spconv {spconv_version}, MALLOC_MMAP_THRESHOLD_={malloc}, "
-            f"freed memory: {malloc_setting()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+            f"freed memory: {malloc_setting()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+            + (f", GPU {torch.cuda.get_device_name()} (torch built for CUDA {torch.version.cuda})"
+               if torch.cuda.is_available() else ""))
 
 
-def interleaved_medians(functions: dict, repeats: int = 7, warmup: int = 2) -> dict[str, float]:
-    """Median wall time in seconds of each zero-argument function, called in turn (A B A B ...)."""
+def interleaved_medians(functions: dict, repeats: int = 7, warmup: int = 2, device="cpu") -> dict[str, float]:
+    """Median wall time in seconds of each zero-argument function, called in turn (A B A B ...). On a
+    CUDA ``device`` each run is timed from an idle device until its queued kernels have finished, since
+    kernels run after the call that launches them returns."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    wait = device_waiter(device)
     for _ in range(warmup):
         for function in functions.values():
             function()
     samples = {name: [] for name in functions}
     for _ in range(repeats):
         for name, function in functions.items():
+            wait()
             start = time.perf_counter()
             function()
+            wait()
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def device_waiter(device):
+    """A function that returns once ``device`` has finished its queued work (nothing to wait for on CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
 
 
 def _resident_kib(field: str) -> int:
@@ -149,5 +165,5 @@ def voxelize_table(results: list[VoxelizeResult]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["benchmark_voxelize", "interleaved_medians", "machine_description",
+__all__ = ["benchmark_voxelize", "device_waiter", "interleaved_medians", "machine_description",
            "peak_memory_mib", "voxelize_table"]

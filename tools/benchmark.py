@@ -2,17 +2,21 @@
 
     python tools/benchmark.py voxelize [--real-data ../shared/data/real] [--repeats 7] [--threads 1 2]
     python tools/benchmark.py conv [--real-data ../shared/data/real] [--repeats 5] [--threads 1 2]
-        [--conv-gemm mm|onednn] [--cases NAME ...]
+        [--conv-gemm mm|onednn] [--cases NAME ...] [--device cpu|cuda]
     python tools/benchmark.py meter [--real-data ../shared/data/real] [--repeats 5] [--threads 2]
     python tools/benchmark.py detector [--real-data ../shared/data/real] [--repeats 5] [--threads 1 2]
-        [--backends torch spconv] [--precisions fp32 bf16]
+        [--backends torch spconv] [--precisions fp32 bf16] [--device cpu|cuda]
     python tools/benchmark.py train --database work/synthetic [--config configs/centerpoint_nuscenes_voxel01.yaml]
         [--steps 6] [--workers 0 2] [--backends torch spconv]
+
+On a CUDA device (--device cuda; training takes the GPU whenever torch sees one) every timing waits
+for the device's queued kernels; a backend not installed there has no column.
 """
 import argparse
 import os
 import sys
 
+import torch
 from command_line import add_debug_option, run_tool
 
 from backbones import sparse_conv_function
@@ -60,6 +64,9 @@ def main() -> int:
     detector.add_argument("--backends", nargs="+", choices=list(BACKENDS), help="default: every installed one")
     detector.add_argument("--precisions", nargs="+", default=["fp32"], choices=sorted(INFERENCE_PRECISIONS),
                           help="model.inference_precision values to time (bf16: autocast, opt-in)")
+    for name in ("conv", "detector"):
+        sub.choices[name].add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                                       help="where the model and the scan live (default: %(default)s)")
     sub.choices["conv"].add_argument("--conv-gemm", choices=CONV_GEMMS, default=sparse_conv_function.CONV_GEMM,
                                      help="GEMM of the torch backend's conv loop (default: %(default)s)")
     sub.choices["conv"].add_argument("--cases", nargs="+", help="only these cases, by their table name, e.g. "
@@ -76,6 +83,8 @@ def main() -> int:
                                   "for both backends alike; see voxelize/allocator.py)")
     add_debug_option(parser)
     args = parser.parse_args()
+    if getattr(args, "device", "cpu") == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device")
     if not args.default_malloc:
         keep_freed_memory()
 
@@ -85,6 +94,7 @@ def main() -> int:
         synthetic = [f"dataset.root={args.database}", "dataset.version=v1.0-synthetic",
                      "dataset.train_split=synthetic_train", "dataset.val_split=synthetic_val"]
         print(f"machine: {machine_description()}\n")
+        print(f"training on: {'cuda' if torch.cuda.is_available() else 'cpu'}\n")
         print(training_table(benchmark_training(args.config, synthetic, args.backends, args.workers, args.steps)))
         return 0
 
@@ -94,7 +104,8 @@ def main() -> int:
         if missing:
             parser.error(f"real scans not found: {', '.join(missing)} (set --real-data)")
         print(f"machine: {machine_description()}\n")
-        print(detector_table(benchmark_detector(cases, args.threads, args.repeats, args.backends, args.precisions)))
+        print(detector_table(benchmark_detector(cases, args.threads, args.repeats, args.backends, args.precisions,
+                                                device=args.device)))
         return 0
 
     if args.benchmark == "conv":
@@ -105,7 +116,7 @@ def main() -> int:
     if missing:
         parser.error(f"real scans not found: {', '.join(missing)} (set --real-data)")
     run, table = RUNS[args.benchmark]
-    options = {"cases": args.cases} if args.benchmark == "conv" else {}
+    options = {"cases": args.cases, "device": args.device} if args.benchmark == "conv" else {}
     print(f"machine: {machine_description()}\n")
     try:
         results = run(clouds, threads=args.threads, repeats=args.repeats, **options)
