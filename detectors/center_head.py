@@ -173,8 +173,8 @@ def decode(predictions: list[dict[str, torch.Tensor]], class_groups: list[list[s
                 raise ValueError(f"nms must be one of {list(NMS_KINDS)}, got {config.nms!r}")
             boxes.append(group_boxes[kept])
             scores.append(group_scores[kept])
-            labels.append(torch.tensor([class_names.index(names[int(c)]) for c in cls[kept]], dtype=torch.long,
-                                       device=device))
+            group_labels = torch.tensor([class_names.index(name) for name in names], dtype=torch.long, device=device)
+            labels.append(group_labels[cls[kept]])
         boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
         order = torch.argsort(scores, descending=True)[:config.max_boxes]
         results.append({"boxes": boxes[order], "scores": scores[order], "labels": labels[order]})
