@@ -1,6 +1,7 @@
 """CenterPoint's head: class-group heatmaps and box regressions on the BEV map; its losses and decoding."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -16,6 +17,15 @@ NUSCENES_CLASS_GROUPS = [["car"], ["truck", "construction_vehicle"], ["bus", "tr
                          ["motorcycle", "bicycle"], ["pedestrian", "traffic_cone"]]
 # Regression branches and their channels, in the order of the target code (REGRESSION_CODE).
 BRANCHES = {"offset": 2, "height": 1, "log_dims": 3, "rotation": 2, "velocity": 2}
+# How the head encodes a box's yaw θ:
+# - 'sin_cos' (CenterPoint's): the rotation branch regresses (sin θ, cos θ). Where front and back look
+#   alike, an L1 regression between θ and θ + π settles near their mean, a heading in between.
+# - 'axis_direction': the rotation branch regresses the box's axis (sin 2θ, cos 2θ), the same for θ and
+#   θ + π, and a 'direction' branch classifies which way along the axis the box faces (SECOND's direction
+#   bins): two logits, "faces +x" (cos θ > 0) and "faces +y" (sin θ > 0). Decoding asks the one whose
+#   axis component is larger, so a box heading along y is never decided by the coin flip of "faces +x".
+HEADINGS = ("sin_cos", "axis_direction")
+ROTATION = slice(REGRESSION_CODE.index("sin"), REGRESSION_CODE.index("cos") + 1)
 
 
 def _branch(in_channels: int, head_channels: int, out_channels: int, bias_fill: float | None = None) -> nn.Sequential:
@@ -28,15 +38,17 @@ def _branch(in_channels: int, head_channels: int, out_channels: int, bias_fill: 
 
 class CenterHead(nn.Module):
     """A shared 3x3 conv, then per class group: heatmap (one channel per class, bias -2.19 so the
-    initial sigmoid is ~0.1) and the branches offset (2), height (1), log-dims (3), rotation
-    sin/cos (2), velocity (2).
+    initial sigmoid is ~0.1) and the branches offset (2), height (1), log-dims (3), rotation (2),
+    velocity (2), and with ``heading='axis_direction'`` direction (2 logits; see HEADINGS).
 
     forward(bev (B, C, H, W)) → one dict per group: {'heatmap': (B, C_g, H, W), branch: (B, c, H, W)}.
     """
 
     def __init__(self, in_channels: int, class_groups=NUSCENES_CLASS_GROUPS, shared_channels: int = 64,
-                 head_channels: int = 64, heatmap_bias: float = -2.19):
+                 head_channels: int = 64, heatmap_bias: float = -2.19, heading: str = "sin_cos"):
         super().__init__()
+        if heading not in HEADINGS:
+            raise ValueError(f"heading must be one of {list(HEADINGS)}, got {heading!r}")
         self.class_groups = [list(group) for group in class_groups]
         self.shared = nn.Sequential(nn.Conv2d(in_channels, shared_channels, 3, padding=1, bias=False),
                                     nn.BatchNorm2d(shared_channels), nn.ReLU(inplace=True))
@@ -45,6 +57,8 @@ class CenterHead(nn.Module):
             branches = {"heatmap": _branch(shared_channels, head_channels, len(names), heatmap_bias)}
             branches.update({name: _branch(shared_channels, head_channels, channels)
                              for name, channels in BRANCHES.items()})
+            if heading == "axis_direction":
+                branches["direction"] = _branch(shared_channels, head_channels, 2)
             self.groups.append(nn.ModuleDict(branches))
 
     def forward(self, bev: torch.Tensor) -> list[dict[str, torch.Tensor]]:
@@ -74,10 +88,40 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, b
     return -(positive_loss.sum() + negative_loss.sum()) / normaliser(positive.sum())
 
 
+def axis_code(sin_cos: torch.Tensor) -> torch.Tensor:
+    """(..., 2) (sin θ, cos θ) → (sin 2θ, cos 2θ): the regression target of the 'axis_direction' heading."""
+    sin, cos = sin_cos.unbind(-1)
+    return torch.stack([2 * sin * cos, cos * cos - sin * sin], -1)
+
+
+def direction_loss(logits: torch.Tensor, sin_cos: torch.Tensor, mask: torch.Tensor, normaliser=at_least_one):
+    """Binary cross-entropy of the (B, K, 2) direction logits against "faces +x" (cos θ > 0) and "faces +y"
+    (sin θ > 0) of the (B, K, 2) (sin θ, cos θ) targets, each weighted by |cos θ| and |sin θ|: a box
+    heading along y carries no "faces +x" answer, and decoding never asks it (see HEADINGS)."""
+    sin, cos = sin_cos.float().unbind(-1)
+    faces = torch.stack([cos > 0, sin > 0], -1).float()
+    weight = torch.stack([cos.abs(), sin.abs()], -1) * mask.unsqueeze(-1).float()
+    loss = F.binary_cross_entropy_with_logits(logits.float(), faces, weight=weight, reduction="sum")
+    return loss / normaliser(mask.float().sum())
+
+
+def yaw_from_axis(axis_sin_cos: torch.Tensor, direction_logits: torch.Tensor) -> torch.Tensor:
+    """(K,) yaw in (-π, π] from the (K, 2) predicted axis (sin 2θ, cos 2θ) and (K, 2) direction logits."""
+    axis = 0.5 * torch.atan2(axis_sin_cos[:, 0], axis_sin_cos[:, 1])  # in (-π/2, π/2]: cos ≥ 0
+    along_y = axis.sin().abs() > axis.cos().abs()
+    component = torch.where(along_y, axis.sin(), axis.cos())
+    faces_positive = torch.where(along_y, direction_logits[:, 1], direction_logits[:, 0]) > 0
+    flipped = torch.where(axis > 0, axis - math.pi, axis + math.pi)
+    return torch.where((component >= 0) == faces_positive, axis, flipped)
+
+
 def center_loss(predictions: list[dict[str, torch.Tensor]], targets: list[dict[str, torch.Tensor]],
                 code_weights: dict[str, float], heatmap_weight: float = 1.0,
-                regression_weight: float = 0.25, normaliser=at_least_one) -> dict[str, torch.Tensor]:
-    """Focal heatmap loss plus masked L1 regression, weighted per target component by name.
+                regression_weight: float = 0.25, normaliser=at_least_one,
+                direction_weight: float = 0.2) -> dict[str, torch.Tensor]:
+    """Focal heatmap loss plus masked L1 regression, weighted per target component by name, plus the
+    direction loss (weight ``direction_weight``) of a head with a direction branch, whose rotation
+    branch regresses the axis code (:func:`axis_code`) of the targets' (sin θ, cos θ).
 
     targets: per group, batched: heatmap (B, C_g, H, W), indices (B, K), mask (B, K), boxes (B, K, 10).
     code_weights: a weight for each name of REGRESSION_CODE (missing names are an error).
@@ -101,10 +145,19 @@ def center_loss(predictions: list[dict[str, torch.Tensor]], targets: list[dict[s
         gathered = regression.flatten(2).gather(2, target["indices"][:, None, :].expand(-1, channels, -1))
         gathered = gathered.transpose(1, 2)  # (B, K, 10)
         mask = target["mask"].unsqueeze(-1).float()
-        l1 = (F.l1_loss(gathered.float() * mask, target["boxes"] * mask, reduction="none")
+        boxes = target["boxes"]
+        if "direction" in prediction:
+            sin_cos = boxes[..., ROTATION]
+            boxes = torch.cat([boxes[..., :ROTATION.start], axis_code(sin_cos), boxes[..., ROTATION.stop:]], -1)
+        l1 = (F.l1_loss(gathered.float() * mask, boxes * mask, reduction="none")
               * weights.to(gathered.device)).sum() / normaliser(mask.sum())
         losses[f"group{g}_heatmap"], losses[f"group{g}_regression"] = heatmap, l1
         total = total + heatmap_weight * heatmap + regression_weight * l1
+        if "direction" in prediction:
+            logits = prediction["direction"].flatten(2).gather(2, target["indices"][:, None, :].expand(-1, 2, -1))
+            direction = direction_loss(logits.transpose(1, 2), sin_cos, target["mask"], normaliser)
+            losses[f"group{g}_direction"] = direction
+            total = total + direction_weight * direction
     losses["loss"] = total
     return losses
 
@@ -159,7 +212,10 @@ def decode(predictions: list[dict[str, torch.Tensor]], class_groups: list[list[s
             x = (ix + code[:, 0]) * cell_x + x0
             y = (iy + code[:, 1]) * cell_y + y0
             dims = code[:, 3:6].exp()
-            yaw = torch.atan2(code[:, 6], code[:, 7])
+            if "direction" in prediction:
+                yaw = yaw_from_axis(code[:, ROTATION], prediction["direction"][b].flatten(1)[:, cell].t().float())
+            else:
+                yaw = torch.atan2(code[:, 6], code[:, 7])
             group_boxes = torch.cat([x[:, None], y[:, None], code[:, 2:3], dims, yaw[:, None], code[:, 8:10]], 1)
             inside = ((group_boxes[:, :3] >= low) & (group_boxes[:, :3] <= high)).all(1)
             group_boxes, group_scores, cls = group_boxes[inside], group_scores[inside], cls[inside]

@@ -25,7 +25,7 @@ from backbones.backends import BACKENDS, get_backend
 from backbones.bev import SECONDFPN, conv2d_output_shape, height_compression
 from backbones.sparse_modules import SparseConvolution
 from backbones.voxel_backbones import BACKBONES, CONV_TYPES, build_backbone
-from detectors.center_head import CenterHead, DecodeConfig, at_least_one, center_loss, decode
+from detectors.center_head import HEADINGS, CenterHead, DecodeConfig, at_least_one, center_loss, decode
 from detectors.center_targets import REGRESSION_CODE, BEVGrid, build_targets
 from detectors.config import Bounds, ConfigError, Length, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from voxelize.voxelizer import Voxelizer
@@ -102,6 +102,8 @@ class HeadConfig:
     head_channels: PositiveInt = 64
     heatmap_weight: NonNegativeFloat = 1.0
     regression_weight: NonNegativeFloat = 0.25
+    heading: Literal[HEADINGS] = "sin_cos"       # how the yaw is encoded: see detectors.center_head.HEADINGS
+    direction_weight: NonNegativeFloat = 0.2    # the direction loss's weight (heading 'axis_direction')
     min_overlap: Annotated[float, Bounds(0, 1, low_open=True, high_open=True)] = 0.1
     min_radius: NonNegativeInt = 2
     max_objects: PositiveInt = 500
@@ -330,7 +332,7 @@ class CenterPoint(nn.Module):
         bev_depth = shapes.backbone[0]
         self.bev_backbone = SECONDFPN(backbone.out_channels * bev_depth, **vars(config.bev))
         self.head = CenterHead(self.bev_backbone.out_channels, head.class_groups, head.shared_channels,
-                               head.head_channels)
+                               head.head_channels, heading=head.heading)
         self.grid = BEVGrid(tuple(geometry.point_cloud_range), tuple(geometry.voxel_size), shapes.out_size_factor)
         if self.grid.shape != shapes.bev:  # the decoder's grid and the head's map must be one and the same
             raise RuntimeError(f"internal: BEV grid {self.grid.shape} differs from the head's map {shapes.bev}")
@@ -374,7 +376,7 @@ class CenterPoint(nn.Module):
         """The losses; ``normaliser`` as in :func:`detectors.center_head.center_loss` (DDP)."""
         head = self.config.head
         losses = center_loss(predictions, batched_targets, head.code_weights, head.heatmap_weight,
-                             head.regression_weight, normaliser)
+                             head.regression_weight, normaliser, head.direction_weight)
         return losses if self.activation_penalty is None else self.activation_penalty.add_to(losses)
 
     @classmethod
