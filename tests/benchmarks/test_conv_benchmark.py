@@ -15,7 +15,8 @@ CASES = ["SubM 16→16", "VoxelBackBone8x (eval)"]
 def _torch_only(real_file, monkeypatch, device):
     monkeypatch.setattr(conv_benchmark, "available_backends", lambda: ["torch"])
     scan = str(real_file(KITTI_SCANS[0]))
-    return conv_benchmark.benchmark_conv([(scan, "kitti")], threads=(1,), repeats=1, cases=CASES, device=device)
+    threads = (torch.get_num_threads(),)  # the benchmark sets it for the whole process
+    return conv_benchmark.benchmark_conv([(scan, "kitti")], threads=threads, repeats=1, cases=CASES, device=device)
 
 
 def test_without_spconv_its_columns_are_empty(real_file, monkeypatch):
