@@ -98,6 +98,8 @@ ONE_LINE_CASES = [
     ("benchmark", ["train", "--database", "{tmp}/nodb", "--steps", "1", "--workers", "0", "--backends", "torch"],
      ["nodb"]),
     ("demo", ["--out", "{file}"], ["a_file"]),
+    *([("benchmark", ["conv", "--device", "cuda"], ["--device cuda", "no CUDA device"])]
+      if not torch.cuda.is_available() else []),
 ]
 
 
