@@ -125,6 +125,9 @@ class HeadConfig:
         if ungrouped:
             raise ConfigError(f"{where}.class_groups leaves {ungrouped} of class_names in no group: the head would "
                               f"never detect them; add them to a group or drop them from class_names")
+        if self.heading != "axis_direction" and self.direction_weight != HeadConfig.direction_weight:
+            raise ConfigError(f"{where}.direction_weight = {self.direction_weight} has no effect with heading "
+                              f"{self.heading!r} (no direction branch); set heading: axis_direction or drop it")
         missing = [name for name in REGRESSION_CODE if name not in self.code_weights]
         unknown = sorted(set(self.code_weights) - set(REGRESSION_CODE))
         if missing or unknown:
