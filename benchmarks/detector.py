@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from backbones.backends import available_backends, get_backend
-from benchmarks.voxelizer import device_waiter
+from benchmarks.voxelizer import device_waiter, thread_counts
 
 
 @dataclass
@@ -40,19 +40,19 @@ def benchmark_training(config_path: str, overrides=(), backends=None, workers=(0
     from detectors.experiment import load_centerpoint_config
     from detectors.training import train
 
-    torch.set_num_threads(threads)
     results = []
-    for backend in available_backends() if backends is None else backends:
-        for count in workers:
-            config = load_centerpoint_config(config_path, [*overrides, f"model.backbone_3d.backend={backend}",
-                                                           f"train.num_workers={count}", "train.log_every=1"])
-            with tempfile.TemporaryDirectory() as run_dir:
-                train(config, run_dir, max_steps=steps + 1, progress=False)
-                with open(os.path.join(run_dir, "log.jsonl")) as f:
-                    records = [json.loads(line) for line in f if '"step_time"' in line][1:]
-            results.append(TrainingResult(backend, count, config.train.batch_size, len(records),
-                                          statistics.median(r["step_time"] for r in records),
-                                          statistics.median(r["data_time"] for r in records)))
+    for _ in thread_counts([threads]):
+        for backend in available_backends() if backends is None else backends:
+            for count in workers:
+                config = load_centerpoint_config(config_path, [*overrides, f"model.backbone_3d.backend={backend}",
+                                                               f"train.num_workers={count}", "train.log_every=1"])
+                with tempfile.TemporaryDirectory() as run_dir:
+                    train(config, run_dir, max_steps=steps + 1, progress=False)
+                    with open(os.path.join(run_dir, "log.jsonl")) as f:
+                        records = [json.loads(line) for line in f if '"step_time"' in line][1:]
+                results.append(TrainingResult(backend, count, config.train.batch_size, len(records),
+                                              statistics.median(r["step_time"] for r in records),
+                                              statistics.median(r["data_time"] for r in records)))
     return results
 
 
@@ -137,8 +137,7 @@ def benchmark_detector(cases: list[tuple[str, str, str]], threads=(1, 2), repeat
         clouds = [torch.as_tensor(points, device=device)]
         wait = device_waiter(device)
         voxels = model.voxelizers["test"].batch(clouds)[0].num_sites
-        for count in threads:
-            torch.set_num_threads(count)
+        for count in thread_counts(threads):
             samples = {variant: {"stages": [], "predict": [], "boxes": 0} for variant in variants}
             for repeat in range(repeats + 1):  # the first round warms up
                 for backend, precision in variants:

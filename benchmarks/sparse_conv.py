@@ -22,7 +22,7 @@ from backbones.kernel_map import build_regular_map, build_submanifold_map
 from backbones.sparse_conv_function import linear
 from backbones.sparse_modules import SparseConv3d, SparseConvolution, SubMConv3d, set_backend
 from backbones.voxel_backbones import VoxelBackBone8x, VoxelResBackBone8x
-from benchmarks.voxelizer import device_waiter, interleaved_medians
+from benchmarks.voxelizer import device_waiter, interleaved_medians, thread_counts
 from datasets.point_files import read_points
 from voxelize.presets import preset_voxelizer
 from voxelize.sparse_tensor import SparseTensor
@@ -153,8 +153,7 @@ def benchmark_conv(clouds: list[tuple[str, str]], threads=(1, 2), repeats: int =
         if unknown:
             raise ValueError(f"unknown conv benchmark cases {sorted(unknown)}; valid: {list(all_cases)}")
 
-        for count in threads:
-            torch.set_num_threads(count)
+        for count in thread_counts(threads):
             peaks = (linear_peak_gflops(torch.float32, device=device),
                      linear_peak_gflops(torch.bfloat16, device=device))
             for case, (model, make_input, training) in all_cases.items():
@@ -293,8 +292,7 @@ def benchmark_meter(clouds: list[tuple[str, str]], threads=(2,), repeats: int = 
                     model(x)
             return run
 
-        for count in threads:
-            torch.set_num_threads(count)
+        for count in thread_counts(threads):
             for backend in ("torch", "spconv"):
                 with torch.no_grad():
                     medians = interleaved_medians({"plain": forward(False, backend), "metered": forward(True, backend)},

@@ -60,6 +60,18 @@ def interleaved_medians(functions: dict, repeats: int = 7, warmup: int = 2, devi
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
+def thread_counts(counts):
+    """Yield each of ``counts`` with torch's intra-op thread count set to it; the caller's count is back
+    afterwards (a benchmark otherwise leaves its last count to the rest of the process)."""
+    before = torch.get_num_threads()
+    try:
+        for count in counts:
+            torch.set_num_threads(count)
+            yield count
+    finally:
+        torch.set_num_threads(before)
+
+
 def device_waiter(device):
     """A function that returns once ``device`` has finished its queued work (nothing to wait for on CPU)."""
     device = torch.device(device)
@@ -143,8 +155,7 @@ def benchmark_voxelize(clouds: list[tuple[str, str]], threads=(1, 2), repeats: i
         if not (torch.equal(voxels.coords, their_coords) and torch.equal(voxels.num_points, their_counts)):
             raise RuntimeError(f"{path}: our voxels differ from spconv's; refusing to time them")
         memory = {side: peak_memory_mib(side, path, geometry) for side in ("sparsevox", "spconv")}
-        for count in threads:
-            torch.set_num_threads(count)
+        for count in thread_counts(threads):
             medians = interleaved_medians({"ours": lambda: ours(points), "spconv": lambda: theirs(points)},
                                           repeats=repeats)
             results.append(VoxelizeResult(os.path.basename(path), points.shape[0], voxels.coords.shape[0],
@@ -166,4 +177,4 @@ def voxelize_table(results: list[VoxelizeResult]) -> str:
 
 
 __all__ = ["benchmark_voxelize", "device_waiter", "interleaved_medians", "machine_description",
-           "peak_memory_mib", "voxelize_table"]
+           "peak_memory_mib", "thread_counts", "voxelize_table"]

@@ -194,6 +194,13 @@ def check_training_request(config: CenterPointConfig, max_steps: int | None) -> 
         raise ValueError("the config has no dataset section; training needs dataset.root")
 
 
+def training_device() -> torch.device:
+    """Where :func:`train` runs: this process's GPU (``LOCAL_RANK`` under torchrun) when torch sees CUDA,
+    else the CPU."""
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() \
+        else torch.device("cpu")
+
+
 def build_training_run(config: CenterPointConfig, run_dir: str, resume: bool = False, max_steps: int | None = None,
                        frames: DetectionDataset | None = None) -> TrainingRun:
     """The model (seeded: the same initial weights on every rank), the data loader, AdamW and its
@@ -201,8 +208,7 @@ def build_training_run(config: CenterPointConfig, run_dir: str, resume: bool = F
     after checking that it continues this run. ``frames``: the training frames; None: the config's
     training split. Writes nothing; joins the process group under torchrun."""
     rank, world = distributed_context()
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() \
-        else torch.device("cpu")
+    device = training_device()
     seed_everything(config.train.seed)  # the same initial weights on every rank
     model = CenterPoint(config.model).to(device)
     if frames is None:

@@ -26,6 +26,7 @@ from benchmarks.detector import benchmark_detector, benchmark_training, detector
 from benchmarks.sparse_conv import benchmark_conv, benchmark_meter, conv_table, meter_table
 from benchmarks.voxelizer import benchmark_voxelize, machine_description, voxelize_table
 from detectors.centerpoint import INFERENCE_PRECISIONS
+from detectors.training import training_device
 from voxelize.allocator import keep_freed_memory
 
 REAL_CLOUDS = {  # benchmark -> [(path under the real-data folder, voxel preset)]
@@ -83,6 +84,9 @@ def main() -> int:
                                   "for both backends alike; see voxelize/allocator.py)")
     add_debug_option(parser)
     args = parser.parse_args()
+    if getattr(args, "conv_gemm", "mm") == "onednn" and args.device == "cuda":
+        parser.error("--conv-gemm onednn is oneDNN's CPU GEMM; on --device cuda the conv loop's GEMM is cuBLAS's "
+                     "(leave --conv-gemm at mm)")
     if getattr(args, "device", "cpu") == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device")
     if not args.default_malloc:
@@ -94,7 +98,7 @@ def main() -> int:
         synthetic = [f"dataset.root={args.database}", "dataset.version=v1.0-synthetic",
                      "dataset.train_split=synthetic_train", "dataset.val_split=synthetic_val"]
         print(f"machine: {machine_description()}\n")
-        print(f"training on: {'cuda' if torch.cuda.is_available() else 'cpu'}\n")
+        print(f"training on: {training_device()}\n")
         print(training_table(benchmark_training(args.config, synthetic, args.backends, args.workers, args.steps)))
         return 0
 

@@ -15,8 +15,10 @@ CASES = ["SubM 16→16", "VoxelBackBone8x (eval)"]
 def _torch_only(real_file, monkeypatch, device):
     monkeypatch.setattr(conv_benchmark, "available_backends", lambda: ["torch"])
     scan = str(real_file(KITTI_SCANS[0]))
-    threads = (torch.get_num_threads(),)  # the benchmark sets it for the whole process
-    return conv_benchmark.benchmark_conv([(scan, "kitti")], threads=threads, repeats=1, cases=CASES, device=device)
+    before = torch.get_num_threads()
+    results = conv_benchmark.benchmark_conv([(scan, "kitti")], threads=(1,), repeats=1, cases=CASES, device=device)
+    assert torch.get_num_threads() == before  # the process's thread count is back (a later test's float noise)
+    return results
 
 
 def test_without_spconv_its_columns_are_empty(real_file, monkeypatch):
@@ -44,3 +46,14 @@ def test_on_cuda_the_same_work_is_timed(real_file, monkeypatch):
 
 def test_waiting_for_the_cpu_is_free():
     assert device_waiter("cpu")() is None
+
+
+def test_each_timed_run_waits_for_the_device_before_and_after(monkeypatch):
+    import benchmarks.voxelizer as helpers
+
+    events = []
+    monkeypatch.setattr(helpers, "device_waiter", lambda device: lambda: events.append(("wait", str(device))))
+    helpers.interleaved_medians({"a": lambda: events.append("a"), "b": lambda: events.append("b")},
+                                repeats=2, warmup=1, device="cuda")
+    timed = [("wait", "cuda"), "a", ("wait", "cuda"), ("wait", "cuda"), "b", ("wait", "cuda")]
+    assert events == ["a", "b", *timed, *timed]

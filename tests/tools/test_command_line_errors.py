@@ -98,6 +98,7 @@ ONE_LINE_CASES = [
     ("benchmark", ["train", "--database", "{tmp}/nodb", "--steps", "1", "--workers", "0", "--backends", "torch"],
      ["nodb"]),
     ("demo", ["--out", "{file}"], ["a_file"]),
+    ("benchmark", ["conv", "--device", "cuda", "--conv-gemm", "onednn"], ["oneDNN's CPU GEMM", "cuBLAS"]),
     *([("benchmark", ["conv", "--device", "cuda"], ["--device cuda", "no CUDA device"])]
       if not torch.cuda.is_available() else []),
 ]
@@ -185,7 +186,6 @@ def test_demo_refuses_a_finished_run_of_another_config(tmp_path):
     config's) is refused, not scored as today's demo."""
     import json
 
-    import torch
     import yaml
 
     from datasets.nuscenes_writer import WORLD_FILE, world_settings
