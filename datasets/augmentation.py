@@ -73,16 +73,22 @@ def translate(points: np.ndarray, boxes: np.ndarray, offset) -> tuple[np.ndarray
 
 @dataclass
 class Augmenter:
-    """Random global flips (each axis with its probability), rotation, scaling and translation, and
-    optionally a sensor tilt: pitch and roll each uniform in [-tilt, tilt] radians (0: off). A model
+    """Random global flips (each axis with its probability), half turns, rotation, scaling and translation,
+    and optionally a sensor tilt: pitch and roll each uniform in [-tilt, tilt] radians (0: off). A model
     trained on a level sensor misses objects on a real, tilted one: nuScenes' LIDAR_TOP is tilted
-    ~1.4 degrees, which drops the road 1.2 m over 50 m (docs/synthetic_world.md)."""
+    ~1.4 degrees, which drops the road 1.2 m over 50 m (docs/synthetic_world.md).
+
+    A flip mirrors the scene, and a mirror image of right-hand traffic is left-hand traffic: which side
+    of the street a vehicle keeps to no longer tells where it faces. ``half_turn`` (the probability of
+    turning the scene by pi, which is both flips at once) varies headings as much as the two flips do
+    while it keeps the traffic's hand; use it instead of the flips on data of one hand."""
     rotation: list = field(default_factory=lambda: [-math.pi / 4, math.pi / 4])  # radians
     scaling: list = field(default_factory=lambda: [0.95, 1.05])
     flip_x: float = 0.5
     flip_y: float = 0.5
     translation_std: list = field(default_factory=lambda: [0.5, 0.5, 0.5])   # metres
     tilt: float = 0.0                                                        # radians
+    half_turn: float = 0.0
 
     def __call__(self, points: np.ndarray, boxes: np.ndarray, rng: np.random.Generator):
         points = points.astype(np.float64)
@@ -93,7 +99,8 @@ class Augmenter:
             points, boxes = flip(points, boxes, "x")
         if rng.random() < self.flip_y:
             points, boxes = flip(points, boxes, "y")
-        points, boxes = rotate(points, boxes, rng.uniform(*self.rotation))
+        turn = math.pi if self.half_turn and rng.random() < self.half_turn else 0.0  # drawn only when on, as tilt
+        points, boxes = rotate(points, boxes, turn + rng.uniform(*self.rotation))
         points, boxes = scale(points, boxes, rng.uniform(*self.scaling))
         points, boxes = translate(points, boxes, rng.normal(0.0, self.translation_std, 3))
         return points.astype(np.float32), boxes.astype(np.float32)

@@ -77,7 +77,7 @@ def check_augmentation(augmenter: Augmenter, where: str) -> None:
             raise ConfigError(f"{where}.{name} must be {count} finite numbers, got {value!r}")
         return value
 
-    for name in ("flip_x", "flip_y"):
+    for name in ("flip_x", "flip_y", "half_turn"):
         value = getattr(augmenter, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise ConfigError(f"{where}.{name} is a probability in [0, 1], got {value!r}")

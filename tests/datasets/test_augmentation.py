@@ -92,3 +92,36 @@ def test_tilt_off_draws_nothing_and_on_stays_within_its_range():
         angles.append((math.atan(-fit[0]), math.atan(fit[1])))  # pitch, roll (small angles)
     angles = np.abs(np.array(angles))
     assert angles.max() <= 0.03 + 1e-4 and angles.max() > 0.02 and angles.min(0).max() < 0.01
+
+
+def keeps_to_the_right(boxes):
+    """For each box, whether the origin (the street's middle, for traffic around the ego) lies to its left."""
+    heading = np.column_stack([np.cos(boxes[:, 6]), np.sin(boxes[:, 6])])
+    return heading[:, 0] * -boxes[:, 1] - heading[:, 1] * -boxes[:, 0] > 0
+
+
+def test_a_half_turn_keeps_the_traffic_hand_where_a_flip_reverses_it():
+    points, boxes = scene()
+    still = dict(rotation=[0, 0], scaling=[1, 1], flip_x=0, flip_y=0, translation_std=[0, 0, 0])
+    turned_points, turned = Augmenter(**still, half_turn=1.0)(points, boxes, sample_rng(0, 0, 0))
+    np.testing.assert_allclose(turned_points[:, :2], -points[:, :2], atol=1e-4)
+    np.testing.assert_allclose(turned[:, [0, 1, 7, 8]], -boxes[:, [0, 1, 7, 8]], atol=1e-4)
+    np.testing.assert_allclose(np.cos(turned[:, 6] - boxes[:, 6]), -1, atol=1e-6)
+    np.testing.assert_array_equal(turned[:, [2, 3, 4, 5]], boxes[:, [2, 3, 4, 5]].astype(np.float32))
+    hand = keeps_to_the_right(boxes)
+    turns, mirrors = set(), set()
+    for index in range(40):
+        rng = sample_rng(0, 0, index)
+        turning = Augmenter(flip_x=0, flip_y=0, half_turn=0.5, translation_std=[0, 0, 0])
+        turns.add(tuple(keeps_to_the_right(turning(points, boxes, rng)[1])))
+        rng = sample_rng(0, 0, index)
+        mirrors.add(tuple(keeps_to_the_right(Augmenter(translation_std=[0, 0, 0])(points, boxes, rng)[1])))
+    assert turns == {tuple(hand)}                          # every draw keeps each box's side
+    assert mirrors == {tuple(hand), tuple(~hand)}          # the flips swap it in some draws
+
+
+def test_half_turn_off_draws_nothing():
+    points, boxes = scene()
+    plain = Augmenter()(points, boxes, sample_rng(1, 2, 3))
+    off = Augmenter(half_turn=0.0)(points, boxes, sample_rng(1, 2, 3))
+    assert np.array_equal(plain[0], off[0]) and np.array_equal(plain[1], off[1])

@@ -215,6 +215,7 @@ def test_bev_strides_other_than_the_default_derive_the_head_grid():
     (["train.seed=-1"], r"train.seed: must be >= 0, got -1"),
     (["train.num_workers=-1"], r"train.num_workers: must be >= 0, got -1"),
     (["train.augmentation.flip_x=2"], r"train.augmentation.flip_x is a probability in \[0, 1\], got 2"),
+    (["train.augmentation.half_turn=-0.5"], r"train.augmentation.half_turn is a probability in \[0, 1\], got -0.5"),
     (["train.augmentation.rotation=[1, -1]"], r"train.augmentation.rotation is \[low, high\] .* low <= high"),
     (["train.augmentation.scaling=[a, b]"], r"train.augmentation.scaling must be 2 finite numbers"),
     (["train.augmentation.scaling=[-1, 1]"], r"train.augmentation.scaling is \[low, high\] with 0 < low <= high"),
