@@ -33,7 +33,8 @@ def lidar_boxes_to_results(sample_token: str, boxes: np.ndarray, scores: np.ndar
                            lidar_to_ego: np.ndarray, ego_to_global: np.ndarray) -> list[dict]:
     """One sample's boxes (K, 9) in the LiDAR frame → nuScenes result dicts in the global frame.
 
-    Centre and heading go through LiDAR → ego → global; the velocity is rotated (not translated);
+    Centre and heading go through LiDAR → ego → global; the velocity is rotated (not translated) and taken
+    to lie on the ground (the global x-y plane), whatever the mount's tilt;
     size becomes [w, l, h] = [dy, dx, dz]; at most 500 boxes, highest scores first.
     """
     to_global = ego_to_global @ lidar_to_ego
@@ -44,7 +45,11 @@ def lidar_boxes_to_results(sample_token: str, boxes: np.ndarray, scores: np.ndar
         centre = to_global @ np.array([x, y, z, 1.0])
         heading = to_global[:3, :3] @ np.array([[math.cos(yaw), -math.sin(yaw), 0.0],
                                                  [math.sin(yaw), math.cos(yaw), 0.0], [0.0, 0.0, 1.0]])
-        velocity = to_global[:3, :3] @ np.array([vx, vy, 0.0])
+        # (vx, vy) is a ground velocity seen in the LiDAR frame with the frame's z dropped (as the loader keeps
+        # it): on a tilted mount, the z that puts it back on the ground, not 0, so the round trip is exact
+        rotation = to_global[:3, :3]
+        vz = -(rotation[2, 0] * vx + rotation[2, 1] * vy) / rotation[2, 2]
+        velocity = rotation @ np.array([vx, vy, vz])
         moving, still = _ATTRIBUTES[names[i]]
         attribute = moving if math.hypot(velocity[0], velocity[1]) > 0.2 else still
         results.append({"sample_token": sample_token, "translation": [float(v) for v in centre[:3]],

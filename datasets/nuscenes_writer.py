@@ -186,8 +186,9 @@ class NuScenesWriter:
 
 
 # Bump when the same settings generate another world (2: one generator per scene, the sensor's tilted mount;
-# 3: unbroken barrier rows at most road works, bins, benches, post boxes, planters, bollards and hydrants).
-WORLD_VERSION = 3
+# 3: unbroken barrier rows at most road works, bins, benches, post boxes, planters, bollards and hydrants;
+# 4: trucks in nuScenes' share, a truck for every 5-6 cars).
+WORLD_VERSION = 4
 WORLD_FILE = "synthetic_world.json"  # beside the tables: what generated the database
 
 

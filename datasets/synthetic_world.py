@@ -270,7 +270,8 @@ def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = H
             w = side * (lane + 0.5) * lane_width
             u = begin + rng.uniform(0, 15)
             while u < end:
-                name = rng.choice(["car"] * 14 + ["truck"] * 2 + ["bus", "motorcycle", "trailer",
+                # about nuScenes' mix: a truck for every 5-6 cars (its train split: 5.6)
+                name = rng.choice(["car"] * 12 + ["truck"] * 4 + ["bus", "motorcycle", "trailer",
                                                                    "construction_vehicle"])
                 low, high = CLASSES[name][2]
                 moving = rng.random() < CLASSES[name][5] + 0.1
@@ -289,7 +290,7 @@ def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = H
             if rng.random() < 0.25:
                 u += rng.uniform(5, 15)  # a driveway or an empty stretch
                 continue
-            name = rng.choice(["car"] * 12 + ["truck", "trailer", "construction_vehicle"])
+            name = rng.choice(["car"] * 10 + ["truck"] * 2 + ["trailer", "construction_vehicle"])
             heading = (0.0 if side < 0 else math.pi) + rng.normal(0, 0.03)
             parts = _part_model(name, rng, False)
             length = tight_size(parts)[0]

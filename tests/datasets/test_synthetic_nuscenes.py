@@ -1,5 +1,7 @@
 """The synthetic world as a nuScenes database: the official devkit loads it, annotations agree with
 the points, sweeps line up, and NuScenesDataset reads it in the project's box convention."""
+import math
+
 import numpy as np
 import pytest
 from conftest import levelled
@@ -280,3 +282,29 @@ def test_a_database_says_what_generated_it_and_another_world_is_refused(tmp_path
     record.unlink()
     with pytest.raises(ValueError, match="without v1.0-synthetic/synthetic_world.json .* remove it"):
         require_world(root, world_settings(1, seed=2, keyframes_per_scene=1))
+
+
+def test_a_ground_velocity_survives_the_tilted_mount_both_ways():
+    """The loader keeps (vx, vy) of a velocity turned into the tilted LiDAR frame; the export turns it back
+    onto the ground exactly (putting z = 0 back in the LiDAR frame was off by speed * (1 - cos tilt))."""
+    from pyquaternion import Quaternion
+
+    from datasets.nuscenes_export import lidar_boxes_to_results
+
+    lidar_to_ego = np.eye(4)
+    lidar_to_ego[:3, :3] = (Quaternion(axis=[0, 0, 1], angle=-math.pi / 2) * Quaternion(axis=[0, 1, 0], angle=0.0059)
+                            * Quaternion(axis=[1, 0, 0], angle=-0.0242)).rotation_matrix
+    lidar_to_ego[:3, 3] = [0.94, 0.0, 1.84]
+    ego_to_global = np.eye(4)
+    ego_to_global[:3, :3] = Quaternion(axis=[0, 0, 1], angle=0.8).rotation_matrix
+    ego_to_global[:3, 3] = [400.0, 1100.0, 0.0]
+    global_to_lidar = np.linalg.inv(ego_to_global @ lidar_to_ego)
+    ground_velocities = np.array([[12.0, 0.0, 0.0], [-3.0, 8.0, 0.0], [0.0, -15.0, 0.0], [0.0, 0.0, 0.0]])
+    boxes = []
+    for v in ground_velocities:  # as NuScenesDataset builds its boxes
+        in_lidar = global_to_lidar[:3, :3] @ v
+        boxes.append([1.0, 2.0, 0.0, 4.0, 2.0, 1.5, 0.3, in_lidar[0], in_lidar[1]])
+    results = lidar_boxes_to_results("t", np.array(boxes), np.ones(4), ["car"] * 4, lidar_to_ego, ego_to_global)
+    exported = np.array([r["velocity"] for r in results])
+    np.testing.assert_allclose(exported, ground_velocities[:, :2], atol=1e-9)
+    assert np.abs(np.linalg.norm(exported, axis=1) - np.linalg.norm(ground_velocities, axis=1)).max() < 1e-9
