@@ -88,7 +88,7 @@ class Augmenter:
     flip_y: float = 0.5
     translation_std: list = field(default_factory=lambda: [0.5, 0.5, 0.5])   # metres
     tilt: float = 0.0                                                        # radians
-    half_turn: float = 0.0
+    half_turn: float = 0.0                                                   # probability
 
     def __call__(self, points: np.ndarray, boxes: np.ndarray, rng: np.random.Generator):
         points = points.astype(np.float64)

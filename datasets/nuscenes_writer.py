@@ -187,7 +187,7 @@ class NuScenesWriter:
 
 # Bump when the same settings generate another world (2: one generator per scene, the sensor's tilted mount;
 # 3: unbroken barrier rows at most road works, bins, benches, post boxes, planters, bollards and hydrants;
-# 4: trucks in nuScenes' share, a truck for every 5-6 cars).
+# 4: about nuScenes' share of trucks, one for every 5 cars).
 WORLD_VERSION = 4
 WORLD_FILE = "synthetic_world.json"  # beside the tables: what generated the database
 

@@ -270,7 +270,7 @@ def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = H
             w = side * (lane + 0.5) * lane_width
             u = begin + rng.uniform(0, 15)
             while u < end:
-                # about nuScenes' mix: a truck for every 5-6 cars (its train split: 5.6)
+                # about nuScenes' share of trucks: one for every 5 cars (5.6 in its train split)
                 name = rng.choice(["car"] * 12 + ["truck"] * 4 + ["bus", "motorcycle", "trailer",
                                                                    "construction_vehicle"])
                 low, high = CLASSES[name][2]
