@@ -14,6 +14,7 @@ epoch (logging through :class:`TrainingLog`, checkpointing through :func:`save_t
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -170,6 +171,19 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
     """
     check_training_request(config, max_steps)
     plan = check_run_folder(run_dir, to_dict(config), resume, overwrite)
+    joins_process_group = not dist.is_initialized()
+    try:
+        return _train(config, run_dir, plan, max_steps, progress)
+    finally:
+        if joins_process_group and dist.is_initialized():
+            # Left to the interpreter's exit, the group's gloo threads are torn down while Python is half gone,
+            # which now and then aborts a good run ("terminate called without an active exception", pytorch
+            # #190489). Whatever still holds the group (the DDP wrapper, in a cycle or not) goes first.
+            gc.collect()
+            dist.destroy_process_group()
+
+
+def _train(config: CenterPointConfig, run_dir: str, plan: str, max_steps: int | None, progress: bool) -> dict:
     run = build_training_run(config, run_dir, resume=plan == "resume", max_steps=max_steps)
     prepare_run_folder(run, plan)
     log = TrainingLog(run.log_path, _tensorboard(run_dir) if run.rank == 0 else None, enabled=run.rank == 0)
@@ -446,6 +460,7 @@ def _finish(run: TrainingRun, log: TrainingLog) -> dict:
     if run.world > 1:
         checksums = [torch.zeros_like(checksum) for _ in range(run.world)]
         dist.all_gather(checksums, checksum)
+        dist.barrier()  # no rank leaves the group while another still talks to it
     end = {"event": "end", "steps": run.steps, "world_size": run.world,
            "weight_checksums": [float(c) for c in checksums],
            "ranks_in_sync": all(torch.equal(c, checksums[0]) for c in checksums)}
