@@ -187,8 +187,9 @@ class NuScenesWriter:
 
 # Bump when the same settings generate another world (2: one generator per scene, the sensor's tilted mount;
 # 3: unbroken barrier rows at most road works, bins, benches, post boxes, planters, bollards and hydrants;
-# 4: about nuScenes' share of trucks, one for every 5 cars).
-WORLD_VERSION = 4
+# 4: about nuScenes' share of trucks, one for every 5 cars; 5: trailers in the lanes towed by a tractor,
+# railings along some kerbs).
+WORLD_VERSION = 5
 WORLD_FILE = "synthetic_world.json"  # beside the tables: what generated the database
 
 

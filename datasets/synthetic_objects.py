@@ -1,6 +1,7 @@
 """Part models of the synthetic world's road users: vehicles with body, glass cabin, wheels and a front
-unlike their back; trucks, buses, trailers and construction vehicles in their own proportions;
-pedestrians with legs, torso, arms and head in a walking pose; cyclists and motorcyclists with riders.
+unlike their back; trucks, buses, trailers (alone, or towed by a semi-tractor) and construction vehicles in
+their own proportions; pedestrians with legs, torso, arms and head in a walking pose; cyclists and
+motorcyclists with riders.
 
 Each model returns :class:`~datasets.synthetic_sensor.Primitives` in the object's frame: x forward
 (the heading), y left, z up, with the tight box of all parts centred on the origin in x and y and its
@@ -134,6 +135,38 @@ def trailer(rng: np.random.Generator) -> Primitives:
         parts.append(part((-half_length + 0.01, side * (half_width - 0.2), floor + 0.1), (0.02, 0.12, 0.05),
                           "tail_reflector"))
     parts += _wheels((-half_length + 1.2, -half_length + 2.5), half_width - 0.3, 0.5, 0.4)
+    return centred(Primitives.concatenate(parts))
+
+
+# A semi-trailer's kingpin sits this far behind its front, over the tractor's fifth wheel, which sits this far
+# ahead of the tractor's rear: a towed trailer's box reaches TOW_OVERLAP over the tractor's (m).
+KINGPIN_FROM_FRONT = 1.0
+FIFTH_WHEEL_FROM_REAR = 1.6
+TOW_OVERLAP = KINGPIN_FROM_FRONT + FIFTH_WHEEL_FROM_REAR
+
+
+def tractor(rng: np.random.Generator) -> Primitives:
+    """A semi-trailer's tractor (nuScenes annotates it a truck): a tall cab ahead, a bare chassis with the
+    fifth wheel behind it, under the trailer's front; three axles. The cab clears a towed trailer by 0.8-1.2 m."""
+    width, cab_length, cab_height = rng.uniform(2.45, 2.55), rng.uniform(2.2, 3.0), rng.uniform(3.0, 3.7)
+    length = TOW_OVERLAP + rng.uniform(0.8, 1.2) + cab_length
+    gain = float(rng.choice([1.0, 1.8, 2.6]))
+    half_length, half_width = length / 2, width / 2
+    cab_x = half_length - cab_length / 2
+    body_top = 0.5 + 0.7 * (cab_height - 0.5)
+    glass_top = body_top + 0.6 * (cab_height - body_top)
+    parts = [
+        part((cab_x, 0, (0.5 + body_top) / 2), (cab_length / 2, half_width, (body_top - 0.5) / 2), "paint", gain=gain),
+        part((cab_x, 0, (body_top + glass_top) / 2), (cab_length / 2 - 0.05, half_width - 0.05,
+                                                      (glass_top - body_top) / 2), "car_glass"),
+        part((cab_x - 0.2, 0, (glass_top + cab_height) / 2), (cab_length / 2 - 0.2, half_width - 0.05,
+                                                              (cab_height - glass_top) / 2), "paint", gain=gain),
+        part((cab_x - 0.3, 0, body_top + 0.3), (cab_length / 2 - 0.5, half_width - 0.3, 0.3), "interior"),
+        part((-cab_length / 2, 0, 0.8), (half_length - cab_length / 2 - 0.05, 0.45, 0.2), "metal"),  # chassis
+        part((-half_length + FIFTH_WHEEL_FROM_REAR, 0, 1.05), (0.5, 0.6, 0.05), "metal"),           # fifth wheel
+    ]
+    parts += _wheels((half_length - 1.2, -half_length + 0.9, -half_length + 2.2), half_width - 0.25, 0.5, 0.35)
+    parts += _lamps(half_length, -half_length, half_width, 0.75, gain)
     return centred(Primitives.concatenate(parts))
 
 

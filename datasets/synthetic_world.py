@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from datasets.boxes import rotation_z
-from datasets.synthetic_objects import PART_MODELS, centred, tight_size
+from datasets.synthetic_objects import PART_MODELS, TOW_OVERLAP, centred, tight_size, tractor
 from datasets.synthetic_sensor import (  # noqa: F401
     ELLIPSOID,
     HDL32E,
@@ -50,6 +50,7 @@ CLASSES = {
 }
 KERB_HEIGHT = 0.12        # sidewalks stand this high above the road (m)
 CLEARANCE = 0.7           # static clutter keeps this far from annotated objects (m)
+RAILING_PANEL = 2.5       # length of a kerb railing's panel (m)
 # The ego car in its own frame (x forward from the rear axle): the roof under the sensor hides the body
 # from the steep beams, only the hood shows ahead (the real key frame: rings 0-7 partly on the roof).
 EGO_BODY = Primitives.concatenate([part((0.943, 0.0, 1.45), (0.75, 0.55, 0.05), "ego"),
@@ -236,16 +237,38 @@ def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = H
     occupancy.add(SceneObject("ego", start + 1.45 * np.array([math.cos(ego_yaw), math.sin(ego_yaw)]), ego_yaw,
                               (4.9, 1.9, 1.6), speed * np.array([math.cos(ego_yaw), math.sin(ego_yaw)]), False))
 
-    def add(name, u, w, heading, moving_speed, base=0.0, parts=None, abutting=False):
+    def candidate(name, u, w, heading, moving_speed, base=0.0, parts=None) -> SceneObject:
         position, street_yaw = street.pose(u, w)
         yaw = street_yaw + heading
         parts = parts if parts is not None else _part_model(name, rng, moving_speed > 0)
         velocity = moving_speed * np.array([math.cos(yaw), math.sin(yaw)])
-        candidate = SceneObject(name, position, yaw, tight_size(parts), velocity, True, parts, base)
+        return SceneObject(name, position, yaw, tight_size(parts), velocity, True, parts, base)
+
+    def place_together(*group: SceneObject, abutting=False):
+        """All of ``group`` or none of it (a tractor and its trailer overlap each other, nothing else)."""
         # each object's 0.5 m surroundings are its own, but for the next barrier of a row
-        if not occupancy.clashes(candidate, 0.6, abutting):
-            objects.append(candidate)
-            occupancy.add(candidate)
+        if not any(occupancy.clashes(obj, 0.6, abutting) for obj in group):
+            for obj in group:
+                objects.append(obj)
+                occupancy.add(obj)
+
+    def add(name, u, w, heading, moving_speed, base=0.0, parts=None, abutting=False):
+        place_together(candidate(name, u, w, heading, moving_speed, base, parts), abutting=abutting)
+
+    def add_towed_trailer(u, w, heading, moving_speed) -> float:
+        """A semi-trailer behind its tractor (annotated a truck, as nuScenes does), the pair reaching from u up
+        the street; returns its length. ``heading`` near 0 or pi: along the street or against it."""
+        tractor_parts, trailer_parts = tractor(rng), _part_model("trailer", rng, moving_speed > 0)
+        tractor_length, trailer_length = tight_size(tractor_parts)[0], tight_size(trailer_parts)[0]
+        length = tractor_length + trailer_length - TOW_OVERLAP
+        u_tractor = u + (length - tractor_length / 2 if math.cos(heading) > 0 else tractor_length / 2)
+        pulling = candidate("truck", u_tractor, w, heading, moving_speed, parts=tractor_parts)
+        # straight behind it, in one rigid motion: the pair stays coupled where the street bends
+        back = (tractor_length + trailer_length) / 2 - TOW_OVERLAP
+        towed = SceneObject("trailer", pulling.start - back * np.array([math.cos(pulling.yaw), math.sin(pulling.yaw)]),
+                            pulling.yaw, tight_size(trailer_parts), pulling.velocity.copy(), True, trailer_parts)
+        place_together(pulling, towed)
+        return length
 
     # Road works in most scenes, one or two sites: jersey barriers end to end in a row (nuScenes' rows are
     # unbroken, 2 m a barrier) along a lane edge or the kerb, cones ahead of it. Placed first: the
@@ -278,8 +301,12 @@ def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = H
                 if side < 0 and lane == 0 and -20 < u < speed * duration + 20:
                     u += 10  # the ego's own lane stays clear around it
                     continue
-                add(name, u, w + rng.normal(0, 0.2), heading + rng.normal(0, 0.03),
-                    rng.uniform(low, high) if moving else 0.0)
+                if name == "trailer":  # a trailer on the road is towed, its tractor ahead of it
+                    u += add_towed_trailer(u, w + rng.normal(0, 0.2), heading + rng.normal(0, 0.03),
+                                           rng.uniform(low, high) if moving else 0.0)
+                else:
+                    add(name, u, w + rng.normal(0, 0.2), heading + rng.normal(0, 0.03),
+                        rng.uniform(low, high) if moving else 0.0)
                 u += rng.uniform(12, 45)
     # Rows of parked vehicles at the kerb, nose to tail with gaps.
     for i, side in enumerate((-1, 1)):
@@ -403,6 +430,13 @@ def _street_geometry(rng, street: _Street, begin, end, half_road, sidewalk, occu
                       rng.uniform(0, math.pi))
         else:
             _buildings(rng, place, begin, end, side, edge)
+        if rng.random() < 0.3:
+            # A pedestrian railing along the kerb, in panels, broken where someone stands or parks. Not annotated:
+            # nuScenes' barriers are the temporary ones (real streets are lined with look-alikes).
+            height, u = rng.uniform(0.9, 1.2), rng.uniform(begin, end - 20)
+            for u in np.arange(u, min(end, u + rng.uniform(15, 60)), RAILING_PANEL):
+                place(_boundary("fence", rng, RAILING_PANEL - 0.1, height), u + RAILING_PANEL / 2,
+                      side * (half_road[side] + 0.25), 0.0, KERB_HEIGHT)
         u = begin + rng.uniform(0, 8)
         while u < end:  # street furniture on the kerb strip
             w = side * (half_road[side] + rng.uniform(0.9, 1.3))
@@ -472,10 +506,11 @@ def _facade(rng, length: float, floors: int) -> Primitives:
     return Primitives.concatenate(parts)
 
 
-def _boundary(kind: str, rng, length: float) -> Primitives:
+def _boundary(kind: str, rng, length: float, height: float | None = None) -> Primitives:
+    """A hedge, or a fence of posts and mesh (``height``: drawn when None), along x."""
     if kind == "hedge":
         return centred(part((0, 0, 0), (length / 2, rng.uniform(0.3, 0.6), rng.uniform(0.5, 0.9)), "hedge"))
-    height = rng.uniform(1.0, 1.8)
+    height = rng.uniform(1.0, 1.8) if height is None else height
     parts = [part((x, 0, height / 2), (0.04, 0.04, height / 2), "metal")
              for x in np.arange(-length / 2, length / 2, 2.5)]
     parts.append(part((0, 0, height / 2), (length / 2, 0.02, height / 2 - 0.05), "fence"))

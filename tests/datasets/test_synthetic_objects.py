@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 
 from datasets.boxes import points_in_box, rotation_z
-from datasets.synthetic_objects import PART_MODELS, car, pedestrian, tight_size
+from datasets.synthetic_objects import PART_MODELS, car, pedestrian, tight_size, tractor
 from datasets.synthetic_sensor import BOX, MATERIAL_IDS, Ground, LidarSpec, Primitives, beam_directions, part, scan
 
 # A noiseless, lossless sensor: every ray that meets something returns exactly there.
 EXACT = LidarSpec(tuple(np.linspace(-30.0, 10.0, 64).round(3)), azimuth_steps=2048, range_noise=0.0, dropout=0.0,
                   weak_range=1e6, keeps_no_returns=False)
 SENSOR = np.array([0.0, 0.0, 1.84])
+MODELS = {**PART_MODELS, "tractor": tractor}  # a semi-trailer's tractor is annotated a truck
 
 
 def surface_distance(points: np.ndarray, parts: Primitives) -> np.ndarray:
@@ -42,10 +43,10 @@ def scan_object(parts: Primitives, distance: float, yaw: float, seed: int = 0):
     return xyz[xyz[:, 2] > 1e-3], placed, points
 
 
-@pytest.mark.parametrize("name", sorted(PART_MODELS))
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_ray_hits_lie_on_part_surfaces_and_inside_the_tight_box(name):
     rng = np.random.default_rng(5)
-    parts = PART_MODELS[name](rng)
+    parts = MODELS[name](rng)
     size = np.array(tight_size(parts))
     for yaw in (0.3, 2.0, -2.5):
         hits, placed, _ = scan_object(parts, 7.0, yaw)
@@ -56,11 +57,11 @@ def test_ray_hits_lie_on_part_surfaces_and_inside_the_tight_box(name):
         assert points_in_box(hits, box, margin=1e-4).all(), name
 
 
-@pytest.mark.parametrize("name", sorted(PART_MODELS))
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_annotated_box_is_the_tight_box_of_all_parts(name):
     """Oracle: the extremes of every part sampled on its surface (corners of boxes, dense points on
     ellipsoids), in the object frame; the box's faces each touch a part."""
-    parts = PART_MODELS[name](np.random.default_rng(2))
+    parts = MODELS[name](np.random.default_rng(2))
     samples = []
     for centre, rotation, half, shape in zip(parts.centre, parts.rotation, parts.half, parts.shape):
         if shape == BOX:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from datasets import synthetic_world
-from datasets.synthetic_world import SceneObject, _furniture, _Occupancy, random_scene
+from datasets.synthetic_sensor import MATERIAL_IDS
+from datasets.synthetic_world import SceneObject, _boundary, _furniture, _Occupancy, random_scene
 
 DURATION = 2.0
 
@@ -76,6 +77,19 @@ def test_road_works_stand_barriers_end_to_end_in_rows(scenes):
     assert rows >= 10, f"only {rows} barriers stand between two neighbours in 12 scenes"
 
 
+def tows(tractor: SceneObject, trailer: SceneObject) -> bool:
+    """Whether ``trailer`` hangs on ``tractor`` as a semi-trailer does: the same heading and motion, straight
+    behind it, the trailer's front 2.6 m over the tractor's rear (its kingpin 1.0 m behind its front, on a
+    fifth wheel 1.6 m ahead of the tractor's rear)."""
+    if (tractor.name, trailer.name) != ("truck", "trailer") or tractor.yaw != trailer.yaw:
+        return False
+    ahead = np.array([math.cos(tractor.yaw), math.sin(tractor.yaw)])
+    offset = tractor.start - trailer.start
+    overlap = (tractor.size[0] + trailer.size[0]) / 2 - offset @ ahead
+    return (np.array_equal(tractor.velocity, trailer.velocity) and abs(offset @ [-ahead[1], ahead[0]]) < 1e-9
+            and abs(overlap - 2.6) < 1e-9)
+
+
 def test_every_other_pair_of_objects_keeps_its_clearance(scenes):
     for scene in scenes:
         objects = scene.objects
@@ -85,7 +99,31 @@ def test_every_other_pair_of_objects_keeps_its_clearance(scenes):
                 for j in range(i + 1, len(objects)):
                     if not near(boxes[i], boxes[j], 0.6) or objects[i].name == objects[j].name == "barrier":
                         continue
+                    if tows(objects[i], objects[j]) or tows(objects[j], objects[i]):
+                        continue
                     assert gap(boxes[i], boxes[j]) >= 0.59, (objects[i].name, objects[j].name, t)
+
+
+def test_trailers_in_the_lanes_are_towed_and_the_tractors_cab_clears_them(scenes):
+    """Every trailer out in a lane hangs on a tractor (one trailer each); parked at the kerb it may stand
+    alone. The tractor's glass cab ends ahead of the trailer's front."""
+    towed = 0
+    for scene in scenes:
+        trucks = [obj for obj in scene.objects if obj.name == "truck"]
+        for trailer in (obj for obj in scene.objects if obj.name == "trailer"):
+            tractors = [truck for truck in trucks if tows(truck, trailer)]
+            assert len(tractors) <= 1
+            if np.any(trailer.velocity):
+                assert tractors, "a trailer moves on its own"
+            if not tractors:
+                continue
+            towed += 1
+            tractor = tractors[0]
+            glass = tractor.parts.material == MATERIAL_IDS["car_glass"]
+            cab_back = (tractor.parts.centre[glass, 0] - tractor.parts.half[glass, 0]).min()
+            trailer_front = trailer.size[0] / 2 - (np.hypot(*(tractor.start - trailer.start)))
+            assert cab_back - trailer_front >= 0.75
+    assert towed >= 5, f"only {towed} towed trailers in {len(scenes)} scenes"
 
 
 PERSON_SIZED = ("bin", "post_box", "planter", "hydrant", "bench")
@@ -123,3 +161,19 @@ def test_scenes_place_the_person_sized_clutter(monkeypatch):
     for i in range(3):
         random_scene(np.random.default_rng([0, i]), DURATION)
     assert set(PERSON_SIZED + ("bollards",)) <= set(made)
+
+
+def test_some_kerbs_carry_a_railing_of_panels(monkeypatch):
+    """Unannotated look-alikes of a barrier row: railings along the kerb, panel by panel, waist high."""
+    panels = []
+
+    def recording(kind, rng, length, height=None):
+        if height is not None:
+            panels.append((kind, length, height))
+        return _boundary(kind, rng, length, height)
+
+    monkeypatch.setattr(synthetic_world, "_boundary", recording)
+    for i in range(6):
+        random_scene(np.random.default_rng([0, i]), DURATION)
+    assert len(panels) >= 10
+    assert all(kind == "fence" and length == 2.4 and 0.9 <= height <= 1.2 for kind, length, height in panels)
