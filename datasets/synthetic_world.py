@@ -433,8 +433,8 @@ def _street_geometry(rng, street: _Street, begin, end, half_road, sidewalk, occu
         if rng.random() < 0.3:
             # A pedestrian railing along the kerb, in panels, broken where someone stands or parks. Not annotated:
             # nuScenes' barriers are the temporary ones (real streets are lined with look-alikes).
-            height, u = rng.uniform(0.9, 1.2), rng.uniform(begin, end - 20)
-            for u in np.arange(u, min(end, u + rng.uniform(15, 60)), RAILING_PANEL):
+            height, start = rng.uniform(0.9, 1.2), rng.uniform(begin, end - 20)
+            for u in np.arange(start, min(end, start + rng.uniform(15, 60)), RAILING_PANEL):
                 place(_boundary("fence", rng, RAILING_PANEL - 0.1, height), u + RAILING_PANEL / 2,
                       side * (half_road[side] + 0.25), 0.0, KERB_HEIGHT)
         u = begin + rng.uniform(0, 8)

@@ -105,8 +105,8 @@ def test_every_other_pair_of_objects_keeps_its_clearance(scenes):
 
 
 def test_trailers_in_the_lanes_are_towed_and_the_tractors_cab_clears_them(scenes):
-    """Every trailer out in a lane hangs on a tractor (one trailer each); parked at the kerb it may stand
-    alone. The tractor's glass cab ends ahead of the trailer's front."""
+    """Every trailer out in a lane hangs on one tractor; parked at the kerb it may stand alone. The
+    tractor's glass cab ends ahead of the trailer's front."""
     towed = 0
     for scene in scenes:
         trucks = [obj for obj in scene.objects if obj.name == "truck"]
