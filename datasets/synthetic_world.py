@@ -259,14 +259,14 @@ def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = H
         """A semi-trailer behind its tractor (annotated a truck, as nuScenes does), the pair reaching from u up
         the street; returns its length. ``heading`` near 0 or pi: along the street or against it."""
         tractor_parts, trailer_parts = tractor(rng), _part_model("trailer", rng, moving_speed > 0)
-        tractor_length, trailer_length = tight_size(tractor_parts)[0], tight_size(trailer_parts)[0]
-        length = tractor_length + trailer_length - TOW_OVERLAP
+        tractor_length, trailer_size = tight_size(tractor_parts)[0], tight_size(trailer_parts)
+        length = tractor_length + trailer_size[0] - TOW_OVERLAP
         u_tractor = u + (length - tractor_length / 2 if math.cos(heading) > 0 else tractor_length / 2)
         pulling = candidate("truck", u_tractor, w, heading, moving_speed, parts=tractor_parts)
         # straight behind it, in one rigid motion: the pair stays coupled where the street bends
-        back = (tractor_length + trailer_length) / 2 - TOW_OVERLAP
+        back = (tractor_length + trailer_size[0]) / 2 - TOW_OVERLAP
         towed = SceneObject("trailer", pulling.start - back * np.array([math.cos(pulling.yaw), math.sin(pulling.yaw)]),
-                            pulling.yaw, tight_size(trailer_parts), pulling.velocity.copy(), True, trailer_parts)
+                            pulling.yaw, trailer_size, pulling.velocity.copy(), True, trailer_parts)
         place_together(pulling, towed)
         return length
 
@@ -507,9 +507,11 @@ def _facade(rng, length: float, floors: int) -> Primitives:
 
 
 def _boundary(kind: str, rng, length: float, height: float | None = None) -> Primitives:
-    """A hedge, or a fence of posts and mesh (``height``: drawn when None), along x."""
-    if kind == "hedge":
+    """A hedge (its height drawn), or a fence of posts and mesh (``height``: drawn when None), along x."""
+    if kind == "hedge" and height is None:
         return centred(part((0, 0, 0), (length / 2, rng.uniform(0.3, 0.6), rng.uniform(0.5, 0.9)), "hedge"))
+    if kind != "fence":
+        raise ValueError(f"unknown boundary {kind!r} (height {height}): expected 'hedge' or 'fence'")
     height = rng.uniform(1.0, 1.8) if height is None else height
     parts = [part((x, 0, height / 2), (0.04, 0.04, height / 2), "metal")
              for x in np.arange(-length / 2, length / 2, 2.5)]

@@ -145,6 +145,12 @@ def test_street_clutter_stands_on_the_ground_at_a_persons_size(kind):
             assert footprint[1] <= 2.3
 
 
+@pytest.mark.parametrize("kind, height", [("fense", None), ("hedge", 1.0), ("none", None)])
+def test_a_boundary_it_cannot_build_is_refused(kind, height):
+    with pytest.raises(ValueError, match=f"unknown boundary '{kind}'"):
+        _boundary(kind, np.random.default_rng(0), 5.0, height)
+
+
 def test_unknown_street_furniture_is_refused():
     with pytest.raises(ValueError, match="unknown street furniture 'bollard'"):
         _furniture("bollard", np.random.default_rng(0))

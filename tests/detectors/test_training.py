@@ -120,6 +120,29 @@ def test_torchrun_two_processes_train_as_one_process_with_the_global_batch(datab
     assert moved > 20  # the step changed the weights (and the running statistics) that were compared
 
 
+def test_training_leaves_the_process_group_it_joined_and_keeps_the_callers(database, tmp_path, monkeypatch):
+    """A group left to the interpreter's exit can abort a good torchrun run (gloo's threads outlive Python)."""
+    import torch.distributed as dist
+
+    from detectors import training
+
+    def join_a_group_of_one():
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+        return 0, 1
+
+    monkeypatch.setattr(training, "distributed_context", join_a_group_of_one)
+    train(tiny_config(database), str(tmp_path / "joined"), max_steps=1, progress=False)
+    assert not dist.is_initialized()
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'callers'}", rank=0, world_size=1)
+    try:
+        monkeypatch.setattr(training, "distributed_context", lambda: (0, 1))
+        train(tiny_config(database), str(tmp_path / "callers_run"), max_steps=1, progress=False)
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
+
+
 def test_gt_sampling_and_cbgs_train(database, tmp_path):
     config = tiny_config(database, f"train.gt_sampling={{database: {tmp_path / 'gt.npz'}, sample_groups: {{car: 2}}}}",
                          "train.cbgs=true")
