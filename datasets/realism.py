@@ -228,7 +228,8 @@ def bird_eye_plots(frames: dict[str, LabelledFrame], path: str, extent: float = 
 
 
 def sim_to_real(detect, real_dir: str, max_distance: float = 50.0, min_points: int = 5,
-                score_threshold: float = 0.2, match_distance: float = 2.0) -> dict:
+                score_threshold: float = 0.2, match_distance: float = 2.0,
+                other_thresholds: tuple = (0.3, 0.4, 0.5)) -> dict:
     """Score a detector on the real nuScenes key frame.
 
     ``detect(points)`` gets the key frame as (N, 5) float32 [x, y, z, intensity, time lag = 0] and returns
@@ -238,6 +239,8 @@ def sim_to_real(detect, real_dir: str, max_distance: float = 50.0, min_points: i
     ``match_distance`` (centre, bird's eye) counting as found (greedy by score, one object each);
     false positives: such detections within ``max_distance`` that match no annotated object of their
     class (objects with fewer points may absorb a detection without counting towards recall).
+    ``by_score``: found, recall and false positives at ``score_threshold`` and at each of
+    ``other_thresholds``, the same detections scored again: the operating points a user picks from.
     """
     frame, counts = real_keyframe(real_dir)
     points = np.column_stack([frame.points[:, :4], np.zeros(len(frame.points))]).astype(np.float32)
@@ -246,14 +249,27 @@ def sim_to_real(detect, real_dir: str, max_distance: float = 50.0, min_points: i
     if len(names) != len(scores) or (len(boxes) and boxes.shape[1] < 7):
         raise ValueError(f"detect must return boxes (K, >=7), scores (K,) and K names; got {boxes.shape}, "
                          f"{scores.shape}, {len(names)} names")
-    gt_distance = np.hypot(frame.boxes[:, 0], frame.boxes[:, 1])
+    counted = (np.hypot(frame.boxes[:, 0], frame.boxes[:, 1]) <= max_distance) & (counts >= min_points)
+    result = _score_detections(frame, counted, boxes, scores, names, score_threshold, max_distance, match_distance)
+    result["by_score"] = []
+    for threshold in sorted({score_threshold, *other_thresholds}):
+        at = _score_detections(frame, counted, boxes, scores, names, threshold, max_distance, match_distance)
+        result["by_score"].append({"score_threshold": threshold, "found": at["found"], "recall": at["recall"],
+                                   "false_positives": at["false_positives"]})
+    result["settings"] = {"max_distance": max_distance, "min_points": min_points, "score_threshold": score_threshold,
+                          "match_distance": match_distance}
+    return result
+
+
+def _score_detections(frame, counted: np.ndarray, boxes: np.ndarray, scores: np.ndarray, names: list,
+                      score_threshold: float, max_distance: float, match_distance: float) -> dict:
+    """:func:`sim_to_real`'s counts at one score threshold."""
     keep = (scores >= score_threshold) & (np.hypot(boxes[:, 0], boxes[:, 1]) <= max_distance)
     order = np.argsort(-scores[keep], kind="stable")
     det_boxes, det_names = boxes[keep][order], [names[i] for i in np.nonzero(keep)[0][order]]
     classes = sorted(set(frame.names) | set(det_names))
     per_class, false_positives = {}, {}
     taken = np.zeros(len(frame.boxes), bool)
-    counted = (gt_distance <= max_distance) & (counts >= min_points)
     found = np.zeros(len(frame.boxes), bool)
     for box, name in zip(det_boxes, det_names):
         candidates = [i for i in range(len(frame.boxes)) if frame.names[i] == name and not taken[i]]
@@ -273,9 +289,7 @@ def sim_to_real(detect, real_dir: str, max_distance: float = 50.0, min_points: i
     objects = int(counted.sum())
     return {"recall": float((found & counted).sum() / objects) if objects else None, "objects": objects,
             "found": int((found & counted).sum()), "per_class": per_class,
-            "false_positives": int(sum(false_positives.values())), "false_positives_per_class": false_positives,
-            "settings": {"max_distance": max_distance, "min_points": min_points, "score_threshold": score_threshold,
-                         "match_distance": match_distance}}
+            "false_positives": int(sum(false_positives.values())), "false_positives_per_class": false_positives}
 
 
 def realism_report(sources: dict[str, list[LabelledFrame]], reference: str, out_dir: str) -> dict:

@@ -137,6 +137,8 @@ def main() -> int:
     if sim_real is not None:
         print(f"sim-to-real (real nuScenes key frame, objects within 50 m with >= 5 points): recall "
               f"{sim_real['recall']}, {sim_real['false_positives']} false positives at score >= 0.2")
+        points = [f">= {p['score_threshold']}: {p['found']}, {p['false_positives']}" for p in sim_real["by_score"]]
+        print(f"  by score (found / {sim_real['objects']}, false positives): {'; '.join(points)}")
     for item in real:
         print(f"voxelized {item['scan']}: {item['points']} points → {item['voxels']} voxels")
     print(f"done in {timings['total_s'] / 60:.1f} min; summary in {os.path.join(args.out, 'summary.json')}")

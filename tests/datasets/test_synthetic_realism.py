@@ -146,6 +146,31 @@ def test_sim_to_real_counts_found_objects_and_false_positives(real_file):
     assert score["found"] == 0 and score["false_positives"] > 0
 
 
+def test_sim_to_real_scores_the_same_detections_at_each_operating_point(real_file):
+    real_dir = str(real_file("nuscenes/keyframe_boxes.json").parents[1])
+    key, counts = real_keyframe(real_dir)
+    counted = (np.hypot(key.boxes[:, 0], key.boxes[:, 1]) <= 50) & (counts >= 5)
+    confident = np.arange(len(key.boxes)) % 2 == 0
+    away = key.boxes.copy()
+    away[:, 0] += 40.0  # matches nothing (see above)
+    away_within = int((np.hypot(away[:, 0], away[:, 1]) <= 50).sum())
+    calls = []
+
+    def graded(points):  # the annotated boxes at 0.6 or 0.35, and every box again 40 m off at 0.45
+        calls.append(len(points))
+        return (np.vstack([key.boxes, away]), np.r_[np.where(confident, 0.6, 0.35), np.full(len(away), 0.45)],
+                key.names + key.names)
+
+    score = sim_to_real(graded, real_dir)
+    assert len(calls) == 1  # detected once, scored at every threshold
+    points = {p["score_threshold"]: (p["found"], p["false_positives"]) for p in score["by_score"]}
+    everything, sure = int(counted.sum()), int((counted & confident).sum())
+    assert everything > sure > 0 and away_within > 0
+    assert points == {0.2: (everything, away_within), 0.3: (everything, away_within),
+                      0.4: (sure, away_within), 0.5: (sure, 0)}
+    assert (score["found"], score["false_positives"]) == points[0.2]
+
+
 def test_the_tool_loads_a_checkpoint_through_the_safe_loader_before_anything_else(tmp_path):
     """A pickled payload in --checkpoint is refused (weights only) with one error line, before the tool reads
     the database or the real scans (neither exists here), and the payload never runs."""
