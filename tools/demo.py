@@ -36,6 +36,7 @@ from detectors.run_folder import run_config_differences
 from detectors.training import train
 from visualization import render_png
 from visualization.views import detector_panels, scene_then_layers
+from voxelize.allocator import keep_freed_memory
 from voxelize.presets import preset_voxelizer
 
 CONFIG = "configs/centerpoint_synthetic_cpu.yaml"
@@ -55,6 +56,7 @@ def main() -> int:
     parser.add_argument("--config", default=CONFIG)
     add_debug_option(parser)
     args = parser.parse_args()
+    keep_freed_memory()  # each training step allocates the same large temporaries anew (voxelize/allocator.py)
     start = time.perf_counter()
     timings = {}
 

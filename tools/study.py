@@ -21,6 +21,7 @@ from detectors.sparsity_study import (
     parse_variant,
     run_study,
 )
+from voxelize.allocator import keep_freed_memory
 
 
 def main() -> int:
@@ -39,6 +40,7 @@ def main() -> int:
     parser.add_argument("--gmac-at-init", action="store_true",
                         help="only print each variant's backbone GMAC per frame at its initial weights")
     args = parser.parse_args()
+    keep_freed_memory()  # each training step allocates the same large temporaries anew (voxelize/allocator.py)
     for spec in args.variants:
         try:
             parse_variant(spec, args.seeds)

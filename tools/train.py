@@ -10,6 +10,7 @@ from command_line import add_debug_option, run_tool
 
 from detectors.experiment import load_centerpoint_config
 from detectors.training import train
+from voxelize.allocator import keep_freed_memory
 
 
 def main() -> int:
@@ -25,6 +26,7 @@ def main() -> int:
     parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     add_debug_option(parser)
     args = parser.parse_args()
+    keep_freed_memory()  # each training step allocates the same large temporaries anew (voxelize/allocator.py)
     config = load_centerpoint_config(args.config, args.overrides)
     result = train(config, args.out, resume=args.resume, max_steps=args.max_steps, overwrite=args.overwrite)
     print(f"trained {result['steps']} steps; last loss {result['last_loss']:.4f}; checkpoint {result['checkpoint']}")
