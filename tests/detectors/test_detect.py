@@ -107,7 +107,8 @@ def keyframe_as_nuscenes_features(path) -> np.ndarray:
 def assert_record_matches(record: dict, detections: dict, class_names) -> None:
     boxes = np.array(record["boxes"], dtype=np.float64).reshape(-1, 9)
     assert record["num_detections"] == len(boxes) == len(record["scores"]) == len(record["labels"])
-    np.testing.assert_allclose(boxes, detections["boxes"].double().numpy(), rtol=0, atol=1e-6)
+    # float32 boxes of two processes: a few ulps apart where the threads sum in another order (1 ulp at 50 m: 4e-6)
+    np.testing.assert_allclose(boxes, detections["boxes"].double().numpy(), rtol=0, atol=2e-5)
     np.testing.assert_allclose(record["scores"], detections["scores"].double().numpy(), rtol=0, atol=1e-7)
     assert record["labels"] == [class_names[int(label)] for label in detections["labels"]]
 
