@@ -249,13 +249,15 @@ def sim_to_real(detect, real_dir: str, max_distance: float = 50.0, min_points: i
     if len(names) != len(scores) or (len(boxes) and boxes.shape[1] < 7):
         raise ValueError(f"detect must return boxes (K, >=7), scores (K,) and K names; got {boxes.shape}, "
                          f"{scores.shape}, {len(names)} names")
+    thresholds = sorted({score_threshold, *other_thresholds})
+    if not all(0.0 <= t <= 1.0 for t in thresholds):
+        raise ValueError(f"score thresholds must lie in [0, 1], got {thresholds}")
     counted = (np.hypot(frame.boxes[:, 0], frame.boxes[:, 1]) <= max_distance) & (counts >= min_points)
-    result = _score_detections(frame, counted, boxes, scores, names, score_threshold, max_distance, match_distance)
-    result["by_score"] = []
-    for threshold in sorted({score_threshold, *other_thresholds}):
-        at = _score_detections(frame, counted, boxes, scores, names, threshold, max_distance, match_distance)
-        result["by_score"].append({"score_threshold": threshold, "found": at["found"], "recall": at["recall"],
-                                   "false_positives": at["false_positives"]})
+    scored = {t: _score_detections(frame, counted, boxes, scores, names, t, max_distance, match_distance)
+              for t in thresholds}
+    result = scored[score_threshold]
+    result["by_score"] = [{"score_threshold": t, "found": at["found"], "recall": at["recall"],
+                           "false_positives": at["false_positives"]} for t, at in scored.items()]
     result["settings"] = {"max_distance": max_distance, "min_points": min_points, "score_threshold": score_threshold,
                           "match_distance": match_distance}
     return result

@@ -169,6 +169,8 @@ def test_sim_to_real_scores_the_same_detections_at_each_operating_point(real_fil
     assert points == {0.2: (everything, away_within), 0.3: (everything, away_within),
                       0.4: (sure, away_within), 0.5: (sure, 0)}
     assert (score["found"], score["false_positives"]) == points[0.2]
+    with pytest.raises(ValueError, match="score thresholds must lie in"):
+        sim_to_real(graded, real_dir, other_thresholds=(30,))  # a percentage given for a score
 
 
 def test_the_tool_loads_a_checkpoint_through_the_safe_loader_before_anything_else(tmp_path):
