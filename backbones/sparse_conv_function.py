@@ -28,7 +28,17 @@ def _has_onednn_linear() -> bool:
         return False
 
 
+def _has_onednn_bf16() -> bool:
+    """oneDNN multiplies bf16 only on CPUs with AVX-512: on an AVX2 CPU its linear fails to build a bf16
+    primitive (the bf16 test of test_conv_gemm_paths.py raised there), so bf16 takes ``torch.mm``."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 _ONEDNN_LINEAR = _has_onednn_linear()
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16) if _has_onednn_bf16() else (torch.float32,)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -38,7 +48,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     ``torch.mm``), so it measures the machine's peak; it is a private op, so anything unusual (other
     devices, dtypes, an op that is missing) takes the public path.
     """
-    if _ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and x.shape[0]:
+    if _ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES and x.shape[0]:
         return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
     return torch.mm(x, weight.t())
 
