@@ -1,0 +1,10 @@
+"""The machine line of every benchmark table names the vector instructions torch runs on: the same CPU
+model name ("AMD EPYC") has come with AVX-512 on one VM and AVX2 only on another, 30 % slower."""
+import torch
+
+from benchmarks.voxelizer import machine_description
+
+
+def test_the_machine_line_names_the_cpu_capability():
+    line = machine_description()
+    assert f"({torch.backends.cpu.get_cpu_capability()})" in line.split(",")[0]
