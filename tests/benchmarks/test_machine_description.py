@@ -1,5 +1,6 @@
 """The machine line of every benchmark table names the vector instructions torch runs on: the same CPU
-model name ("AMD EPYC") has come with AVX-512 on one VM and AVX2 only on another, 30 % slower."""
+model name ("AMD EPYC") has come with AVX-512 (../shared/perf-notes.md) and with AVX2 only (2026-12-01),
+and the demo trained 1.3x slower on the second than on earlier VMs of that name."""
 import torch
 
 from benchmarks.voxelizer import machine_description
