@@ -21,24 +21,18 @@ def _offset_weights(weight: torch.Tensor) -> torch.Tensor:
     return weight.reshape(c_out, -1, c_in).transpose(0, 1).contiguous()
 
 
-def _has_onednn_linear() -> bool:
+def _onednn_linear_dtypes() -> tuple:
+    """The dtypes oneDNN's linear multiplies on this machine: none where the op is missing, fp32, and bf16
+    only with AVX-512 (on an AVX2 CPU it fails to build a bf16 primitive, so bf16 takes ``torch.mm``)."""
     try:
-        return hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()
+        if not (hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()):
+            return ()
+        return (torch.float32, torch.bfloat16) if torch.ops.mkldnn._is_mkldnn_bf16_supported() else (torch.float32,)
     except (AttributeError, RuntimeError):
-        return False
+        return ()
 
 
-def _has_onednn_bf16() -> bool:
-    """oneDNN multiplies bf16 only on CPUs with AVX-512: on an AVX2 CPU its linear fails to build a bf16
-    primitive (the bf16 test of test_conv_gemm_paths.py raised there), so bf16 takes ``torch.mm``."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-_ONEDNN_LINEAR = _has_onednn_linear()
-_ONEDNN_DTYPES = (torch.float32, torch.bfloat16) if _has_onednn_bf16() else (torch.float32,)
+_ONEDNN_DTYPES = _onednn_linear_dtypes()
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -48,7 +42,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     ``torch.mm``), so it measures the machine's peak; it is a private op, so anything unusual (other
     devices, dtypes, an op that is missing) takes the public path.
     """
-    if _ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES and x.shape[0]:
+    if x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES and x.shape[0]:
         return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
     return torch.mm(x, weight.t())
 

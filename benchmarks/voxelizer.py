@@ -24,17 +24,15 @@ from voxelize.voxelizer import Voxelizer
 
 
 def machine_description() -> str:
-    """One line naming the CPU and the vector instructions torch uses on it (AVX2 or AVX512: the same EPYC name
-    has come with either, at different speeds), cores, Python, torch and spconv versions, the malloc settings
-    and the GPU torch sees (if any)."""
+    """One line naming the CPU (and its vector instructions, :func:`machine_info.cpu_name`), cores, Python,
+    torch and spconv versions, the malloc settings and the GPU torch sees (if any)."""
     try:
         import spconv
         spconv_version = spconv.__version__
     except ImportError:
         spconv_version = "absent"
     malloc = os.environ.get("MALLOC_MMAP_THRESHOLD_", "default")
-    return (f"{cpu_name()} ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} logical cores, "
-            f"Python {platform.python_version()}, "
+    return (f"{cpu_name()}, {os.cpu_count()} logical cores, Python {platform.python_version()}, "
             f"torch {torch.__version__}, spconv {spconv_version}, MALLOC_MMAP_THRESHOLD_={malloc}, "
             f"freed memory: {malloc_setting()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
             + (f", GPU {torch.cuda.get_device_name()} (torch built for CUDA {torch.version.cuda})"
