@@ -49,6 +49,7 @@ CLASSES = {
     "traffic_cone": ("movable_object.trafficcone", (0.41, 0.41, 1.07), None, None, None, 0.0),
 }
 KERB_HEIGHT = 0.12        # sidewalks stand this high above the road (m)
+KERB_STONE = 0.16         # width of the kerbstone along a sidewalk's road edge (m)
 CLEARANCE = 0.7           # static clutter keeps this far from annotated objects (m)
 RAILING_PANEL = 2.5       # length of a kerb railing's panel (m)
 # The ego car in its own frame (x forward from the rear axle): the roof under the sensor hides the body
@@ -388,6 +389,9 @@ def random_scene(rng: np.random.Generator, duration: float, lidar: LidarSpec = H
     # drawn last, so that the street is the one the same seed gave before mounts were tilted
     tilt = np.asarray(MOUNT_TILT) + rng.uniform(-MOUNT_JITTER, MOUNT_JITTER, 2)
     scene.lidar = replace(lidar, mount_tilt=tuple(float(a) for a in tilt))
+    # and the pavement after it, so that streets, road users and mounts are those the same seed gave in world 5
+    scene.static = Primitives.concatenate([_pavement(rng, street, begin, end, half_road, sidewalk, gaps),
+                                           scene.static])
     return scene
 
 
@@ -415,12 +419,8 @@ def _street_geometry(rng, street: _Street, begin, end, half_road, sidewalk, occu
         pieces.append(placed)
         return True
 
-    segment = 6.0  # sidewalks follow the bent street in short straight slabs
     for side in (-1, 1):
         width = sidewalk[side]
-        for u in np.arange(begin, end, segment):
-            slab = part((0, 0, KERB_HEIGHT / 2), (segment / 2 + 0.05, width / 2, KERB_HEIGHT / 2), "concrete")
-            place(slab, u + segment / 2, side * (half_road[side] + width / 2), check=False)
         edge = half_road[side] + width
         if open_side[side]:
             _buildings(rng, place, begin, end, side, edge + rng.uniform(20, 35))
@@ -453,6 +453,40 @@ def _street_geometry(rng, street: _Street, begin, end, half_road, sidewalk, occu
             kind = rng.choice(["bin", "bench", "post_box", "planter"])
             place(_furniture(kind, rng), u, w, 0.0 if side > 0 else math.pi, KERB_HEIGHT)
             u += rng.uniform(6, 20)
+    return Primitives.concatenate(pieces)
+
+
+# Pavement brightness, calibrated on the real key frame: its road returns 5-20 within 10 m, but its western
+# sidewalk 30-60 and the kerb's face along it 60-80+, while concrete of gain 1 returns about 11 on a sidewalk
+# seen from the roof and 20 on a kerb face. Each side of a street draws its own gains (log-uniform, median
+# about 1.6), and each slab varies around them: with one brightness everywhere, a detector learns that a bright
+# low return is a cone, as the demo model did along that kerb.
+SIDEWALK_GAIN = (0.6, 4.0)
+KERB_GAIN = (0.8, 5.0)
+SLAB_GAIN_SPREAD = 0.25   # log-normal sigma of one slab's gain around its side's
+
+
+def _pavement(rng, street: _Street, begin, end, half_road, sidewalk, gaps) -> Primitives:
+    """Sidewalk slabs and the kerbstones at their road edge, in the global frame; none across a cross street."""
+    segment = 6.0  # sidewalks follow the bent street in short straight slabs
+    pieces = []
+    for side in (-1, 1):
+        width = sidewalk[side]
+        side_gain = {name: math.exp(rng.uniform(math.log(low), math.log(high)))
+                     for name, (low, high) in (("slab", SIDEWALK_GAIN), ("kerb", KERB_GAIN))}
+        for u in np.arange(begin, end, segment):
+            if any(low <= u + segment / 2 <= high for low, high in gaps):
+                continue
+            slab_gain, kerb_gain = (side_gain[name] * math.exp(rng.normal(0.0, SLAB_GAIN_SPREAD))
+                                    for name in ("slab", "kerb"))
+            half_length = segment / 2 + 0.05
+            # the kerbstone stands 1 cm proud of the slab's face and top, so that its own face is what rays meet
+            slab = Primitives.concatenate([
+                part((0, 0, KERB_HEIGHT / 2), (half_length, width / 2, KERB_HEIGHT / 2), "concrete", gain=slab_gain),
+                part((0, -side * (width / 2 - 0.07), KERB_HEIGHT / 2 + 0.005),
+                     (half_length, KERB_STONE / 2, KERB_HEIGHT / 2 + 0.005), "concrete", gain=kerb_gain)])
+            position, street_yaw = street.pose(u + segment / 2, side * (half_road[side] + width / 2))
+            pieces.append(slab.moved(np.array([*position, 0.0]), rotation_z(street_yaw)))
     return Primitives.concatenate(pieces)
 
 

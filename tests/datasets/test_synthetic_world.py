@@ -7,8 +7,22 @@ import numpy as np
 import pytest
 
 from datasets import synthetic_world
-from datasets.synthetic_sensor import MATERIAL_IDS
-from datasets.synthetic_world import SceneObject, _boundary, _furniture, _Occupancy, random_scene
+from datasets.synthetic_sensor import MATERIAL_IDS, Ground, scan
+from datasets.synthetic_world import (
+    KERB_GAIN,
+    KERB_HEIGHT,
+    SIDEWALK_GAIN,
+    SLAB_GAIN_SPREAD,
+    Scene,
+    SceneObject,
+    _boundary,
+    _furniture,
+    _Occupancy,
+    _pavement,
+    _Street,
+    random_scene,
+)
+from tests.datasets.test_synthetic_objects import EXACT, surface_distance
 
 DURATION = 2.0
 
@@ -183,3 +197,49 @@ def test_some_kerbs_carry_a_railing_of_panels(monkeypatch):
         random_scene(np.random.default_rng([0, i]), DURATION)
     assert len(panels) >= 10
     assert all(kind == "fence" and length == 2.4 and 0.9 <= height <= 1.2 for kind, length, height in panels)
+
+
+def test_kerbstones_face_the_road_and_rays_meet_them_on_their_surfaces():
+    """A straight street along x (u = x, w = y): slabs and kerbstones of both sidewalks, none across the cross
+    street, and the rays of a sensor on the road that hit the pavement lie on its parts' surfaces; those that
+    meet the kerb's height from the road hit the kerbstone's face, 1 cm proud of the slab's."""
+    street = _Street(Scene([], 5.0, 0.0, 0.0, DURATION), 0.0)
+    half_road, sidewalk = {-1: 4.0, 1: 5.5}, {-1: 3.0, 1: 2.5}
+    pavement = _pavement(np.random.default_rng(0), street, -30.0, 42.0, half_road, sidewalk, gaps=[(6.0, 18.0)])
+    ends = (pavement.centre[:, 0] - pavement.half[:, 0], pavement.centre[:, 0] + pavement.half[:, 0])
+    assert not ((ends[1] > 6.05) & (ends[0] < 18.0 - 0.05)).any()     # the cross street is open
+    kerbs = pavement.half[:, 2] > KERB_HEIGHT / 2 + 1e-6
+    assert kerbs.sum() * 2 == len(pavement) == 2 * 2 * 10             # a kerbstone to every slab, 10 a side
+    assert np.allclose(pavement.centre[kerbs, 2] + pavement.half[kerbs, 2], KERB_HEIGHT + 0.01)
+    faces = np.abs(pavement.centre[kerbs, 1]) - pavement.half[kerbs, 1]
+    assert np.allclose(faces, np.where(pavement.centre[kerbs, 1] > 0, half_road[1], half_road[-1]) - 0.01)
+
+    sensor = np.array([-2.0, 0.0, 1.84])
+    points = scan(pavement, Ground(), sensor, np.eye(3), EXACT, np.random.default_rng(0))
+    hits = points[:, :3].astype(np.float64) + sensor
+    hits = hits[hits[:, 2] > 1e-3]
+    assert len(hits) > 1000
+    assert surface_distance(hits, pavement).max() < 2e-4
+    face_hits = hits[(hits[:, 2] > 0.02) & (hits[:, 2] < KERB_HEIGHT - 0.02)]
+    assert len(face_hits) > 20
+    assert np.allclose(np.abs(face_hits[:, 1]), np.where(face_hits[:, 1] > 0, half_road[1], half_road[-1]) - 0.01,
+                       atol=1e-4)
+
+
+def test_sidewalks_and_kerbs_differ_in_brightness_from_street_to_street():
+    """Each side draws its gains log-uniform in its range, each slab within a few sigma of its side's: dark
+    and bright pavements both occur (the real key frame's sidewalk returns 30-60, its road 5-20)."""
+    street = _Street(Scene([], 5.0, 0.0, 0.0, DURATION), 0.0)
+    medians = {"slab": [], "kerb": []}
+    for seed in range(40):
+        pavement = _pavement(np.random.default_rng(seed), street, 0.0, 60.0, {-1: 4.0, 1: 4.0}, {-1: 3.0, 1: 3.0}, [])
+        kerbs = pavement.half[:, 2] > KERB_HEIGHT / 2 + 1e-6
+        for side in (-1, 1):
+            on_side = np.sign(pavement.centre[:, 1]) == side
+            medians["slab"].append(np.median(pavement.gain[on_side & ~kerbs]))
+            medians["kerb"].append(np.median(pavement.gain[on_side & kerbs]))
+    for name, (low, high) in (("slab", SIDEWALK_GAIN), ("kerb", KERB_GAIN)):
+        gains = np.array(medians[name])
+        spread = np.exp(3 * SLAB_GAIN_SPREAD)
+        assert (gains > low / spread).all() and (gains < high * spread).all(), name
+        assert gains.min() < low * 1.5 and gains.max() > high / 1.5, name
