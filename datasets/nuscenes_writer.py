@@ -188,8 +188,9 @@ class NuScenesWriter:
 # Bump when the same settings generate another world (2: one generator per scene, the sensor's tilted mount;
 # 3: unbroken barrier rows at most road works, bins, benches, post boxes, planters, bollards and hydrants;
 # 4: about nuScenes' share of trucks, one for every 5 cars; 5: trailers in the lanes towed by a tractor,
-# railings along some kerbs; 6: sidewalks and kerbstones of varied brightness).
-WORLD_VERSION = 6
+# railings along some kerbs; 6: sidewalks and kerbstones of varied brightness; 7: low walls in front of
+# set-back houses and along parks).
+WORLD_VERSION = 7
 WORLD_FILE = "synthetic_world.json"  # beside the tables: what generated the database
 
 

@@ -419,17 +419,26 @@ def _street_geometry(rng, street: _Street, begin, end, half_road, sidewalk, occu
         pieces.append(placed)
         return True
 
+    # Low garden and park walls come from a generator of their own (spawning one leaves ``rng`` where it was), so
+    # that streets and road users stay those the same seed gave in world 6.
+    walls = rng.spawn(1)[0]
     for side in (-1, 1):
         width = sidewalk[side]
         edge = half_road[side] + width
         if open_side[side]:
-            _buildings(rng, place, begin, end, side, edge + rng.uniform(20, 35))
+            _buildings(rng, place, begin, end, side, edge + rng.uniform(20, 35), walls)
             for _ in range(int((end - begin) * rng.uniform(0.2, 0.5))):  # trees and bushes in a park
                 kind = rng.choice(["tree", "tree", "bush"])
                 place(_furniture(kind, rng), rng.uniform(begin, end), side * (edge + rng.uniform(1.5, 30)),
                       rng.uniform(0, math.pi))
+            if walls.random() < 0.5:  # the park's low wall along the sidewalk's back edge, open at gates
+                u = begin + walls.uniform(0, 10)
+                while u < end:
+                    length = walls.uniform(4, 12)
+                    place(_boundary("wall", walls, length), u + length / 2, side * (edge + 0.2), 0.0, KERB_HEIGHT)
+                    u += length + (walls.uniform(2, 6) if walls.random() < 0.3 else 0.05)
         else:
-            _buildings(rng, place, begin, end, side, edge)
+            _buildings(rng, place, begin, end, side, edge, walls)
         if rng.random() < 0.3:
             # A pedestrian railing along the kerb, in panels, broken where someone stands or parks. Not annotated:
             # nuScenes' barriers are the temporary ones (real streets are lined with look-alikes).
@@ -490,8 +499,9 @@ def _pavement(rng, street: _Street, begin, end, half_road, sidewalk, gaps) -> Pr
     return Primitives.concatenate(pieces)
 
 
-def _buildings(rng, place, begin, end, side, sidewalk_edge):
-    """Facades along one side: setbacks with hedges or fences, floors of windows, gaps between houses."""
+def _buildings(rng, place, begin, end, side, sidewalk_edge, walls):
+    """Facades along one side: setbacks with hedges, fences or low walls (drawn from ``walls``), floors of
+    windows, gaps between houses."""
     u = begin
     while u < end:
         length = rng.uniform(8, 30)
@@ -505,7 +515,10 @@ def _buildings(rng, place, begin, end, side, sidewalk_edge):
               KERB_HEIGHT, check=False)
         if setback > 1.0:
             kind = rng.choice(["hedge", "fence", "none"])
-            if kind != "none":
+            if kind == "none" and walls.random() < 0.75:
+                place(_boundary("wall", walls, length - 0.5), u + length / 2, side * (sidewalk_edge + 0.3),
+                      0.0, KERB_HEIGHT)
+            elif kind != "none":
                 place(_boundary(kind, rng, length - 0.5), u + length / 2, side * (sidewalk_edge + 0.3),
                       0.0, KERB_HEIGHT)
         u += length + rng.uniform(0, 1.5)
@@ -541,11 +554,17 @@ def _facade(rng, length: float, floors: int) -> Primitives:
 
 
 def _boundary(kind: str, rng, length: float, height: float | None = None) -> Primitives:
-    """A hedge (its height drawn), or a fence of posts and mesh (``height``: drawn when None), along x."""
+    """A hedge (its height drawn), a solid low wall of knee to chest height, or a fence of posts and mesh
+    (``height``: drawn when None), along x. Low walls are what real sidewalks are lined with and the world
+    lacked: the demo model put rows of barriers and pedestrians on the real key frame's (world 6)."""
     if kind == "hedge" and height is None:
         return centred(part((0, 0, 0), (length / 2, rng.uniform(0.3, 0.6), rng.uniform(0.5, 0.9)), "hedge"))
+    if kind == "wall" and height is None:
+        height, thickness = rng.uniform(0.4, 1.3), rng.uniform(0.2, 0.4)
+        return centred(part((0, 0, 0), (length / 2, thickness / 2, height / 2), "concrete",
+                            gain=float(rng.uniform(0.6, 2.5))))
     if kind != "fence":
-        raise ValueError(f"unknown boundary {kind!r} (height {height}): expected 'hedge' or 'fence'")
+        raise ValueError(f"unknown boundary {kind!r} (height {height}): expected 'hedge', 'wall' or 'fence'")
     height = rng.uniform(1.0, 1.8) if height is None else height
     parts = [part((x, 0, height / 2), (0.04, 0.04, height / 2), "metal")
              for x in np.arange(-length / 2, length / 2, 2.5)]

@@ -159,7 +159,7 @@ def test_street_clutter_stands_on_the_ground_at_a_persons_size(kind):
             assert footprint[1] <= 2.3
 
 
-@pytest.mark.parametrize("kind, height", [("fense", None), ("hedge", 1.0), ("none", None)])
+@pytest.mark.parametrize("kind, height", [("fense", None), ("hedge", 1.0), ("wall", 0.8), ("none", None)])
 def test_a_boundary_it_cannot_build_is_refused(kind, height):
     with pytest.raises(ValueError, match=f"unknown boundary '{kind}'"):
         _boundary(kind, np.random.default_rng(0), 5.0, height)
@@ -197,6 +197,30 @@ def test_some_kerbs_carry_a_railing_of_panels(monkeypatch):
         random_scene(np.random.default_rng([0, i]), DURATION)
     assert len(panels) >= 10
     assert all(kind == "fence" and length == 2.4 and 0.9 <= height <= 1.2 for kind, length, height in panels)
+
+
+def test_set_back_houses_and_parks_have_low_solid_walls(monkeypatch):
+    """Unannotated solid walls of knee to chest height in front of houses and along parks, standing on the
+    sidewalk's level; the hedges and fences stay."""
+    made = []
+
+    def recording(kind, rng, length, height=None):
+        parts = _boundary(kind, rng, length, height)
+        made.append((kind, parts))
+        return parts
+
+    monkeypatch.setattr(synthetic_world, "_boundary", recording)
+    scenes = [random_scene(np.random.default_rng([0, i]), DURATION) for i in range(6)]
+    walls = [parts for kind, parts in made if kind == "wall"]
+    assert len(walls) >= 10 and {"hedge", "fence"} <= {kind for kind, _ in made}
+    for parts in walls:
+        top = parts.centre[:, 2] + parts.half[:, 2]
+        assert len(parts) == 1 and parts.material[0] == MATERIAL_IDS["concrete"]
+        assert abs(parts.centre[0, 2] - parts.half[0, 2]) < 1e-9 and 0.4 <= top[0] <= 1.3
+        assert 0.2 <= 2 * parts.half[0, 1] <= 0.4
+    # placed: standing on the sidewalk in some scene's street
+    static = np.concatenate([scene.static.half for scene in scenes])
+    assert sum(np.isclose(static[:, 1], parts.half[0, 1]).any() for parts in walls) >= 10
 
 
 def test_kerbstones_face_the_road_and_rays_meet_them_on_their_surfaces():
