@@ -492,7 +492,7 @@ def _pavement(rng, street: _Street, begin, end, half_road, sidewalk, gaps) -> Pr
             # the kerbstone stands 1 cm proud of the slab's face and top, so that its own face is what rays meet
             slab = Primitives.concatenate([
                 part((0, 0, KERB_HEIGHT / 2), (half_length, width / 2, KERB_HEIGHT / 2), "concrete", gain=slab_gain),
-                part((0, -side * (width / 2 - 0.07), KERB_HEIGHT / 2 + 0.005),
+                part((0, -side * (width / 2 - KERB_STONE / 2 + 0.01), KERB_HEIGHT / 2 + 0.005),
                      (half_length, KERB_STONE / 2, KERB_HEIGHT / 2 + 0.005), "concrete", gain=kerb_gain)])
             position, street_yaw = street.pose(u + segment / 2, side * (half_road[side] + width / 2))
             pieces.append(slab.moved(np.array([*position, 0.0]), rotation_z(street_yaw)))
