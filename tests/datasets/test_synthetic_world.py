@@ -218,9 +218,12 @@ def test_set_back_houses_and_parks_have_low_solid_walls(monkeypatch):
         assert len(parts) == 1 and parts.material[0] == MATERIAL_IDS["concrete"]
         assert abs(parts.centre[0, 2] - parts.half[0, 2]) < 1e-9 and 0.4 <= top[0] <= 1.3
         assert 0.2 <= 2 * parts.half[0, 1] <= 0.4
-    # placed: standing on the sidewalk in some scene's street
-    static = np.concatenate([scene.static.half for scene in scenes])
-    assert sum(np.isclose(static[:, 1], parts.half[0, 1]).any() for parts in walls) >= 10
+    # placed in the streets, standing on the sidewalk (kerb height), upright
+    half = np.concatenate([scene.static.half for scene in scenes])
+    bottom = np.concatenate([scene.static.centre[:, 2] for scene in scenes]) - half[:, 2]
+    placed = [np.isclose(half, parts.half[0]).all(1) for parts in walls]
+    assert sum(match.any() for match in placed) >= 10
+    assert all(np.allclose(bottom[match], KERB_HEIGHT) for match in placed)
 
 
 def test_kerbstones_face_the_road_and_rays_meet_them_on_their_surfaces():
