@@ -23,10 +23,12 @@ from benchmarks.voxelizer import device_waiter, thread_counts
 class TrainingResult:
     backend: str
     workers: int
-    batch_size: int
+    batch_size: int     # per process
     steps: int
-    step_s: float       # median compute time of a step
+    step_s: float       # median compute time of a step (rank 0's: waits for the other processes included)
     data_s: float       # median wait for the step's batch
+    processes: int = 1
+    batch_norm: str = "global"
 
     @property
     def data_share(self) -> float:
@@ -34,34 +36,53 @@ class TrainingResult:
         return self.data_s / (self.data_s + self.step_s)
 
 
-def benchmark_training(config_path: str, overrides=(), backends=None, workers=(0, 2),
-                       steps: int = 6, threads: int = 2) -> list[TrainingResult]:
-    """``steps`` + 1 training steps of the config per (backend, workers); medians of the last ``steps``."""
+def benchmark_training(config_path: str, overrides=(), backends=None, workers=(0, 2), steps: int = 6,
+                       threads: int = 2, layouts=None, rounds: int = 1) -> list[TrainingResult]:
+    """``steps`` + 1 training steps of the config per (backend, workers, layout); medians of the last ``steps``.
+
+    ``layouts``: (processes, batch_norm) pairs, each splitting the config's global batch (processes x
+    batch_size) evenly over its processes; None: the config's own. ``rounds``: the whole set again, in the
+    same order, so that the layouts interleave in time.
+    """
     from detectors.experiment import load_centerpoint_config
     from detectors.training import train
 
+    base = load_centerpoint_config(config_path, overrides).train
+    global_batch = base.processes * base.batch_size
+    layouts = [(base.processes, base.batch_norm)] if layouts is None else list(layouts)
+    for processes, _ in layouts:
+        if global_batch % processes:
+            raise ValueError(f"{processes} processes cannot split the config's global batch of {global_batch} "
+                             f"frames evenly")
     results = []
-    for _ in thread_counts([threads]):
-        for backend in available_backends() if backends is None else backends:
-            for count in workers:
-                config = load_centerpoint_config(config_path, [*overrides, f"model.backbone_3d.backend={backend}",
-                                                               f"train.num_workers={count}", "train.log_every=1"])
-                with tempfile.TemporaryDirectory() as run_dir:
-                    train(config, run_dir, max_steps=steps + 1, progress=False)
-                    with open(os.path.join(run_dir, "log.jsonl")) as f:
-                        records = [json.loads(line) for line in f if '"step_time"' in line][1:]
-                results.append(TrainingResult(backend, count, config.train.batch_size, len(records),
-                                              statistics.median(r["step_time"] for r in records),
-                                              statistics.median(r["data_time"] for r in records)))
+    for _ in range(rounds):
+        for _ in thread_counts([threads]):
+            for backend in available_backends() if backends is None else backends:
+                for count in workers:
+                    for processes, batch_norm in layouts:
+                        config = load_centerpoint_config(config_path, [
+                            *overrides, f"model.backbone_3d.backend={backend}", f"train.num_workers={count}",
+                            "train.log_every=1", f"train.processes={processes}", f"train.batch_norm={batch_norm}",
+                            f"train.batch_size={global_batch // processes}"])
+                        with tempfile.TemporaryDirectory() as run_dir:
+                            train(config, run_dir, max_steps=steps + 1, progress=False)
+                            with open(os.path.join(run_dir, "log.jsonl")) as f:
+                                records = [json.loads(line) for line in f if '"step_time"' in line][1:]
+                        results.append(TrainingResult(backend, count, config.train.batch_size, len(records),
+                                                      statistics.median(r["step_time"] for r in records),
+                                                      statistics.median(r["data_time"] for r in records),
+                                                      processes, batch_norm))
     return results
 
 
 def training_table(results: list[TrainingResult]) -> str:
-    lines = ["| backend | DataLoader workers | batch | steps | step s | data wait s | data / (data + step) | "
-             "per frame: step s, data s |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| backend | processes | BatchNorm | DataLoader workers | batch per process | steps | step s | "
+             "data wait s | data / (data + step) | per frame: step s, data s |", "|---" * 10 + "|"]
     for r in results:
-        lines.append(f"| {r.backend} | {r.workers} | {r.batch_size} | {r.steps} | {r.step_s:.2f} | {r.data_s:.2f} | "
-                     f"{100 * r.data_share:.1f}% | {r.step_s / r.batch_size:.2f}, {r.data_s / r.batch_size:.2f} |")
+        frames = r.batch_size * r.processes
+        lines.append(f"| {r.backend} | {r.processes} | {r.batch_norm if r.processes > 1 else '-'} | {r.workers} | "
+                     f"{r.batch_size} | {r.steps} | {r.step_s:.2f} | {r.data_s:.2f} | {100 * r.data_share:.1f}% | "
+                     f"{r.step_s / frames:.2f}, {r.data_s / frames:.2f} |")
     return "\n".join(lines)
 
 

@@ -7,9 +7,12 @@ Key frames at 2 Hz, sweeps at 20 Hz; a sweep belongs to the next key frame's sam
 """
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 from dataclasses import dataclass
 
@@ -220,13 +223,15 @@ def require_world(root: str, settings: dict, version: str = "v1.0-synthetic") ->
 
 def make_synthetic_database(root: str, scenes: int, seed: int = 0, keyframes_per_scene: int = 4,
                             val_fraction: float = 0.25, lidar: str = "hdl32e", version: str = "v1.0-synthetic",
-                            progress=None) -> DatabaseSummary:
+                            progress=None, workers: int | None = 1) -> DatabaseSummary:
     """Generate ``scenes`` random scenes and write them as a nuScenes database under ``root``.
 
     The last ``val_fraction`` of the scenes (at least one, when there are two or more) form the
     ``synthetic_val`` split, the rest ``synthetic_train``. ``progress`` wraps the scene range
     (e.g. ``tqdm``). Deterministic for a given seed; scene ``i`` is drawn from the generator of ``[seed, i]``,
-    so it is the same scene whatever the number of scenes or the sensor.
+    so it is the same scene whatever the number of scenes or the sensor. ``workers`` processes draw and
+    ray-cast the scenes side by side (None: one per CPU core this process may use); the database is byte for
+    byte the same for any number of them.
     """
     from datasets.synthetic_world import LIDARS
 
@@ -236,18 +241,52 @@ def make_synthetic_database(root: str, scenes: int, seed: int = 0, keyframes_per
         raise ValueError(f"unknown lidar {lidar!r}; valid: {sorted(LIDARS)}")
     if not 0.0 <= val_fraction < 1.0:  # at 1 or above every scene would be validation, none left to train on
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     writer = NuScenesWriter(root, version)
     num_val = max(1, round(scenes * val_fraction)) if scenes > 1 else 0
     duration = (keyframes_per_scene - 1) * KEYFRAME_EVERY / SWEEP_HZ
+    jobs = [(root, version, index, seed, VAL_SPLIT if index >= scenes - num_val else TRAIN_SPLIT, duration, lidar)
+            for index in range(scenes)]
     indices = range(scenes) if progress is None else progress(range(scenes))
-    for index in indices:
-        # one generator per scene: a scene's street and road users do not depend on how many random draws
-        # the sensor spent on the scenes before it (a sensor change would reshuffle every later scene)
-        rng = np.random.default_rng([seed, index])
-        scene = random_scene(rng, duration, LIDARS[lidar])
-        split = VAL_SPLIT if index >= scenes - num_val else TRAIN_SPLIT
-        writer.add_scene(scene, index, split, rng, start_us=1_700_000_000_000_000 + index * 100_000_000)
+    with _scene_runner(min(workers, scenes)) as run:
+        for _, (split, name, rows, sweeps) in zip(indices, run(_write_scene, jobs)):
+            # merged in scene order: the tables one writer would hold after adding the scenes in turn
+            for table, added in rows.items():
+                writer.tables[table].extend(added)
+            writer.splits[split].append(name)
+            writer.sweep_count += sweeps
     # before the tables: a database whose sample.json exists always says what generated it
     write_atomically(os.path.join(root, version, WORLD_FILE),
                      json.dumps(world_settings(scenes, seed, keyframes_per_scene, val_fraction, lidar)).encode())
     return writer.finish()
+
+
+SCENE_TABLES = ("calibrated_sensor", "log", "ego_pose", "sample_data", "sample", "sample_annotation", "instance",
+                "scene")  # the tables NuScenesWriter.add_scene appends to
+
+
+def _write_scene(root, version, index, seed, split, duration, lidar) -> tuple[str, str, dict, int]:
+    """Draw scene ``index`` and write its point files; returns its split, name, table rows and sweep count."""
+    from datasets.synthetic_world import LIDARS
+
+    # one generator per scene: a scene's street and road users do not depend on how many random draws
+    # the sensor spent on the scenes before it (a sensor change would reshuffle every later scene)
+    rng = np.random.default_rng([seed, index])
+    scene = random_scene(rng, duration, LIDARS[lidar])
+    writer = NuScenesWriter(root, version)
+    writer.add_scene(scene, index, split, rng, start_us=1_700_000_000_000_000 + index * 100_000_000)
+    return split, writer.splits[split][-1], {table: writer.tables[table] for table in SCENE_TABLES}, writer.sweep_count
+
+
+@contextlib.contextmanager
+def _scene_runner(workers: int):
+    """``run(function, jobs)``: the results in the jobs' order, from this process or from ``workers`` new ones
+    (spawned: the caller may hold threads that a forked child would inherit half-locked)."""
+    if workers <= 1:
+        yield lambda function, jobs: (function(*job) for job in jobs)
+        return
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield lambda function, jobs: pool.map(function, *zip(*jobs))

@@ -1,4 +1,5 @@
-"""Training CenterPoint: one process or ``torchrun`` (DDP, gloo on CPU, nccl on CUDA).
+"""Training CenterPoint: one process, ``torchrun`` or ``train.processes`` processes that :func:`train` starts
+itself (DDP, gloo on CPU, nccl on CUDA; ``detectors.local_processes``).
 
 A run folder holds the resolved config, ``log.jsonl`` (one JSON object per logged step), TensorBoard
 scalars when tensorboard is installed, and checkpoints written atomically (temp file, fsync,
@@ -39,6 +40,7 @@ from detectors.center_targets import build_targets
 from detectors.centerpoint import CenterPoint
 from detectors.checkpoints import (
     load_checkpoint,
+    load_model_weights,
     load_state_checked,
     restore_rng_states,
     rng_states,
@@ -46,6 +48,7 @@ from detectors.checkpoints import (
 )
 from detectors.config import to_dict
 from detectors.experiment import CenterPointConfig, OptimizerConfig, split_frames
+from detectors.local_processes import started_by_a_launcher, train_in_processes
 from detectors.run_folder import CHECKPOINT, CONFIG, LOG, check_run_folder, move_aside
 
 
@@ -171,6 +174,15 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
     """
     check_training_request(config, max_steps)
     plan = check_run_folder(run_dir, to_dict(config), resume, overwrite)
+    if config.train.processes > 1:
+        if not started_by_a_launcher():
+            result = train_in_processes(config, run_dir, resume, overwrite, max_steps, progress)
+            model = CenterPoint(config.model)
+            load_model_weights(model, result["checkpoint"])
+            return {**result, "model": model}
+        if os.environ["WORLD_SIZE"] != str(config.train.processes) and os.environ.get("RANK", "0") == "0":
+            print(f"train.processes is {config.train.processes}, but the launcher started {os.environ['WORLD_SIZE']} "
+                  f"processes: the launcher's count holds (train.batch_size {config.train.batch_size} frames each)")
     joins_process_group = not dist.is_initialized()
     try:
         return _train(config, run_dir, plan, max_steps, progress)
@@ -236,8 +248,10 @@ def build_training_run(config: CenterPointConfig, run_dir: str, resume: bool = F
     loader = DataLoader(data, batch_size=config.train.batch_size, sampler=sampler, collate_fn=collate,
                         num_workers=config.train.num_workers)
     if world > 1:
-        # Batch statistics and loss normalisers over the global batch: the same training as one process.
-        model = convert_to_cross_process_batch_norm(model)
+        # Loss normalisers over the global batch; batch statistics too unless per_process: then the same
+        # training as one process.
+        if config.train.batch_norm == "global":
+            model = convert_to_cross_process_batch_norm(model)
         trainable = torch.nn.parallel.DistributedDataParallel(model)
     else:
         trainable = model

@@ -43,6 +43,14 @@ RUNS = {"voxelize": (benchmark_voxelize, voxelize_table), "conv": (benchmark_con
         "meter": (benchmark_meter, meter_table)}
 
 
+def training_layout(parser, text: str) -> tuple[int, str]:
+    """'N' or 'N:global' / 'N:per_process' → (N, BatchNorm kind)."""
+    count, _, batch_norm = text.partition(":")
+    if not count.isdigit() or int(count) < 1 or batch_norm not in ("", "global", "per_process"):
+        parser.error(f"--processes {text}: expected N or N:global or N:per_process with N >= 1")
+    return int(count), batch_norm or "global"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="benchmark", required=True)
@@ -78,6 +86,10 @@ def main() -> int:
     training.add_argument("--steps", type=int, default=6, help="timed steps per run (one warm-up step more)")
     training.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts")
     training.add_argument("--backends", nargs="+", choices=list(BACKENDS), help="default: every installed one")
+    training.add_argument("--processes", nargs="+", metavar="N[:BATCHNORM]",
+                          help="training process layouts, e.g. 1 2:per_process 2:global (the config's global batch "
+                               "split evenly; default BatchNorm: global); default: the config's own")
+    training.add_argument("--rounds", type=int, default=1, help="run every layout this many times, interleaved")
     for command in sub.choices.values():
         command.add_argument("--default-malloc", action="store_true",
                              help="leave glibc's malloc thresholds alone (default: keep freed large buffers, "
@@ -93,13 +105,15 @@ def main() -> int:
         keep_freed_memory()
 
     if args.benchmark == "train":
+        layouts = None if args.processes is None else [training_layout(parser, text) for text in args.processes]
         if not os.path.isdir(args.database):
             parser.error(f"--database {args.database}: no such folder (make one with tools/make_synthetic.py)")
         synthetic = [f"dataset.root={args.database}", "dataset.version=v1.0-synthetic",
                      "dataset.train_split=synthetic_train", "dataset.val_split=synthetic_val"]
         print(f"machine: {machine_description()}\n")
         print(f"training on: {training_device()}\n")
-        print(training_table(benchmark_training(args.config, synthetic, args.backends, args.workers, args.steps)))
+        print(training_table(benchmark_training(args.config, synthetic, args.backends, args.workers, args.steps,
+                                                layouts=layouts, rounds=args.rounds)))
         return 0
 
     if args.benchmark == "detector":

@@ -71,7 +71,8 @@ def main() -> int:
     else:
         from tqdm import tqdm
         summary = make_synthetic_database(database, world["scenes"], seed=world["seed"],
-                                          progress=lambda r: tqdm(r, desc="synthetic world", unit="scene"))
+                                          progress=lambda r: tqdm(r, desc="synthetic world", unit="scene"),
+                                          workers=None)  # one process per core: the same database
         print(f"synthetic world: {summary.scenes} scenes, {summary.samples} key frames, {summary.sweeps} sweeps")
     timings["generate_s"] = time.perf_counter() - start
 

@@ -1,6 +1,6 @@
 """Generate the synthetic LiDAR world as a nuScenes database.
 
-    python tools/make_synthetic.py --out DIR --scenes N --seed S [--keyframes 4] [--lidar hdl32e|hdl64e]
+    python tools/make_synthetic.py --out DIR --scenes N --seed S [--keyframes 4] [--lidar hdl32e|hdl64e] [--workers N]
 
 Writes DIR/v1.0-synthetic/ (13 tables + splits.json with synthetic_train / synthetic_val), and the
 .pcd.bin files under DIR/samples and DIR/sweeps. Load it with
@@ -25,11 +25,14 @@ def main() -> int:
     parser.add_argument("--keyframes", type=int, default=4, help="key frames per scene (2 Hz)")
     parser.add_argument("--val-fraction", type=float, default=0.25)
     parser.add_argument("--lidar", default="hdl32e", choices=["hdl32e", "hdl64e"])
+    parser.add_argument("--workers", type=int, help="processes generating scenes side by side (default: one per "
+                                                    "CPU core; the database is the same for any number)")
     add_debug_option(parser)
     args = parser.parse_args()
     start = time.perf_counter()
     summary = make_synthetic_database(args.out, args.scenes, args.seed, args.keyframes, args.val_fraction,
-                                      args.lidar, progress=lambda r: tqdm(r, desc="scenes", unit="scene"))
+                                      args.lidar, progress=lambda r: tqdm(r, desc="scenes", unit="scene"),
+                                      workers=args.workers)
     print(f"wrote {summary.scenes} scenes, {summary.samples} key frames, {summary.sweeps} sweeps, "
           f"{summary.annotations} annotations to {summary.root}/{summary.version} "
           f"in {time.perf_counter() - start:.1f} s")

@@ -2,6 +2,7 @@
 
     python tools/train.py CONFIG [a.b=value ...] --out RUN_DIR [--resume | --overwrite] [--max-steps N]
     torchrun --nproc_per_node=N tools/train.py CONFIG --out RUN_DIR      (DDP; gloo on CPU, nccl on CUDA)
+    python tools/train.py CONFIG train.processes=N --out RUN_DIR         (the same N processes, started by train)
 """
 import argparse
 import sys

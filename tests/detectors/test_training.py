@@ -120,6 +120,45 @@ def test_torchrun_two_processes_train_as_one_process_with_the_global_batch(datab
     assert moved > 20  # the step changed the weights (and the running statistics) that were compared
 
 
+def _batch_norm_statistics(state: dict) -> dict:
+    return {key: value for key, value in state.items() if key.endswith(("running_mean", "running_var"))}
+
+
+def test_train_processes_start_the_same_group_as_torchrun(database, tmp_path, monkeypatch):
+    """``train.processes: 2``: train() starts the group itself. With global BatchNorm it trains as torchrun
+    does (above: as one process with both frames, to float tolerance); with per-process BatchNorm each
+    process normalises over its own frame, so after one step the running statistics are those of one
+    process trained on rank 0's frame alone."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # one thread per process, on any machine
+    settings = ("train.processes=2", "train.batch_size=1", "train.epochs=1")
+    grouped = {}
+    for batch_norm in ("global", "per_process"):
+        result = train(tiny_config(database, *settings, f"train.batch_norm={batch_norm}"),
+                       str(tmp_path / batch_norm), max_steps=1, progress=False)
+        end = json.loads((tmp_path / batch_norm / "log.jsonl").read_text().splitlines()[-1])
+        assert end["world_size"] == 2 and end["steps"] == 1 and end["ranks_in_sync"] and result["ranks_in_sync"]
+        grouped[batch_norm] = load_checkpoint(result["checkpoint"])["model"]
+        assert all(torch.equal(value, grouped[batch_norm][key]) for key, value in result["model"].state_dict().items())
+    alone = {}
+    for batch in (1, 2):
+        config = tiny_config(database, f"train.batch_size={batch}", "train.epochs=1")
+        result = train(config, str(tmp_path / f"b{batch}"), max_steps=1, progress=False)
+        alone[batch] = _batch_norm_statistics(load_checkpoint(result["checkpoint"])["model"])
+    per_process, global_ = _batch_norm_statistics(grouped["per_process"]), _batch_norm_statistics(grouped["global"])
+    assert len(per_process) > 20
+    for key, value in per_process.items():
+        torch.testing.assert_close(value, alone[1][key], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(global_[key], alone[2][key], rtol=1e-4, atol=1e-5)
+    assert any(not torch.allclose(value, alone[2][key], rtol=1e-3, atol=1e-4) for key, value in per_process.items())
+
+
+def test_an_error_in_a_training_process_is_raised_as_it_was(database, tmp_path):
+    config = tiny_config(database, "train.processes=2", "train.batch_size=1", "dataset.train_split=no_such_split")
+    with pytest.raises(ValueError, match="no_such_split"):
+        train(config, str(tmp_path / "run"), max_steps=1, progress=False)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
 def test_training_leaves_the_process_group_it_joined_and_keeps_the_callers(database, tmp_path, monkeypatch):
     """A group left to the interpreter's exit can abort a good torchrun run (gloo's threads outlive Python)."""
     import torch.distributed as dist

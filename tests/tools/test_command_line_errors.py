@@ -97,6 +97,7 @@ ONE_LINE_CASES = [
     ("make_synthetic", ["--out", "{file}", "--scenes", "1"], ["a_file"]),
     ("benchmark", ["train", "--database", "{tmp}/nodb", "--steps", "1", "--workers", "0", "--backends", "torch"],
      ["nodb"]),
+    ("benchmark", ["train", "--database", "{tmp}", "--processes", "2:sync"], ["--processes 2:sync", "N:per_process"]),
     ("demo", ["--out", "{file}"], ["a_file"]),
     ("benchmark", ["conv", "--device", "cuda", "--conv-gemm", "onednn"], ["oneDNN's CPU GEMM", "cuBLAS"]),
     *([("benchmark", ["conv", "--device", "cuda"], ["--device cuda", "no CUDA device"])]

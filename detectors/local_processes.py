@@ -1,0 +1,97 @@
+"""Data-parallel training in several processes of this machine, started by :func:`detectors.training.train`
+itself (``train.processes``), as ``torchrun --nproc_per_node=N`` would start them.
+
+Why on a CPU: the sparse convs and the head's small 2D convs scale poorly over threads (a demo step of two
+frames took 0.98 s on two threads, one frame 0.72 s on one thread), so two processes of one thread, one
+frame each, train faster than one process of two threads (docs/benchmarks.md, "Two processes").
+"""
+from __future__ import annotations
+
+import os
+import socket
+import traceback
+
+import torch
+import torch.multiprocessing as multiprocessing
+from torch.multiprocessing.spawn import ProcessException
+
+from optional_dependencies import MissingExtraError
+from voxelize.allocator import keep_freed_memory, malloc_setting
+
+# The errors a bad input raises (the tools' one-line errors, tools/command_line.py): re-raised as they are.
+INPUT_ERRORS = (ValueError, LookupError, OSError, MissingExtraError)
+
+
+def started_by_a_launcher() -> bool:
+    """Whether this process is one of a group already (torchrun, or :func:`train_in_processes`)."""
+    return "WORLD_SIZE" in os.environ
+
+
+def threads_per_process(processes: int) -> int:
+    """This process's intra-op threads shared out over ``processes``, at least one each."""
+    return max(1, torch.get_num_threads() // processes)
+
+
+def check_process_count(processes: int) -> None:
+    """One GPU per process where torch sees CUDA (as under torchrun)."""
+    if torch.cuda.is_available() and processes > torch.cuda.device_count():
+        raise ValueError(f"train.processes is {processes}, but torch sees {torch.cuda.device_count()} GPU(s): "
+                         f"each training process takes one; set train.processes to at most that")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _worker(rank: int, processes: int, port: int, threads: int, keep_memory: bool, arguments: tuple,
+            results) -> None:
+    from detectors.training import train
+
+    os.environ.update(WORLD_SIZE=str(processes), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(threads)
+    if keep_memory:
+        keep_freed_memory()
+    config, run_dir, resume, overwrite, max_steps, progress = arguments
+    try:
+        result = train(config, run_dir, resume=resume, max_steps=max_steps, progress=progress, overwrite=overwrite)
+    except Exception as error:
+        try:  # the error itself, so that the caller sees a bad input as the one-line error it is
+            results.put((rank, "error", error))
+        except Exception:
+            results.put((rank, "error", RuntimeError(traceback.format_exc())))
+        raise
+    if rank == 0:
+        results.put((rank, "result", {key: value for key, value in result.items() if key != "model"}))
+
+
+def train_in_processes(config, run_dir: str, resume: bool, overwrite: bool, max_steps: int | None,
+                       progress: bool) -> dict:
+    """Run :func:`detectors.training.train` in ``config.train.processes`` new processes (DDP, gloo on CPU),
+    each with an equal share of this process's threads, as one torchrun group; returns rank 0's result
+    without the model. A bad input in a process is raised here as it was there."""
+    processes = config.train.processes
+    check_process_count(processes)
+    results = multiprocessing.get_context("spawn").SimpleQueue()
+    arguments = (config, run_dir, resume, overwrite, max_steps, progress)
+    try:
+        multiprocessing.start_processes(
+            _worker, args=(processes, _free_port(), threads_per_process(processes), malloc_setting() != "default",
+                           arguments, results),
+            nprocs=processes, join=True, start_method="spawn")
+    except ProcessException as failure:
+        errors = sorted((rank, value) for rank, kind, value in _drain(results) if kind == "error")
+        if errors and isinstance(errors[0][1], INPUT_ERRORS):
+            raise errors[0][1] from None
+        raise RuntimeError(f"training in {processes} processes ({run_dir}) failed: rank {failure.error_index} "
+                           f"{failure}") from None
+    return next(value for rank, kind, value in _drain(results) if kind == "result")
+
+
+def _drain(queue) -> list:
+    reports = []
+    while not queue.empty():
+        reports.append(queue.get())
+    return reports
