@@ -94,11 +94,13 @@ def geometry_overrides(config: CenterPointConfig, geometry: str) -> list[str]:
 def variant_config(config_path: str, overrides, variant: str, seed: int, epochs: int | None = None,
                    geometry: str = "demo") -> CenterPointConfig:
     """The fully resolved config of one variant: the study's config and overrides, the geometry's, the
-    variant's, the seed and (if given) the epochs."""
+    variant's, the seed and (if given) the epochs. Trained in one process, with the config's global batch
+    (processes x batch_size): the study's peak memory is that process's."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown study variant {variant!r}; valid: {sorted(VARIANTS)}")
     base = load_centerpoint_config(config_path, list(overrides))
-    extra = [*geometry_overrides(base, geometry), *VARIANTS[variant], f"train.seed={seed}"]
+    extra = [*geometry_overrides(base, geometry), *VARIANTS[variant], f"train.seed={seed}", "train.processes=1",
+             f"train.batch_size={base.train.processes * base.train.batch_size}"]
     if epochs is not None:
         extra.append(f"train.epochs={epochs}")
     return load_centerpoint_config(config_path, [*overrides, *extra])

@@ -123,7 +123,7 @@ def test_training_logs_the_penalty_separately(tmp_path):
         f"dataset.root={tmp_path / 'db'}", "dataset.num_sweeps=1", "model.backbone_3d.channels=[4, 4, 8, 8]",
         "model.backbone_3d.out_channels=8", "model.bev.layer_nums=[1, 1]", "model.bev.num_filters=[8, 8]",
         "model.bev.upsample_filters=[8, 8]", "model.head.shared_channels=8", "model.head.head_channels=8",
-        "train.gt_sampling=null", "train.log_every=1", "train.batch_size=2",
+        "train.gt_sampling=null", "train.log_every=1", "train.batch_size=2", "train.processes=1",
         "model.backbone_3d.activation_penalty={type: l1, weight: 0.5}"])
     train(config, str(tmp_path / "run"), max_steps=2, progress=False)
     steps = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()][:-1]

@@ -103,7 +103,7 @@ def test_train_and_evaluate_on_the_synthetic_world_in_the_custom_layout(tmp_path
         "model.head.class_names=[car, pedestrian]", "model.head.class_groups=[[car], [pedestrian]]",
         "model.backbone_3d.channels=[4, 4, 8, 8]", "model.backbone_3d.out_channels=8", "model.bev.layer_nums=[1, 1]",
         "model.bev.num_filters=[8, 8]", "model.bev.upsample_filters=[8, 8]", "model.head.shared_channels=8",
-        "model.head.head_channels=8", "train.batch_size=2", "train.cbgs=true",
+        "model.head.head_channels=8", "train.batch_size=2", "train.processes=1", "train.cbgs=true",
         f"train.gt_sampling={{database: {tmp_path / 'gt.npz'}, sample_groups: {{car: 2, pedestrian: 2}}}}"])
     result = train(config, str(tmp_path / "run"), max_steps=3, progress=False)
     assert result["steps"] == 3 and np.isfinite(result["last_loss"])

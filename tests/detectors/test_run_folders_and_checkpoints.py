@@ -19,7 +19,7 @@ CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "centerpoint_synt
 TINY = ["dataset.num_sweeps=1", "model.backbone_3d.channels=[4, 4, 8, 8]", "model.backbone_3d.out_channels=8",
         "model.bev.layer_nums=[1, 1]", "model.bev.num_filters=[8, 8]", "model.bev.upsample_filters=[8, 8]",
         "model.head.shared_channels=8", "model.head.head_channels=8", "train.gt_sampling=null", "train.log_every=1",
-        "train.epochs=2", "train.batch_size=2"]
+        "train.epochs=2", "train.batch_size=2", "train.processes=1"]
 
 
 @pytest.fixture(scope="module")

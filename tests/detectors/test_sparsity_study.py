@@ -24,7 +24,7 @@ CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "centerpoint_synt
 TINY = ["dataset.num_sweeps=1", "model.backbone_3d.channels=[4, 4, 8, 8]", "model.backbone_3d.out_channels=8",
         "model.bev.layer_nums=[1, 1]", "model.bev.num_filters=[8, 8]", "model.bev.upsample_filters=[8, 8]",
         "model.head.shared_channels=8", "model.head.head_channels=8", "train.gt_sampling=null", "train.log_every=1",
-        "train.batch_size=2"]
+        "train.batch_size=2", "train.processes=1"]
 
 
 def test_variant_configs_and_keys(tmp_path):
@@ -34,6 +34,9 @@ def test_variant_configs_and_keys(tmp_path):
     assert configs["ssc_kwta2"].model.backbone_3d.activation_topk == 2
     assert configs["ssc_hoyer"].model.backbone_3d.activation_penalty.type == "hoyer_square"
     assert all(config.train.epochs == 1 and config.train.seed == 0 for config in configs.values())
+    # one training process per variant (its peak memory is the study's figure), with the config's global batch
+    two_processes = variant_config(CONFIG, ["train.processes=2", "train.batch_size=3"], "ssc", seed=0)
+    assert (two_processes.train.processes, two_processes.train.batch_size) == (1, 6)
     keys = {name: variant_key(config, name, None) for name, config in configs.items()}
     assert len(set(keys.values())) == len(keys)
     assert variant_key(variant_config(CONFIG, TINY, "ssc", seed=1), "ssc", None) != \

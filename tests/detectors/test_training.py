@@ -27,7 +27,8 @@ def database(tmp_path_factory):
 
 TINY = ["dataset.num_sweeps=1", "model.backbone_3d.channels=[4, 4, 8, 8]", "model.backbone_3d.out_channels=8",
         "model.bev.layer_nums=[1, 1]", "model.bev.num_filters=[8, 8]", "model.bev.upsample_filters=[8, 8]",
-        "model.head.shared_channels=8", "model.head.head_channels=8", "train.gt_sampling=null", "train.log_every=1"]
+        "model.head.shared_channels=8", "model.head.head_channels=8", "train.gt_sampling=null", "train.log_every=1",
+        "train.processes=1"]
 
 
 def tiny_config(root, *extra):
@@ -85,7 +86,7 @@ def test_torchrun_two_processes_train_as_one_process_with_the_global_batch(datab
     run = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
                str(root / "tools" / "train.py"), CONFIG, *TINY, f"dataset.root={database}", "train.batch_size=1",
-               "train.epochs=1", "--out", str(run), "--max-steps", "1"]
+               "train.batch_norm=global", "train.epochs=1", "--out", str(run), "--max-steps", "1"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     completed = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     skip_if_extra_missing(completed.stderr)
