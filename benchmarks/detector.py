@@ -41,15 +41,16 @@ def benchmark_training(config_path: str, overrides=(), backends=None, workers=(0
     """``steps`` + 1 training steps of the config per (backend, workers, layout); medians of the last ``steps``.
 
     ``layouts``: (processes, batch_norm) pairs, each splitting the config's global batch (processes x
-    batch_size) evenly over its processes; None: the config's own. ``rounds``: the whole set again, in the
-    same order, so that the layouts interleave in time.
+    batch_size) evenly over its processes (batch_norm None: the config's); None: the config's own layout.
+    ``rounds``: the whole set again, in the same order, so that the layouts interleave in time.
     """
     from detectors.experiment import load_centerpoint_config
     from detectors.training import train
 
     base = load_centerpoint_config(config_path, overrides).train
     global_batch = base.processes * base.batch_size
-    layouts = [(base.processes, base.batch_norm)] if layouts is None else list(layouts)
+    layouts = [(base.processes, base.batch_norm)] if layouts is None else \
+        [(processes, batch_norm or base.batch_norm) for processes, batch_norm in layouts]
     for processes, _ in layouts:
         if global_batch % processes:
             raise ValueError(f"{processes} processes cannot split the config's global batch of {global_batch} "

@@ -43,12 +43,12 @@ RUNS = {"voxelize": (benchmark_voxelize, voxelize_table), "conv": (benchmark_con
         "meter": (benchmark_meter, meter_table)}
 
 
-def training_layout(parser, text: str) -> tuple[int, str]:
-    """'N' or 'N:global' / 'N:per_process' → (N, BatchNorm kind)."""
+def training_layout(parser, text: str) -> tuple[int, str | None]:
+    """'N' or 'N:global' / 'N:per_process' → (N, BatchNorm kind; None: the config's)."""
     count, _, batch_norm = text.partition(":")
     if not count.isdigit() or int(count) < 1 or batch_norm not in ("", "global", "per_process"):
         parser.error(f"--processes {text}: expected N or N:global or N:per_process with N >= 1")
-    return int(count), batch_norm or "global"
+    return int(count), batch_norm or None
 
 
 def main() -> int:
@@ -88,7 +88,7 @@ def main() -> int:
     training.add_argument("--backends", nargs="+", choices=list(BACKENDS), help="default: every installed one")
     training.add_argument("--processes", nargs="+", metavar="N[:BATCHNORM]",
                           help="training process layouts, e.g. 1 2:per_process 2:global (the config's global batch "
-                               "split evenly; default BatchNorm: global); default: the config's own")
+                               "split evenly; BatchNorm by default the config's); default: the config's own")
     training.add_argument("--rounds", type=int, default=1, help="run every layout this many times, interleaved")
     for command in sub.choices.values():
         command.add_argument("--default-malloc", action="store_true",
