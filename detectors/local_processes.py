@@ -1,10 +1,9 @@
 """Data-parallel training in several processes of this machine, started by :func:`detectors.training.train`
 itself (``train.processes``), as ``torchrun --nproc_per_node=N`` would start them.
 
-Why on a CPU: the sparse convs and the head's small 2D convs scale poorly over threads. With 16-channel head
-branches a demo step of two frames took 0.98 s on two threads and 0.84 s as two processes of one thread and
-one frame each; with 8-channel branches the two were within the host's noise (docs/benchmarks.md, "Two
-processes").
+Why on a CPU: the sparse convs and the head's small 2D convs scale poorly over threads. Over steps 11-360 of
+the demo's training, a step of two frames took 1.00 s on two threads and 0.70-0.76 s as two processes of one
+thread and one frame each (docs/benchmarks.md, "Two processes").
 """
 from __future__ import annotations
 
