@@ -66,6 +66,8 @@ def benchmark_training(config_path: str, overrides=(), backends=None, workers=(0
                             "train.log_every=1", f"train.processes={processes}", f"train.batch_norm={batch_norm}",
                             f"train.batch_size={global_batch // processes}"])
                         with tempfile.TemporaryDirectory() as run_dir:
+                            if config.train.gt_sampling is not None:  # not over the config's own database
+                                config.train.gt_sampling.database = os.path.join(run_dir, "gt_database.npz")
                             train(config, run_dir, max_steps=steps + 1, progress=False)
                             with open(os.path.join(run_dir, "log.jsonl")) as f:
                                 records = [json.loads(line) for line in f if '"step_time"' in line][1:]

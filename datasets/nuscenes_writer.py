@@ -264,10 +264,6 @@ def make_synthetic_database(root: str, scenes: int, seed: int = 0, keyframes_per
     return writer.finish()
 
 
-SCENE_TABLES = ("calibrated_sensor", "log", "ego_pose", "sample_data", "sample", "sample_annotation", "instance",
-                "scene")  # the tables NuScenesWriter.add_scene appends to
-
-
 def _write_scene(root, version, index, seed, split, duration, lidar) -> tuple[str, str, dict, int]:
     """Draw scene ``index`` and write its point files; returns its split, name, table rows and sweep count."""
     from datasets.synthetic_world import LIDARS
@@ -277,8 +273,10 @@ def _write_scene(root, version, index, seed, split, duration, lidar) -> tuple[st
     rng = np.random.default_rng([seed, index])
     scene = random_scene(rng, duration, LIDARS[lidar])
     writer = NuScenesWriter(root, version)
+    before = {table: len(rows) for table, rows in writer.tables.items()}  # the rows every writer starts with
     writer.add_scene(scene, index, split, rng, start_us=1_700_000_000_000_000 + index * 100_000_000)
-    return split, writer.splits[split][-1], {table: writer.tables[table] for table in SCENE_TABLES}, writer.sweep_count
+    added = {table: rows[before[table]:] for table, rows in writer.tables.items()}
+    return split, writer.splits[split][-1], added, writer.sweep_count
 
 
 @contextlib.contextmanager

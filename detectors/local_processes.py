@@ -15,11 +15,11 @@ import torch
 import torch.multiprocessing as multiprocessing
 from torch.multiprocessing.spawn import ProcessException
 
-from optional_dependencies import MissingExtraError
 from voxelize.allocator import keep_freed_memory, malloc_setting
 
-# The errors a bad input raises (the tools' one-line errors, tools/command_line.py): re-raised as they are.
-INPUT_ERRORS = (ValueError, LookupError, OSError, MissingExtraError)
+
+class TrainingProcessTraceback(Exception):
+    """The traceback of an error raised in a training process, as the cause of that error re-raised here."""
 
 
 def started_by_a_launcher() -> bool:
@@ -58,10 +58,11 @@ def _worker(rank: int, processes: int, port: int, threads: int, keep_memory: boo
     try:
         result = train(config, run_dir, resume=resume, max_steps=max_steps, progress=progress, overwrite=overwrite)
     except Exception as error:
+        trace = traceback.format_exc()
         try:  # the error itself, so that the caller sees a bad input as the one-line error it is
-            results.put((rank, "error", error))
-        except Exception:
-            results.put((rank, "error", RuntimeError(traceback.format_exc())))
+            results.put((rank, "error", (error, trace)))
+        except Exception:  # an error that does not pickle
+            results.put((rank, "error", (RuntimeError(f"{type(error).__name__}: {error}"), trace)))
         raise
     if rank == 0:
         results.put((rank, "result", {key: value for key, value in result.items() if key != "model"}))
@@ -71,7 +72,8 @@ def train_in_processes(config, run_dir: str, resume: bool, overwrite: bool, max_
                        progress: bool) -> dict:
     """Run :func:`detectors.training.train` in ``config.train.processes`` new processes (DDP, gloo on CPU),
     each with an equal share of this process's threads, as one torchrun group; returns rank 0's result
-    without the model. A bad input in a process is raised here as it was there."""
+    without the model. An error in a process (the lowest rank's) is raised here as it was there, with its
+    traceback there as the cause."""
     processes = config.train.processes
     check_process_count(processes)
     results = multiprocessing.get_context("spawn").SimpleQueue()
@@ -82,11 +84,12 @@ def train_in_processes(config, run_dir: str, resume: bool, overwrite: bool, max_
                            arguments, results),
             nprocs=processes, join=True, start_method="spawn")
     except ProcessException as failure:
-        errors = sorted((rank, value) for rank, kind, value in _drain(results) if kind == "error")
-        if errors and isinstance(errors[0][1], INPUT_ERRORS):
-            raise errors[0][1] from None
-        raise RuntimeError(f"training in {processes} processes ({run_dir}) failed: rank {failure.error_index} "
-                           f"{failure}") from None
+        errors = sorted(((rank, value) for rank, kind, value in _drain(results) if kind == "error"),
+                        key=lambda report: report[0])
+        if not errors:  # killed, or exited without a Python error
+            raise RuntimeError(f"training in {processes} processes ({run_dir}) failed: {failure}") from None
+        rank, (error, trace) = errors[0]
+        raise error from TrainingProcessTraceback(f"training process {rank} of {processes}:\n{trace}")
     return next(value for rank, kind, value in _drain(results) if kind == "result")
 
 

@@ -106,6 +106,8 @@ def main() -> int:
 
     if args.benchmark == "train":
         layouts = None if args.processes is None else [training_layout(parser, text) for text in args.processes]
+        if args.rounds < 1:
+            parser.error(f"--rounds must be at least 1, got {args.rounds}")
         if not os.path.isdir(args.database):
             parser.error(f"--database {args.database}: no such folder (make one with tools/make_synthetic.py)")
         synthetic = [f"dataset.root={args.database}", "dataset.version=v1.0-synthetic",

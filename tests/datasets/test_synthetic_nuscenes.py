@@ -310,11 +310,23 @@ def test_a_ground_velocity_survives_the_tilted_mount_both_ways():
     assert np.abs(np.linalg.norm(exported, axis=1) - np.linalg.norm(ground_velocities, axis=1)).max() < 1e-9
 
 
-def test_scenes_generated_in_several_processes_give_the_same_database_byte_for_byte(tmp_path):
+def test_scenes_generated_in_several_processes_give_the_same_database_byte_for_byte(tmp_path, monkeypatch):
     """The demo generates its world with one process per core: the files must not depend on how many."""
+    import concurrent.futures
     import dataclasses
     import filecmp
     import os
+
+    from datasets import nuscenes_writer
+
+    pools = []
+
+    class CountedPool(concurrent.futures.ProcessPoolExecutor):
+        def __init__(self, workers, **options):
+            pools.append(workers)
+            super().__init__(workers, **options)
+
+    monkeypatch.setattr(nuscenes_writer.concurrent.futures, "ProcessPoolExecutor", CountedPool)
 
     def files(root):
         return sorted(os.path.relpath(os.path.join(folder, name), root)
@@ -322,8 +334,10 @@ def test_scenes_generated_in_several_processes_give_the_same_database_byte_for_b
 
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
     summary = make_synthetic_database(str(serial), scenes=3, seed=7, keyframes_per_scene=2)
+    assert pools == []
     assert make_synthetic_database(str(parallel), scenes=3, seed=7, keyframes_per_scene=2, workers=2) == \
         dataclasses.replace(summary, root=str(parallel))
+    assert pools == [2]  # the scenes were drawn in two processes
     assert len(files(serial)) > 40 and files(serial) == files(parallel)
     _, mismatched, errors = filecmp.cmpfiles(serial, parallel, files(serial), shallow=False)
     assert not mismatched and not errors

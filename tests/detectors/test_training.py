@@ -154,10 +154,16 @@ def test_train_processes_start_the_same_group_as_torchrun(database, tmp_path, mo
 
 
 def test_an_error_in_a_training_process_is_raised_as_it_was(database, tmp_path):
+    from detectors.local_processes import TrainingProcessTraceback
+
     config = tiny_config(database, "train.processes=2", "train.batch_size=1", "dataset.train_split=no_such_split")
-    with pytest.raises(ValueError, match="no_such_split"):
+    with pytest.raises(ValueError, match="no_such_split") as raised:
         train(config, str(tmp_path / "run"), max_steps=1, progress=False)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    # raised in a training process: its traceback there is the cause
+    cause = raised.value.__cause__
+    assert isinstance(cause, TrainingProcessTraceback) and "training process 0 of 2" in str(cause)
+    assert "build_training_run" in str(cause)
 
 
 def test_training_leaves_the_process_group_it_joined_and_keeps_the_callers(database, tmp_path, monkeypatch):

@@ -98,6 +98,8 @@ ONE_LINE_CASES = [
     ("benchmark", ["train", "--database", "{tmp}/nodb", "--steps", "1", "--workers", "0", "--backends", "torch"],
      ["nodb"]),
     ("benchmark", ["train", "--database", "{tmp}", "--processes", "2:sync"], ["--processes 2:sync", "N:per_process"]),
+    ("benchmark", ["train", "--database", "{tmp}", "--rounds", "0"], ["--rounds must be at least 1, got 0"]),
+    ("make_synthetic", ["--out", "{tmp}/db", "--scenes", "1", "--workers", "0"], ["workers must be at least 1, got 0"]),
     ("demo", ["--out", "{file}"], ["a_file"]),
     ("benchmark", ["conv", "--device", "cuda", "--conv-gemm", "onednn"], ["oneDNN's CPU GEMM", "cuBLAS"]),
     *([("benchmark", ["conv", "--device", "cuda"], ["--device cuda", "no CUDA device"])]
