@@ -265,7 +265,7 @@ class NuScenesDataset:
                 _read_json(os.path.join(folder, f"{table}.json"))
             raise
         scene_names = set(scene_names)
-        infos = []
+        infos, between_key_frames = [], False
         for sample in nusc.sample:
             if nusc.get("scene", sample["scene_token"])["name"] not in scene_names:
                 continue
@@ -305,6 +305,12 @@ class NuScenesDataset:
             infos.append(SampleInfo(sample["token"], sample["timestamp"], lidar["filename"], lidar_to_ego,
                                     ego_to_global, sweeps, np.array(boxes, dtype=np.float32).reshape(-1, 9),
                                     names, np.array(counts, dtype=np.int64)))
+            between_key_frames |= bool(lidar["prev"]) and not nusc.get("sample_data", lidar["prev"])["is_key_frame"]
+        if self.num_sweeps > 1 and infos and not between_key_frames:
+            # the chain would hand over the earlier key frames as sweeps, 0.5 s apart instead of 0.05
+            raise ValueError(f"{self.root} ({self.version}, split {self.split}) holds LiDAR key frames alone, no "
+                             f"sweeps between them (a synthetic database made with --no-sweeps?); num_sweeps "
+                             f"{self.num_sweeps} needs them: set dataset.num_sweeps 1 or use a database with sweeps")
         return infos
 
     def points(self, index: int) -> np.ndarray:

@@ -66,7 +66,7 @@ class DatabaseSummary:
     version: str
     scenes: int
     samples: int
-    sweeps: int
+    sweeps: int          # LiDAR frames between the key frames (key frames not counted)
     annotations: int
 
 
@@ -90,7 +90,11 @@ class NuScenesWriter:
         self.tables["sensor"].append({"token": self.sensor_token, "channel": "LIDAR_TOP", "modality": "lidar"})
         self.sweep_count = 0
 
-    def add_scene(self, scene: Scene, index: int, split: str, rng: np.random.Generator, start_us: int) -> None:
+    def add_scene(self, scene: Scene, index: int, split: str, rng: np.random.Generator, start_us: int,
+                  sweeps: bool = True) -> None:
+        """Add ``scene``'s LiDAR frames (every sweep at 20 Hz, or with ``sweeps`` False the 2 Hz key frames
+        alone), samples and annotations. Each frame draws its sensor noise from its own child of ``rng``, so a
+        key frame is the same with or without the sweeps between key frames."""
         name = f"synthetic-{index:04d}"
         log_token, scene_token = token("log", name), token("scene", name)
         calibration = token("calibrated_sensor", name)
@@ -101,16 +105,19 @@ class NuScenesWriter:
         self.tables["log"].append({"token": log_token, "logfile": name, "vehicle": "synthetic-ego",
                                    "date_captured": "2026-11-23", "location": "synthetic-city"})
         self.splits[split].append(name)
-        num_sweeps = int(round(scene.duration * SWEEP_HZ)) + 1
-        keyframes = list(range(0, num_sweeps, KEYFRAME_EVERY))
+        num_frames = int(round(scene.duration * SWEEP_HZ)) + 1
+        frame_rngs = rng.spawn(num_frames)
+        keyframes = list(range(0, num_frames, KEYFRAME_EVERY))
         sample_tokens = [token("sample", name, k) for k in keyframes]
         annotations: dict[int, list[dict]] = {i: [] for i in range(len(scene.objects))}
         previous_data = ""
-        for step in range(num_sweeps):
+        for step in range(num_frames):
+            is_key = step % KEYFRAME_EVERY == 0
+            if not (is_key or sweeps):
+                continue
             t = step / SWEEP_HZ
             timestamp = start_us + int(round(t * 1e6))
-            sweep = ray_cast(scene, t, rng)
-            is_key = step % KEYFRAME_EVERY == 0
+            sweep = ray_cast(scene, t, frame_rngs[step])
             sample_index = min(-(-step // KEYFRAME_EVERY), len(keyframes) - 1)
             folder = "samples" if is_key else "sweeps"
             filename = f"{folder}/LIDAR_TOP/{name}__LIDAR_TOP__{timestamp}.pcd.bin"
@@ -129,7 +136,7 @@ class NuScenesWriter:
             if previous_data:
                 self.tables["sample_data"][-2]["next"] = data_token
             previous_data = data_token
-            self.sweep_count += 1
+            self.sweep_count += not is_key
             if is_key:
                 self._add_sample(scene, name, scene_token, sample_tokens, sample_index, timestamp, sweep, t,
                                  annotations)
@@ -192,16 +199,17 @@ class NuScenesWriter:
 # 3: unbroken barrier rows at most road works, bins, benches, post boxes, planters, bollards and hydrants;
 # 4: about nuScenes' share of trucks, one for every 5 cars; 5: trailers in the lanes towed by a tractor,
 # railings along some kerbs; 6: sidewalks and kerbstones of varied brightness; 7: low walls in front of
-# set-back houses and along parks).
-WORLD_VERSION = 7
+# set-back houses and along parks; 8: each LiDAR frame draws its sensor noise from its own generator, so
+# that key frames are the same with or without the sweeps between them).
+WORLD_VERSION = 8
 WORLD_FILE = "synthetic_world.json"  # beside the tables: what generated the database
 
 
 def world_settings(scenes: int, seed: int = 0, keyframes_per_scene: int = 4, val_fraction: float = 0.25,
-                   lidar: str = "hdl32e") -> dict:
+                   lidar: str = "hdl32e", sweeps: bool = True) -> dict:
     """Everything a synthetic database's content depends on, as :func:`make_synthetic_database` records it."""
     return {"world_version": WORLD_VERSION, "scenes": scenes, "seed": seed, "keyframes_per_scene": keyframes_per_scene,
-            "val_fraction": val_fraction, "lidar": lidar}
+            "val_fraction": val_fraction, "lidar": lidar, "sweeps": sweeps}
 
 
 def require_world(root: str, settings: dict, version: str = "v1.0-synthetic") -> None:
@@ -223,7 +231,7 @@ def require_world(root: str, settings: dict, version: str = "v1.0-synthetic") ->
 
 def make_synthetic_database(root: str, scenes: int, seed: int = 0, keyframes_per_scene: int = 4,
                             val_fraction: float = 0.25, lidar: str = "hdl32e", version: str = "v1.0-synthetic",
-                            progress=None, workers: int | None = 1) -> DatabaseSummary:
+                            progress=None, workers: int | None = 1, sweeps: bool = True) -> DatabaseSummary:
     """Generate ``scenes`` random scenes and write them as a nuScenes database under ``root``.
 
     The last ``val_fraction`` of the scenes (at least one, when there are two or more) form the
@@ -231,7 +239,9 @@ def make_synthetic_database(root: str, scenes: int, seed: int = 0, keyframes_per
     (e.g. ``tqdm``). Deterministic for a given seed; scene ``i`` is drawn from the generator of ``[seed, i]``,
     so it is the same scene whatever the number of scenes or the sensor. ``workers`` processes draw and
     ray-cast the scenes side by side (None: one per CPU core this process may use); the database is byte for
-    byte the same for any number of them.
+    byte the same for any number of them. ``sweeps`` False writes the 2 Hz key frames alone, without the 20 Hz
+    sweeps between them: the same key frames in a third of the time, for models of ``dataset.num_sweeps: 1``
+    (the loader refuses more sweeps from such a database).
     """
     from datasets.synthetic_world import LIDARS
 
@@ -248,23 +258,23 @@ def make_synthetic_database(root: str, scenes: int, seed: int = 0, keyframes_per
     writer = NuScenesWriter(root, version)
     num_val = max(1, round(scenes * val_fraction)) if scenes > 1 else 0
     duration = (keyframes_per_scene - 1) * KEYFRAME_EVERY / SWEEP_HZ
-    jobs = [(root, version, index, seed, VAL_SPLIT if index >= scenes - num_val else TRAIN_SPLIT, duration, lidar)
-            for index in range(scenes)]
+    jobs = [(root, version, index, seed, VAL_SPLIT if index >= scenes - num_val else TRAIN_SPLIT, duration, lidar,
+             sweeps) for index in range(scenes)]
     indices = range(scenes) if progress is None else progress(range(scenes))
     with _scene_runner(min(workers, scenes)) as run:
-        for _, (split, name, rows, sweeps) in zip(indices, run(_write_scene, jobs)):
+        for _, (split, name, rows, sweeps_written) in zip(indices, run(_write_scene, jobs)):
             # merged in scene order: the tables one writer would hold after adding the scenes in turn
             for table, added in rows.items():
                 writer.tables[table].extend(added)
             writer.splits[split].append(name)
-            writer.sweep_count += sweeps
+            writer.sweep_count += sweeps_written
     # before the tables: a database whose sample.json exists always says what generated it
-    write_atomically(os.path.join(root, version, WORLD_FILE),
-                     json.dumps(world_settings(scenes, seed, keyframes_per_scene, val_fraction, lidar)).encode())
+    settings = world_settings(scenes, seed, keyframes_per_scene, val_fraction, lidar, sweeps)
+    write_atomically(os.path.join(root, version, WORLD_FILE), json.dumps(settings).encode())
     return writer.finish()
 
 
-def _write_scene(root, version, index, seed, split, duration, lidar) -> tuple[str, str, dict, int]:
+def _write_scene(root, version, index, seed, split, duration, lidar, sweeps) -> tuple[str, str, dict, int]:
     """Draw scene ``index`` and write its point files; returns its split, name, table rows and sweep count."""
     from datasets.synthetic_world import LIDARS
 
@@ -274,7 +284,7 @@ def _write_scene(root, version, index, seed, split, duration, lidar) -> tuple[st
     scene = random_scene(rng, duration, LIDARS[lidar])
     writer = NuScenesWriter(root, version)
     before = {table: len(rows) for table, rows in writer.tables.items()}  # the rows every writer starts with
-    writer.add_scene(scene, index, split, rng, start_us=1_700_000_000_000_000 + index * 100_000_000)
+    writer.add_scene(scene, index, split, rng, start_us=1_700_000_000_000_000 + index * 100_000_000, sweeps=sweeps)
     added = {table: rows[before[table]:] for table, rows in writer.tables.items()}
     return split, writer.splits[split][-1], added, writer.sweep_count
 

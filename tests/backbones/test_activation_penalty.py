@@ -118,7 +118,7 @@ def test_training_logs_the_penalty_separately(tmp_path):
     from detectors.experiment import load_centerpoint_config
     from detectors.training import train
 
-    make_synthetic_database(str(tmp_path / "db"), scenes=2, seed=3, keyframes_per_scene=3)
+    make_synthetic_database(str(tmp_path / "db"), scenes=2, seed=3, keyframes_per_scene=3, sweeps=False)
     config = load_centerpoint_config(CONFIG, [
         f"dataset.root={tmp_path / 'db'}", "dataset.num_sweeps=1", "model.backbone_3d.channels=[4, 4, 8, 8]",
         "model.backbone_3d.out_channels=8", "model.bev.layer_nums=[1, 1]", "model.bev.num_filters=[8, 8]",

@@ -91,7 +91,7 @@ def one_thread():
 
 def test_train_and_evaluate_on_the_synthetic_world_in_the_custom_layout(tmp_path, one_thread):
     database = str(tmp_path / "synthetic")
-    make_synthetic_database(database, scenes=1, seed=8, keyframes_per_scene=2)
+    make_synthetic_database(database, scenes=1, seed=8, keyframes_per_scene=2, sweeps=False)
     source = build_dataset(NuScenesConfig(root=database, version="v1.0-synthetic", num_sweeps=1), TRAIN_SPLIT,
                            DETECTION_CLASSES)
     custom = tmp_path / "custom"

@@ -275,6 +275,8 @@ def test_a_database_says_what_generated_it_and_another_world_is_refused(tmp_path
     with pytest.raises(ValueError, match=r"db: a synthetic database of other settings \(scenes 1, expected 30; "
                                          r"seed 2, expected 0; keyframes_per_scene 1, expected 4\)"):
         require_world(root, world_settings(30))
+    with pytest.raises(ValueError, match=r"other settings \(sweeps True, expected False\)"):
+        require_world(root, world_settings(1, seed=2, keyframes_per_scene=1, sweeps=False))
     record = tmp_path / "db" / "v1.0-synthetic" / WORLD_FILE
     record.write_text(json.dumps({**json.loads(record.read_text()), "world_version": WORLD_VERSION - 1}))
     with pytest.raises(ValueError, match=f"world_version {WORLD_VERSION - 1}, expected {WORLD_VERSION}"):
@@ -343,3 +345,34 @@ def test_scenes_generated_in_several_processes_give_the_same_database_byte_for_b
     assert not mismatched and not errors
     with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
         make_synthetic_database(str(tmp_path / "none"), scenes=1, workers=0)
+
+
+def test_a_database_without_sweeps_holds_the_same_key_frames_and_refuses_more_sweeps(database, tmp_path):
+    import dataclasses
+    import filecmp
+    import os
+
+    from nuscenes.nuscenes import NuScenes
+
+    with_sweeps, full = database
+    key_only = str(tmp_path / "keys")
+    summary = make_synthetic_database(key_only, scenes=3, seed=7, keyframes_per_scene=3, sweeps=False)
+    assert summary == dataclasses.replace(full, root=key_only, sweeps=0) and full.sweeps == 3 * 2 * 9
+    assert not os.path.exists(os.path.join(key_only, "sweeps"))
+    keys = sorted(os.listdir(os.path.join(key_only, "samples", "LIDAR_TOP")))
+    assert keys == sorted(os.listdir(os.path.join(with_sweeps, "samples", "LIDAR_TOP"))) and len(keys) == 9
+    _, mismatched, errors = filecmp.cmpfiles(os.path.join(with_sweeps, "samples", "LIDAR_TOP"),
+                                             os.path.join(key_only, "samples", "LIDAR_TOP"), keys, shallow=False)
+    assert not mismatched and not errors  # the sensor noise of a key frame does not depend on the sweeps
+    for table in ("sample", "sample_annotation", "instance"):
+        assert filecmp.cmp(*(os.path.join(root, "v1.0-synthetic", f"{table}.json") for root in (with_sweeps, key_only)),
+                           shallow=False), table
+    nusc = NuScenes("v1.0-synthetic", key_only, verbose=False)
+    assert len(nusc.sample_data) == 9 and all(row["is_key_frame"] for row in nusc.sample_data)
+    one = [NuScenesDataset(root, "v1.0-synthetic", TRAIN_SPLIT, num_sweeps=1, cache_dir=str(tmp_path / "cache" / name))
+           for name, root in (("full", with_sweeps), ("keys", key_only))]
+    for a, b in zip(one[0].infos, one[1].infos):
+        assert a.lidar_path == b.lidar_path and np.array_equal(a.gt_boxes, b.gt_boxes)  # velocities included
+    with pytest.raises(ValueError, match=r"keys \(v1.0-synthetic, split synthetic_train\) holds LiDAR key frames "
+                                         r"alone.*num_sweeps 3 needs them"):
+        NuScenesDataset(key_only, "v1.0-synthetic", TRAIN_SPLIT, num_sweeps=3, cache_dir=str(tmp_path / "cache"))

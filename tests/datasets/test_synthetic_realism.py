@@ -72,7 +72,7 @@ def test_points_per_object_match_the_devkit_counts_on_a_tiny_world(tmp_path, mon
 
     monkeypatch.setattr(synthetic_world, "MOUNT_TILT", (0.0, 0.0))
     monkeypatch.setattr(synthetic_world, "MOUNT_JITTER", 0.0)
-    make_synthetic_database(str(tmp_path), scenes=1, seed=3, keyframes_per_scene=2)
+    make_synthetic_database(str(tmp_path), scenes=1, seed=3, keyframes_per_scene=2, sweeps=False)
     frames = synthetic_keyframes(str(tmp_path), TRAIN_SPLIT)
     stats = cloud_statistics(frames)
     assert stats.points == 32 * 1084

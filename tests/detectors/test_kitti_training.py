@@ -30,7 +30,8 @@ COPIES = 20
 def synthetic_kitti(tmp_path, scenes=1, keyframes=1, seed=8) -> Path:
     """The synthetic world (HDL-64E) written as a KITTI object folder with ImageSets/train.txt."""
     database = str(tmp_path / "synthetic64")
-    make_synthetic_database(database, scenes=scenes, seed=seed, keyframes_per_scene=keyframes, lidar="hdl64e")
+    make_synthetic_database(database, scenes=scenes, seed=seed, keyframes_per_scene=keyframes, lidar="hdl64e",
+                            sweeps=False)
     source = build_dataset(NuScenesConfig(root=database, version="v1.0-synthetic", num_sweeps=1), TRAIN_SPLIT,
                            DETECTION_CLASSES)
     write_kitti_frames(source, str(tmp_path / "kitti"), "train")

@@ -25,7 +25,7 @@ TINY = ["dataset.num_sweeps=1", "model.backbone_3d.channels=[4, 4, 8, 8]", "mode
 @pytest.fixture(scope="module")
 def database(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic_db")
-    make_synthetic_database(str(root), scenes=2, seed=3, keyframes_per_scene=3)
+    make_synthetic_database(str(root), scenes=2, seed=3, keyframes_per_scene=3, sweeps=False)
     return str(root)
 
 

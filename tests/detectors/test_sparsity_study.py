@@ -119,7 +119,7 @@ def test_memory_status_reads_the_resident_set_and_its_peak():
 @pytest.mark.slow
 def test_study_end_to_end_writes_its_files_and_resumes(tmp_path, monkeypatch):
     root = tmp_path / "db"
-    make_synthetic_database(str(root), scenes=2, seed=3, keyframes_per_scene=3)
+    make_synthetic_database(str(root), scenes=2, seed=3, keyframes_per_scene=3, sweeps=False)
     out = tmp_path / "study"
     overrides = [f"dataset.root={root}", *TINY]
     messages = []

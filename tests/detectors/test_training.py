@@ -21,7 +21,7 @@ CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "centerpoint_synt
 @pytest.fixture(scope="module")
 def database(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic_db")
-    make_synthetic_database(str(root), scenes=2, seed=3, keyframes_per_scene=3)
+    make_synthetic_database(str(root), scenes=2, seed=3, keyframes_per_scene=3, sweeps=False)
     return str(root)
 
 

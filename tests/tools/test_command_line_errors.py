@@ -199,8 +199,8 @@ def test_demo_refuses_a_finished_run_of_another_config(tmp_path):
     tables = out / "synthetic" / "v1.0-synthetic"
     tables.mkdir(parents=True)
     (tables / "sample.json").write_text("[]")
-    (tables / WORLD_FILE).write_text(json.dumps(world_settings(30)))
     config = load_centerpoint_config("configs/centerpoint_synthetic_cpu.yaml", [f"dataset.root={out / 'synthetic'}"])
+    (tables / WORLD_FILE).write_text(json.dumps(world_settings(30, sweeps=config.dataset.num_sweeps > 1)))
     config.train.gt_sampling.database = str(out / "gt_database.npz")
     saved = to_dict(config)
     saved["train"]["epochs"] = config.train.epochs + 1
