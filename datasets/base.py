@@ -8,7 +8,7 @@ A *frame* is a dict:
   centre, dx the length along the heading, yaw about +z from +x (velocities 0 when unknown);
 - ``gt_labels``: (M,) int64 indices into the dataset's ``class_names``;
 - ``num_points_in_gt``: (M,) int64 LiDAR points of each box (the source's count where it has one,
-  else counted with :func:`datasets.boxes.points_in_box` on ``points``);
+  else counted with :func:`datasets.boxes.points_in_boxes` on ``points``);
 - ``meta``: a dict the type's evaluator reads (ids, calibration, transforms); training never does.
 
 A dataset type is four things, entered in the table of :mod:`datasets.dataset_types`: a config
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datasets.boxes import points_in_box
+from datasets.boxes import points_in_boxes
 from datasets.derived_files import files_summary
 
 FRAME_KEYS = ("points", "gt_boxes", "gt_labels", "num_points_in_gt", "meta")
@@ -114,7 +114,7 @@ class Evaluator(typing.Protocol):
 
 def count_points_in_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """(M,) int64: points (N, >=3) inside each box (M, >=7), all in one frame."""
-    return np.array([int(points_in_box(points, box).sum()) for box in boxes], dtype=np.int64)
+    return np.array([len(inside) for inside in points_in_boxes(points, boxes)], dtype=np.int64)
 
 
 def check_frame(frame: dict, class_names, num_point_features: int, where: str = "frame") -> None:

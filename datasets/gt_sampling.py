@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datasets.boxes import points_in_box
+from datasets.boxes import points_in_boxes
 from datasets.derived_files import NotADerivedFile, key_differences, read_derived_file, write_derived_file
 
 GT_DATABASE_FORMAT = 2   # 1 was a pickled list of SampledObject
@@ -56,9 +56,9 @@ def build_gt_database(frames, path: str, min_points: int = 5) -> dict[str, int]:
     names, boxes, counts, clouds = [], [], [], []
     for index in range(len(frames)):
         frame = frames[index]
-        for box, label in zip(frame["gt_boxes"], frame["gt_labels"]):
-            inside = points_in_box(frame["points"], box)
-            if inside.sum() < min_points:
+        for box, label, inside in zip(frame["gt_boxes"], frame["gt_labels"],
+                                      points_in_boxes(frame["points"], frame["gt_boxes"])):
+            if len(inside) < min_points:
                 continue
             points = frame["points"][inside].astype(np.float32)
             points[:, :3] -= box[:3]
@@ -166,8 +166,8 @@ class GTSampler:
         if not pasted:
             return points, boxes, labels
         keep = np.ones(len(points), dtype=bool)
-        for obj in pasted:
-            keep &= ~points_in_box(points, obj.box)
+        for inside in points_in_boxes(points, np.stack([obj.box for obj in pasted])):
+            keep[inside] = False
         new_points = [points[keep]]
         for obj in pasted:
             moved = obj.points.copy()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from atomic_files import write_atomically
-from datasets.boxes import points_in_box
+from datasets.boxes import points_in_boxes
 from datasets.synthetic_sensor import mount_rotation
 from datasets.synthetic_world import CLASSES, Scene, random_scene, ray_cast
 
@@ -152,12 +152,13 @@ class NuScenesWriter:
             "next": sample_tokens[index + 1] if index + 1 < len(sample_tokens) else ""})
         points_global = sweep.points[:, :3] @ sweep.rotation.T + sweep.origin
         ego_position, _ = scene.ego_pose(t)
-        for i, (obj, box) in enumerate(zip(scene.objects, sweep.boxes)):
-            if not obj.annotated or np.linalg.norm(box[:2] - ego_position) > ANNOTATION_RANGE:
-                continue
+        annotated = [i for i, (obj, box) in enumerate(zip(scene.objects, sweep.boxes))
+                     if obj.annotated and np.linalg.norm(box[:2] - ego_position) <= ANNOTATION_RANGE]
+        counts = [len(inside) for inside in points_in_boxes(points_global, sweep.boxes[annotated])]
+        for i, count in zip(annotated, counts):
+            obj, box = scene.objects[i], sweep.boxes[i]
             category, _size, _speeds, moving, static, _reflectivity = CLASSES[obj.name]
             attribute = moving if np.linalg.norm(obj.velocity) > 0.2 else static
-            count = int(points_in_box(points_global, box).sum())
             annotations[i].append({
                 "token": token("annotation", name, i, index), "sample_token": sample_tokens[index],
                 "instance_token": token("instance", name, i),
