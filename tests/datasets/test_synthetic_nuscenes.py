@@ -376,3 +376,22 @@ def test_a_database_without_sweeps_holds_the_same_key_frames_and_refuses_more_sw
     with pytest.raises(ValueError, match=r"keys \(v1.0-synthetic, split synthetic_train\) holds LiDAR key frames "
                                          r"alone.*num_sweeps 3 needs them"):
         NuScenesDataset(key_only, "v1.0-synthetic", TRAIN_SPLIT, num_sweeps=3, cache_dir=str(tmp_path / "cache"))
+
+
+def test_make_synthetic_no_sweeps_writes_key_frames_alone(tmp_path):
+    """The tool's --no-sweeps: key frames, no sweeps folder, and a world file that says so."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "db"
+    completed = subprocess.run([sys.executable, str(root / "tools" / "make_synthetic.py"), "--out", str(out),
+                                "--scenes", "2", "--keyframes", "2", "--workers", "1", "--no-sweeps"], cwd=root,
+                               env=dict(os.environ, PYTHONPATH=str(root)), capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert "wrote 2 scenes, 4 key frames, 0 sweeps between them" in completed.stdout
+    assert len(os.listdir(out / "samples" / "LIDAR_TOP")) == 4 and not (out / "sweeps").exists()
+    assert json.loads((out / "v1.0-synthetic" / "synthetic_world.json").read_text())["sweeps"] is False
