@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from atomic_files import write_atomically
-from datasets.boxes import points_in_boxes
+from datasets.base import count_points_in_boxes
 from datasets.synthetic_sensor import mount_rotation
 from datasets.synthetic_world import CLASSES, Scene, random_scene, ray_cast
 
@@ -136,7 +136,7 @@ class NuScenesWriter:
             if previous_data:
                 self.tables["sample_data"][-2]["next"] = data_token
             previous_data = data_token
-            self.sweep_count += not is_key
+            self.sweep_count += int(not is_key)
             if is_key:
                 self._add_sample(scene, name, scene_token, sample_tokens, sample_index, timestamp, sweep, t,
                                  annotations)
@@ -154,8 +154,7 @@ class NuScenesWriter:
         ego_position, _ = scene.ego_pose(t)
         annotated = [i for i, (obj, box) in enumerate(zip(scene.objects, sweep.boxes))
                      if obj.annotated and np.linalg.norm(box[:2] - ego_position) <= ANNOTATION_RANGE]
-        counts = [len(inside) for inside in points_in_boxes(points_global, sweep.boxes[annotated])]
-        for i, count in zip(annotated, counts):
+        for i, count in zip(annotated, count_points_in_boxes(points_global, sweep.boxes[annotated]).tolist()):
             obj, box = scene.objects[i], sweep.boxes[i]
             category, _size, _speeds, moving, static, _reflectivity = CLASSES[obj.name]
             attribute = moving if np.linalg.norm(obj.velocity) > 0.2 else static

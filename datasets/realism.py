@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from datasets.boxes import points_in_boxes
+from datasets.base import count_points_in_boxes
 
 GROUND_Z = -1.84
 EGO_RADIUS = 3.0
@@ -80,13 +80,13 @@ def cloud_statistics(frames: list[LabelledFrame]) -> CloudStatistics:
         if len(boxes) != len(frame.names) or (len(boxes) and (boxes.ndim != 2 or boxes.shape[1] < 7)):
             raise ValueError(f"boxes must be (M, >=7) with M names, got shape {boxes.shape} and "
                              f"{len(frame.names)} names")
-        for box, name, inside in zip(boxes, frame.names, points_in_boxes(points, boxes)):
+        for box, name, count in zip(boxes, frame.names, count_points_in_boxes(points, boxes)):
             if name not in counts:
                 continue
             distance = math.hypot(box[0], box[1])
             for band, (low, high) in enumerate(DISTANCE_BANDS):
                 if low <= distance < high:
-                    counts[name][band].append(len(inside))
+                    counts[name][band].append(int(count))
     pooled = {name: np.concatenate(v) for name, v in values.items()}
     histograms = {}
     for name, edges in BINS.items():

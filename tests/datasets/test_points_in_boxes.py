@@ -5,6 +5,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 from conftest import NUSCENES_KEYFRAME
 
 from datasets import read_points
@@ -27,7 +28,9 @@ def test_random_boxes_and_margins():
     for margin in (0.0, 0.25, -0.1):
         found = assert_same_as_box_by_box(points, boxes, margin)
         assert sum(len(f) for f in found) > 1000 and any(len(f) == 0 for f in found)
-    assert points_in_boxes(points, np.zeros((0, 9), np.float32)) == []
+    assert points_in_boxes(points, np.zeros((0, 9), np.float32)) == [] == points_in_boxes(points, np.zeros(0))
+    with pytest.raises(ValueError, match=r"boxes must be \(M, >=7\).*got shape \(9,\)"):
+        points_in_boxes(points, boxes[0])  # one box, not a list of one
     assert [len(f) for f in points_in_boxes(np.zeros((0, 4), np.float32), boxes)] == [0] * len(boxes)
 
 
