@@ -255,6 +255,8 @@ def make_synthetic_database(root: str, scenes: int, seed: int = 0, keyframes_per
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    # an unwritable root (a file in the way, no permission) fails now, not after the scenes are drawn
+    os.makedirs(os.path.join(root, version), exist_ok=True)
     writer = NuScenesWriter(root, version)
     num_val = max(1, round(scenes * val_fraction)) if scenes > 1 else 0
     duration = (keyframes_per_scene - 1) * KEYFRAME_EVERY / SWEEP_HZ

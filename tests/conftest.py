@@ -1,12 +1,19 @@
-"""Shared test fixtures: the real scans beside the checkout (tests skip when they are absent)."""
+"""Shared test fixtures: the real scans beside the checkout (tests skip when they are absent), and a
+command-line tool run in this process."""
+import contextlib
+import io
 import os
 import re
+import runpy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from optional_dependencies import EXTRAS, available
 
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
 REAL_DATA = Path(os.environ.get("SPARSEVOX_REAL_DATA",
                                 Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
 
@@ -83,3 +90,28 @@ def _skip_when_extra_missing():
             raise
         pytest.skip(f"needs the optional package {error.name or error.__cause__.name!r}: "
                     f"pip install 'sparsevox[{extra}]'")
+
+
+def run_tool_here(tool: str, *arguments, cwd=TOOLS.parent) -> subprocess.CompletedProcess:
+    """tools/TOOL.py run as ``__main__`` in this process, as a shell would run it but without SPARSEVOX_DEBUG:
+    its exit code, stdout and stderr. A fresh interpreter would spend ~3 s importing torch; a suite of tool
+    tests that each paid it would not keep to its time. An exception other than SystemExit (a bug, which the
+    script would print as a traceback) propagates into the test."""
+    script, stdout, stderr = str(TOOLS / f"{tool}.py"), io.StringIO(), io.StringIO()
+    argv, path, here, excepthook = sys.argv, list(sys.path), os.getcwd(), sys.excepthook
+    debug = os.environ.pop("SPARSEVOX_DEBUG", None)
+    sys.argv = [script, *map(str, arguments)]
+    sys.path.insert(0, str(TOOLS))
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            runpy.run_path(script, run_name="__main__")
+        code = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
+    finally:
+        sys.argv, sys.path[:], sys.excepthook = argv, path, excepthook  # tools/command_line.py sets the hook
+        os.chdir(here)
+        if debug is not None:
+            os.environ["SPARSEVOX_DEBUG"] = debug
+    return subprocess.CompletedProcess([script, *arguments], code, stdout.getvalue(), stderr.getvalue())

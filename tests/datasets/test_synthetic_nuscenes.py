@@ -395,3 +395,14 @@ def test_make_synthetic_no_sweeps_writes_key_frames_alone(tmp_path):
     assert "wrote 2 scenes, 4 key frames, 0 sweeps between them" in completed.stdout
     assert len(os.listdir(out / "samples" / "LIDAR_TOP")) == 4 and not (out / "sweeps").exists()
     assert json.loads((out / "v1.0-synthetic" / "synthetic_world.json").read_text())["sweeps"] is False
+
+
+def test_a_root_that_cannot_be_a_folder_fails_before_any_scene_is_drawn(tmp_path, monkeypatch):
+    import datasets.nuscenes_writer as writer
+
+    monkeypatch.setattr(writer, "random_scene", lambda *args: pytest.fail("a scene was drawn for nothing"))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match="a_file"):
+        make_synthetic_database(str(blocker / "synthetic"), scenes=2, workers=1)
+    assert blocker.read_text() == "not a folder"

@@ -1,7 +1,6 @@
 """tools/detect.py and detectors.inference on the real KITTI and nuScenes scans: the JSON equals
 ``CenterPoint.from_checkpoint(...).predict`` on the model's features built here independently from
 the raw bytes; PCD reads as the same cloud in .bin; bad input fails in one line."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import KITTI_SCANS, NUSCENES_KEYFRAME, NUSCENES_SWEEPS, skip_if_extra_missing
+from conftest import KITTI_SCANS, NUSCENES_KEYFRAME, NUSCENES_SWEEPS, run_tool_here, skip_if_extra_missing
 
 from datasets import read_points
 from detectors.centerpoint import CenterPoint
@@ -73,23 +72,11 @@ def run_tool(*args, cwd=None) -> subprocess.CompletedProcess:
                           cwd=cwd, timeout=300)
 
 
-def call_tool(capsys, *args) -> tuple[int, str]:
+def call_tool(*args) -> tuple[int, str]:
     """tools/detect.py as its command line runs it (one-line errors, exit code 2), in this process
     (fast): (exit code, stderr)."""
-    sys.path.insert(0, str(TOOL.parent))
-    try:
-        spec = importlib.util.spec_from_file_location("detect_tool", TOOL)
-        tool = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(tool)
-    finally:
-        sys.path.remove(str(TOOL.parent))
-    argv = sys.argv
-    sys.argv = ["detect.py", *map(str, args)]
-    try:
-        code = tool.run_tool(tool.main)
-    finally:
-        sys.argv = argv
-    return code, capsys.readouterr().err
+    completed = run_tool_here("detect", *args)
+    return completed.returncode, completed.stderr
 
 
 def kitti_as_nuscenes_features(path) -> np.ndarray:
@@ -140,29 +127,28 @@ def test_cli_on_real_kitti_and_nuscenes_scans_writes_json_equal_to_predict(nusce
     assert keyframe_record["points"]["intensity"]["rescaled_by"] == 1.0
 
 
-def test_kitti_model_reads_kitti_scans_as_they_are_and_refuses_0_255_intensities(kitti_run, real_file, tmp_path,
-                                                                                 capsys):
+def test_kitti_model_reads_kitti_scans_as_they_are_and_refuses_0_255_intensities(kitti_run, real_file, tmp_path):
     kitti, keyframe = real_file(KITTI_SCANS[1]), real_file(NUSCENES_KEYFRAME)
-    code, error = call_tool(capsys, kitti_run / "config.yaml", kitti_run / "checkpoint.pt", kitti, "--out", tmp_path)
+    code, error = call_tool(kitti_run / "config.yaml", kitti_run / "checkpoint.pt", kitti, "--out", tmp_path)
     assert code == 0, error
     record = json.loads((tmp_path / (kitti.name + ".json")).read_text())
     model = load_detector(str(kitti_run / "checkpoint.pt"), str(kitti_run / "config.yaml"))
     assert_record_matches(record, model.predict([np.fromfile(kitti, dtype=np.float32).reshape(-1, 4)])[0],
                           model.config.head.class_names)
-    code, error = call_tool(capsys, kitti_run / "config.yaml", kitti_run / "checkpoint.pt", keyframe, "--out", tmp_path)
+    code, error = call_tool(kitti_run / "config.yaml", kitti_run / "checkpoint.pt", keyframe, "--out", tmp_path)
     assert code == 2 and error.count("\n") == 1
     assert "0..255" in error and "0..1" in error and "--rescale-intensity" in error and keyframe.name in error
 
 
 @pytest.mark.slow  # software rendering
-def test_png_shows_the_scene_with_the_detections_above_a_score(kitti_run, real_file, tmp_path, capsys):
+def test_png_shows_the_scene_with_the_detections_above_a_score(kitti_run, real_file, tmp_path):
     kitti = real_file(KITTI_SCANS[0])
     args = [kitti_run / "config.yaml", kitti_run / "checkpoint.pt", kitti, "--out", tmp_path]
-    code, error = call_tool(capsys, *args)
+    code, error = call_tool(*args)
     assert code == 0, error
     # Draw three boxes: software rendering is slow.
     third = json.loads((tmp_path / "000000.bin.json").read_text())["scores"][2]
-    code, error = call_tool(capsys, *args, "--png", "--png-min-score", str(third), "--overwrite")
+    code, error = call_tool(*args, "--png", "--png-min-score", str(third), "--overwrite")
     skip_if_extra_missing(error)
     assert code == 0, error
     from matplotlib.image import imread
@@ -181,7 +167,7 @@ def test_sweeps_stack_gives_its_time_lag_column_and_pcd_bin_leaves_out_the_ring(
     np.testing.assert_array_equal(points, keyframe_as_nuscenes_features(keyframe))
 
 
-def test_pcd_file_gives_the_same_detections_as_the_same_cloud_as_bin(nuscenes_run, real_file, tmp_path, capsys):
+def test_pcd_file_gives_the_same_detections_as_the_same_cloud_as_bin(nuscenes_run, real_file, tmp_path):
     pypcd4 = pytest.importorskip("pypcd4")
     kitti = real_file(KITTI_SCANS[0])
     cloud = np.fromfile(kitti, dtype=np.float32).reshape(-1, 4)
@@ -193,7 +179,7 @@ def test_pcd_file_gives_the_same_detections_as_the_same_cloud_as_bin(nuscenes_ru
         pytest.skip(f"datasets.read_points cannot read PCD yet: {error}")
     args = (nuscenes_run / "config.yaml", nuscenes_run / "checkpoint.pt", "--out", tmp_path / "out",
             "--rescale-intensity")
-    code, error = call_tool(capsys, args[0], args[1], kitti, pcd, *args[2:])
+    code, error = call_tool(args[0], args[1], kitti, pcd, *args[2:])
     assert code == 0, error
     from_bin = json.loads((tmp_path / "out" / "000000.bin.json").read_text())
     from_pcd = json.loads((tmp_path / "out" / "000000.pcd.json").read_text())
@@ -203,40 +189,40 @@ def test_pcd_file_gives_the_same_detections_as_the_same_cloud_as_bin(nuscenes_ru
     assert from_pcd["points"]["taken_from"] == from_bin["points"]["taken_from"]
 
 
-def test_errors_are_one_clear_line(nuscenes_run, real_file, tmp_path, capsys):
+def test_errors_are_one_clear_line(nuscenes_run, real_file, tmp_path):
     kitti = real_file(KITTI_SCANS[0])
     config, checkpoint = nuscenes_run / "config.yaml", nuscenes_run / "checkpoint.pt"
 
-    code, error = call_tool(capsys, config, checkpoint, tmp_path / "missing.bin", "--out", tmp_path)
+    code, error = call_tool(config, checkpoint, tmp_path / "missing.bin", "--out", tmp_path)
     assert code == 2 and error.count("\n") == 1 and "not found" in error and "missing.bin" in error
 
     three_columns = tmp_path / "xyz.npy"
     np.save(three_columns, np.fromfile(kitti, dtype=np.float32).reshape(-1, 4)[:, :3])
-    code, error = call_tool(capsys, config, checkpoint, three_columns, "--out", tmp_path)
+    code, error = call_tool(config, checkpoint, three_columns, "--out", tmp_path)
     assert code == 2 and error.count("\n") == 1
     assert "xyz.npy" in error and "5 features (x, y, z, intensity, time_lag" in error and "3 columns (x, y, z" in error
 
-    code, error = call_tool(capsys, config, checkpoint, kitti, "--out", tmp_path, "--rescale-intensity")
+    code, error = call_tool(config, checkpoint, kitti, "--out", tmp_path, "--rescale-intensity")
     assert code == 0, error
     written = (tmp_path / "000000.bin.json").read_text()
-    code, error = call_tool(capsys, config, checkpoint, kitti, "--out", tmp_path, "--rescale-intensity")
+    code, error = call_tool(config, checkpoint, kitti, "--out", tmp_path, "--rescale-intensity")
     assert code == 2 and error.count("\n") == 1 and "exists" in error and "--overwrite" in error
     assert (tmp_path / "000000.bin.json").read_text() == written
-    code, error = call_tool(capsys, config, checkpoint, kitti, "--out", tmp_path, "--rescale-intensity",
+    code, error = call_tool(config, checkpoint, kitti, "--out", tmp_path, "--rescale-intensity",
                             "--overwrite", "--score-threshold", "0.9")
     assert code == 0, error
     assert json.loads((tmp_path / "000000.bin.json").read_text())["score_threshold"] == 0.9
 
-    code, error = call_tool(capsys, config, checkpoint, kitti, "--out", tmp_path / "o", "model.bev.num_filters=[8, 16]")
+    code, error = call_tool(config, checkpoint, kitti, "--out", tmp_path / "o", "model.bev.num_filters=[8, 16]")
     assert code == 2 and error.count("\n") == 1 and "do not fit" in error
 
     # Same shapes, other label order: the boxes would be named wrongly without a word.
-    code, error = call_tool(capsys, config, checkpoint, kitti, "--out", tmp_path / "o", "--rescale-intensity",
+    code, error = call_tool(config, checkpoint, kitti, "--out", tmp_path / "o", "--rescale-intensity",
                             "model.head.class_names=[truck, car, construction_vehicle, bus, trailer, barrier, "
                             "motorcycle, bicycle, pedestrian, traffic_cone]")
     assert code == 2 and error.count("\n") == 1 and "model.head.class_names" in error and "trained with" in error
 
-    code, error = call_tool(capsys, config, config, kitti, "--out", tmp_path / "o")
+    code, error = call_tool(config, config, kitti, "--out", tmp_path / "o")
     assert code == 2 and error.count("\n") == 1 and "not a PyTorch checkpoint" in error
 
 

@@ -1,6 +1,8 @@
-"""Overfit: a small CenterPoint memorises one synthetic frame in 120 steps on CPU, and the
+"""Overfit: a small CenterPoint memorises one synthetic frame in 100 steps on CPU, and the
 official nuScenes evaluation on that frame then scores AP >= 0.9 for every class present in it, with the
-headings right (orientation error < 0.1 rad), for both encodings of the heading."""
+headings right (orientation error < 0.1 rad), for both encodings of the heading. Measured at 100 steps: AP
+0.994 or more for every class and orientation errors below 0.007 rad with either encoding; at 80 steps the
+sin/cos run's barriers scored 0.865."""
 import math
 from pathlib import Path
 
@@ -38,10 +40,10 @@ def test_a_small_model_memorises_a_frame(tmp_path, heading):
     config = load_centerpoint_config(CONFIG, [
         f"dataset.root={root}", f"dataset.val_split={TRAIN_SPLIT}", "dataset.num_sweeps=1",
         "train.augmentation=null", "train.gt_sampling=null", "train.batch_size=1", "train.processes=1",
-        "train.epochs=120", "train.log_every=50", "train.precise_bn_batches=1", "optimizer.lr=0.01",
+        "train.epochs=100", "train.log_every=50", "train.precise_bn_batches=1", "optimizer.lr=0.01",
         f"model.head.heading={heading}"])
     result = train(config, str(tmp_path / "run"), progress=False)
-    assert result["steps"] == 120
+    assert result["steps"] == 100
     metrics = evaluate(config, result["checkpoint"], str(tmp_path / "eval"))
     present = classes_the_devkit_counts(root)
     assert {"car", "pedestrian"} <= present

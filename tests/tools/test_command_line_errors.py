@@ -1,5 +1,8 @@
 """Every command-line tool answers bad input with one line ``TOOL: error: ...`` and exit code 2 (not
-a traceback), and shows the traceback with --debug or SPARSEVOX_DEBUG=1."""
+a traceback), and shows the traceback with --debug or SPARSEVOX_DEBUG=1.
+
+The debug tests start the tool in a fresh interpreter, as a shell does; the other cases run the tool's
+script in this process (conftest.run_tool_here), sparing each the ~3 s of a fresh interpreter's imports."""
 import os
 import subprocess
 import sys
@@ -8,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import skip_if_extra_missing
+from conftest import run_tool_here, skip_if_extra_missing
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs" / "centerpoint_synthetic_cpu.yaml")
@@ -59,7 +62,7 @@ def test_train_refuses_a_run_folder_that_holds_a_checkpoint(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "checkpoint.pt").write_bytes(b"a checkpoint")
-    assert_one_error_line(run_tool("train", CONFIG, f"dataset.root={tmp_path}", "--out", run), "train",
+    assert_one_error_line(run_tool_here("train", CONFIG, f"dataset.root={tmp_path}", "--out", run), "train",
                           "already holds a checkpoint", "--resume", "--overwrite")
     assert (run / "checkpoint.pt").read_bytes() == b"a checkpoint" and sorted(os.listdir(run)) == ["checkpoint.pt"]
 
@@ -115,7 +118,7 @@ def test_bad_input_gives_one_line_and_exit_code_2(tool, arguments, fragments, tm
     a_file = tmp_path / "a_file"
     a_file.write_text("not a folder, not a checkpoint")
     filled = [a.format(tmp=tmp_path, scan=scan, hostile=path, file=a_file) for a in arguments]
-    assert_one_error_line(run_tool(tool, *filled), tool, *fragments)
+    assert_one_error_line(run_tool_here(tool, *filled), tool, *fragments)
     assert not marker.exists()  # no code of the hostile checkpoint ran
     assert a_file.read_text() == "not a folder, not a checkpoint"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing written
@@ -176,10 +179,10 @@ def test_demo_refuses_a_folder_of_another_world(tmp_path):
     from datasets.nuscenes_writer import make_synthetic_database
 
     make_synthetic_database(str(tmp_path / "old" / "synthetic"), scenes=1, seed=0, keyframes_per_scene=1)
-    assert_one_error_line(run_tool("demo", "--out", tmp_path / "old", "--real-data", tmp_path), "demo",
+    assert_one_error_line(run_tool_here("demo", "--out", tmp_path / "old", "--real-data", tmp_path), "demo",
                           "a synthetic database of other settings", "scenes 1, expected 30")
     (tmp_path / "orphan" / "run").mkdir(parents=True)
-    assert_one_error_line(run_tool("demo", "--out", tmp_path / "orphan", "--real-data", tmp_path), "demo",
+    assert_one_error_line(run_tool_here("demo", "--out", tmp_path / "orphan", "--real-data", tmp_path), "demo",
                           "holds a run whose synthetic world", "is gone")
     assert not (tmp_path / "orphan" / "synthetic").exists()
 
@@ -207,14 +210,14 @@ def test_demo_refuses_a_finished_run_of_another_config(tmp_path):
     (out / "run").mkdir()
     (out / "run" / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     (out / "run" / "checkpoint.pt").write_bytes(b"not read before the config check")
-    assert_one_error_line(run_tool("demo", "--out", out, "--real-data", tmp_path), "demo",
+    assert_one_error_line(run_tool_here("demo", "--out", out, "--real-data", tmp_path), "demo",
                           "was trained with another config than today's demo",
                           f"train.epochs: run {config.train.epochs + 1}, requested {config.train.epochs}")
     # Today's config.yaml, but weights copied in from a run of another config: the checkpoint's config tells.
     today = to_dict(config)
     (out / "run" / "config.yaml").write_text(yaml.safe_dump(today, sort_keys=False))
     torch.save({"config": saved, "epoch": saved["train"]["epochs"]}, out / "run" / "checkpoint.pt")
-    assert_one_error_line(run_tool("demo", "--out", out, "--real-data", tmp_path), "demo",
+    assert_one_error_line(run_tool_here("demo", "--out", out, "--real-data", tmp_path), "demo",
                           "was trained with another config than today's demo",
                           f"checkpoint.pt: train.epochs: run {config.train.epochs + 1}, "
                           f"requested {config.train.epochs}")

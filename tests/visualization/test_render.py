@@ -1,14 +1,12 @@
 """Headless rendering (bird's-eye views by matplotlib, the chase camera by Open3D's OffscreenRenderer on
 software Vulkan): what the pixels show."""
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import open3d as o3d
 import pytest
 import torch
+from conftest import run_tool_here
 from matplotlib.image import imread
 
 from visualization import compare_active_sites, layer_panels, render_png, scene_panel, show_window
@@ -16,7 +14,6 @@ from visualization.render import Panel, bev_pixels, render_panel_images
 from visualization.scene_geometry import FACE_SHADES, SITE_ADDED, SITE_FROM_INPUT, class_color, voxel_geometry
 from voxelize import Voxelizer
 
-ROOT = Path(__file__).resolve().parents[2]
 VOXELIZER = dict(voxel_size=[0.2, 0.2, 0.2], point_cloud_range=[-8.0, -8.0, -2.0, 8.0, 8.0, 2.0],
                  max_points_per_voxel=5, max_voxels=20000)
 
@@ -116,22 +113,18 @@ def test_window_needs_a_display(monkeypatch):
         show_window([Panel("x")])
 
 
-def test_visualize_tool_writes_the_png(tmp_path):
+def test_visualize_tool_writes_the_png(tmp_path, monkeypatch):
     scan = tmp_path / "scan.npy"
     np.save(scan, street())
     out = tmp_path / "view.png"
-    env = dict(os.environ)
-    env.pop("DISPLAY", None)
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "visualize.py"), "--scan", str(scan), "--layers",
-                             "conv_input.0", "--view-range", "-8", "-8", "8", "8", "--size", "600", "900",
-                             "--save", str(out)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    result = run_tool_here("visualize", "--scan", scan, "--layers", "conv_input.0", "--view-range", -8, -8, 8, 8,
+                           "--size", 600, 900, "--save", out, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert imread(out).shape[:2] == (900, 600)
-    bad = subprocess.run([sys.executable, str(ROOT / "tools" / "visualize.py"), "--scan", str(scan), "--layers",
-                          "conv7"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    bad = run_tool_here("visualize", "--scan", scan, "--layers", "conv7", cwd=tmp_path)
     assert bad.returncode != 0 and "valid layer names" in bad.stderr
-    names = subprocess.run([sys.executable, str(ROOT / "tools" / "visualize.py"), "--scan", str(scan), "--list-layers"],
-                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    names = run_tool_here("visualize", "--scan", scan, "--list-layers", cwd=tmp_path)
     assert names.returncode == 0 and names.stdout.split()[:2] == ["conv_input.0", "conv1.0.conv1"]
 
 
