@@ -9,7 +9,10 @@
 4. write the densification report (SSC vs regular, same trained weights) of a validation frame,
 5. render that frame headless to a PNG: points with GT and predicted boxes, and the active voxels
    of a stride-1 and a strided layer, SSC next to regular (blue: from the input, orange: added),
-6. voxelize the real scans of ../shared/data/real when present,
+6. fit per-class score calibration on the validation split (OUT/score_calibration.json: a score then reads
+   as the share of detections like it that were right there; detectors/score_calibration.py),
+7. voxelize the real scans of ../shared/data/real when present, and score the model on the real nuScenes
+   key frame (sim-to-real: recall and false positives, with raw and with calibrated scores),
 and print a summary with the paths (also in OUT/summary.json).
 """
 import argparse
@@ -33,6 +36,7 @@ from detectors.evaluation import evaluate
 from detectors.experiment import load_centerpoint_config
 from detectors.inference import detections_with_names
 from detectors.run_folder import run_config_differences
+from detectors.score_calibration import fit_score_calibration
 from detectors.training import train
 from visualization import render_png
 from visualization.views import detector_panels, scene_then_layers
@@ -123,29 +127,43 @@ def main() -> int:
         if os.path.isfile(path):
             real.append(dict(scan=relative, preset=preset, **preset_voxelizer(preset)(read_points(path)).summary()))
 
-    sim_real = None
+    # scores as the share of detections like them that were right on the validation split, per class
+    calibration = fit_score_calibration(lambda points: detections_with_names(model, points), validation,
+                                        config.model.head.class_names, checkpoint,
+                                        {"dataset": database, "split": config.dataset.val_split})
+    calibration_json = os.path.join(args.out, "score_calibration.json")
+    calibration.save(calibration_json)
+
+    def calibrated_detections(points):
+        boxes, scores, names = detections_with_names(model, points)
+        return boxes, calibration.apply(scores, names), names
+
+    sim_real = sim_real_calibrated = None
     if os.path.isfile(os.path.join(args.real_data, "nuscenes", "keyframe_boxes.json")):
         sim_real = sim_to_real(lambda points: detections_with_names(model, points), args.real_data)
+        sim_real_calibrated = sim_to_real(calibrated_detections, args.real_data)
 
     timings["total_s"] = time.perf_counter() - start
     per_class = metrics["mean_dist_aps"]
     summary = {"metrics": {"mAP": metrics["mean_ap"], "NDS": metrics["nd_score"], "AP": per_class},
                "densification_total_gmac": {r.label: r.total_macs / 1e9 for r in reports},
-               "real_scans": real, "sim_to_real": sim_real, "timings": timings,
+               "real_scans": real, "sim_to_real": sim_real, "sim_to_real_calibrated": sim_real_calibrated,
+               "timings": timings,
                "paths": {"database": database, "run": run, "checkpoint": checkpoint,
                          "metrics": os.path.join(args.out, "eval", "metrics_summary.json"),
                          "densification": densify_json, "densification_plot": densify_png,
-                         "active_voxels": active_voxels_png}}
+                         "active_voxels": active_voxels_png, "score_calibration": calibration_json}}
     write_json_atomically(os.path.join(args.out, "summary.json"), summary)
     print(f"\nmAP {metrics['mean_ap']:.3f}  NDS {metrics['nd_score']:.3f}   "
           f"AP car {per_class['car']:.3f}  pedestrian {per_class['pedestrian']:.3f}")
     print("densification (validation frame, GMAC): " +
           ", ".join(f"{r.label} {r.total_macs / 1e9:.2f}" for r in reports))
-    if sim_real is not None:
-        print(f"sim-to-real (real nuScenes key frame, objects within 50 m with >= 5 points): recall "
-              f"{sim_real['recall']}, {sim_real['false_positives']} false positives at score >= 0.2")
-        points = [f">= {p['score_threshold']}: {p['found']}, {p['false_positives']}" for p in sim_real["by_score"]]
-        print(f"  by score (found / {sim_real['objects']}, false positives): {'; '.join(points)}")
+    for label, scored in (("", sim_real), (", calibrated scores", sim_real_calibrated)):
+        if scored is not None:
+            print(f"sim-to-real (real nuScenes key frame, objects within 50 m with >= 5 points{label}): recall "
+                  f"{scored['recall']:.2f}, {scored['false_positives']} false positives at score >= 0.2")
+            points = [f">= {p['score_threshold']}: {p['found']}, {p['false_positives']}" for p in scored["by_score"]]
+            print(f"  by score (found / {scored['objects']}, false positives): {'; '.join(points)}")
     for item in real:
         print(f"voxelized {item['scan']}: {item['points']} points → {item['voxels']} voxels")
     print(f"done in {timings['total_s'] / 60:.1f} min; summary in {os.path.join(args.out, 'summary.json')}")

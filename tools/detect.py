@@ -1,8 +1,8 @@
 """Detect objects in point files with a trained CenterPoint: one JSON per file (and a PNG with --png).
 
     python tools/detect.py CONFIG CHECKPOINT FILE... [--out DIR] [--png] [--score-threshold X]
-        [--png-min-score S] [--device cpu|cuda] [--columns x,y,z,intensity,...] [--rescale-intensity]
-        [--overwrite] [a.b=value ...]
+        [--png-min-score S] [--calibration F] [--device cpu|cuda] [--columns x,y,z,intensity,...]
+        [--rescale-intensity] [--overwrite] [a.b=value ...]
 
 FILE: KITTI .bin, nuScenes .pcd.bin, float16 stacks (*_float16_N5.bin), .npy (N, C), and, with the
 reader that supports them, PCD .pcd and LAS/LAZ. Each DIR/NAME.json holds the boxes
@@ -12,6 +12,9 @@ file's time lag is 0), the points read and dropped, the checkpoint and config, a
 An existing output is refused unless --overwrite. A file whose intensity range (0..1, 0..255,
 0..65535, from its largest value) differs from the training data's (nuScenes 0..255, KITTI 0..1) is
 refused unless --rescale-intensity. --score-threshold X sets model.decode.score_threshold.
+--calibration F (a score calibration fitted for this checkpoint, e.g. make demo's score_calibration.json)
+turns each score into the share of detections like it that were right where it was fitted (the model's
+own scores kept as raw_scores); --score-threshold and --png-min-score then apply to those.
 
 The same in Python:
     model = CenterPoint.from_checkpoint(CHECKPOINT, CONFIG)     # or no CONFIG: the run's config.yaml
@@ -28,7 +31,8 @@ from command_line import add_debug_option, run_tool
 
 from atomic_files import write_json_atomically
 from detectors.centerpoint import CenterPoint
-from detectors.inference import detection_record, output_paths
+from detectors.inference import calibrate_record, detection_record, output_paths
+from detectors.score_calibration import load_score_calibration
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")  # a.b=value; anything else is a point file
 
@@ -44,6 +48,8 @@ def main() -> int:
                         help="draw the detections scoring at least this (default: %(default)s; software "
                              "rendering slows down with many or large boxes)")
     parser.add_argument("--score-threshold", type=float, help="keep detections scoring at least this")
+    parser.add_argument("--calibration", help="a score calibration JSON fitted for CHECKPOINT "
+                                              "(detectors/score_calibration.py)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--columns", help="comma-separated names of the files' columns, replacing the reader's")
     parser.add_argument("--rescale-intensity", action="store_true",
@@ -58,7 +64,7 @@ def main() -> int:
     for option, value in (("--score-threshold", args.score_threshold), ("--png-min-score", args.png_min_score)):
         if value is not None and not 0.0 <= value <= 1.0:
             raise ValueError(f"{option} is a detection score in [0, 1], got {value:g}")
-    if args.score_threshold is not None:
+    if args.score_threshold is not None and not args.calibration:
         overrides.append(f"model.decode.score_threshold={args.score_threshold}")
     columns = [name.strip() for name in args.columns.split(",")] if args.columns else None
     return detect(args, files, overrides, columns)
@@ -69,11 +75,14 @@ def detect(args, files, overrides, columns) -> int:
 
     plans = output_paths(files, args.out, args.overwrite, (".json", ".png") if args.png else (".json",),
                          stale_suffixes=(".png",))
+    calibration = load_score_calibration(args.calibration, args.checkpoint) if args.calibration else None
     model = CenterPoint.from_checkpoint(args.checkpoint, args.config, args.device, overrides)
     for path, plan in tqdm(list(zip(files, plans)), unit="file", disable=len(files) < 2):
         started = time.perf_counter()
         record, points, detections = detection_record(model, path, args.checkpoint, os.path.abspath(args.config),
                                                       overrides, columns, args.rescale_intensity)
+        if calibration is not None:
+            record = calibrate_record(record, calibration, args.calibration, args.score_threshold)
         if args.png:
             render_detections(points, record, plan[".png"], args.png_min_score)
         record["timing_s"]["total"] = time.perf_counter() - started

@@ -226,6 +226,44 @@ def test_errors_are_one_clear_line(nuscenes_run, real_file, tmp_path):
     assert code == 2 and error.count("\n") == 1 and "not a PyTorch checkpoint" in error
 
 
+def test_calibration_turns_the_scores_and_is_refused_for_another_checkpoint(nuscenes_run, real_file, tmp_path):
+    from detectors.score_calibration import ClassCalibration, ScoreCalibration, file_sha256
+
+    kitti = real_file(KITTI_SCANS[0])
+    config, checkpoint = nuscenes_run / "config.yaml", nuscenes_run / "checkpoint.pt"
+    names = CenterPoint.from_checkpoint(str(checkpoint)).config.head.class_names
+    calibration = ScoreCalibration({name: ClassCalibration(2.0 + i / 10, -1.0 + i / 5, 1, 0)
+                                    for i, name in enumerate(names)}, file_sha256(str(checkpoint)), {})
+    calibration.save(str(tmp_path / "calibration.json"))
+    code, error = call_tool(config, checkpoint, kitti, "--out", tmp_path / "raw", "--rescale-intensity")
+    assert code == 0, error
+    raw = json.loads((tmp_path / "raw" / "000000.bin.json").read_text())
+    code, error = call_tool(config, checkpoint, kitti, "--out", tmp_path / "calibrated", "--rescale-intensity",
+                            "--calibration", tmp_path / "calibration.json")
+    assert code == 0, error
+    record = json.loads((tmp_path / "calibrated" / "000000.bin.json").read_text())
+    assert record["raw_scores"] == raw["scores"] and record["boxes"] == raw["boxes"] and len(raw["scores"]) > 0
+    assert record["scores"] == pytest.approx(list(calibration.apply(raw["scores"], raw["labels"])))
+    assert record["score_calibration"] == str(tmp_path / "calibration.json")
+
+    # --score-threshold then keeps the detections whose calibrated score reaches it
+    threshold = float(np.median(record["scores"]))
+    code, error = call_tool(config, checkpoint, kitti, "--out", tmp_path / "kept", "--rescale-intensity",
+                            "--calibration", tmp_path / "calibration.json", "--score-threshold", threshold)
+    assert code == 0, error
+    kept = json.loads((tmp_path / "kept" / "000000.bin.json").read_text())
+    assert kept["scores"] == [s for s in record["scores"] if s >= threshold]
+    assert 0 < kept["num_detections"] < len(raw["scores"])
+    assert kept["score_threshold"] == {"raw": raw["score_threshold"], "calibrated": threshold}
+
+    other = tmp_path / "other.pt"
+    other.write_bytes(checkpoint.read_bytes() + b"\0")
+    code, error = call_tool(config, other, kitti, "--out", tmp_path / "o", "--calibration",
+                            tmp_path / "calibration.json")
+    assert code == 2 and error.count("\n") == 1 and "fitted for another checkpoint" in error
+    assert not (tmp_path / "o").exists()
+
+
 def test_npy_columns_are_positional_and_can_be_named(tmp_path):
     rng = np.random.default_rng(0)
     cloud = np.column_stack([rng.uniform(-20, 20, (50, 3)), rng.uniform(0, 255, 50), rng.integers(0, 32, 50),
