@@ -304,16 +304,14 @@ def detection_record(model: CenterPoint, path: str, checkpoint: str, config_sour
 
 def calibrate_record(record: dict, calibration, calibration_path: str, min_score: float | None = None) -> dict:
     """``record`` (of :func:`detection_record`) with its scores calibrated (detectors.score_calibration): the
-    model's own scores kept as 'raw_scores', and with ``min_score`` only the detections whose calibrated score
-    reaches it."""
+    model's own scores kept as 'raw_scores' ('score_threshold' stays the decoder's, on them), and with
+    ``min_score`` only the detections whose calibrated score reaches it ('calibrated_score_threshold')."""
     calibrated = calibration.apply(record["scores"], record["labels"])
     keep = [i for i, score in enumerate(calibrated) if min_score is None or score >= min_score]
-    record = {**record, "boxes": [record["boxes"][i] for i in keep], "labels": [record["labels"][i] for i in keep],
-              "scores": [float(calibrated[i]) for i in keep], "raw_scores": [record["scores"][i] for i in keep],
-              "num_detections": len(keep), "score_calibration": os.path.abspath(calibration_path)}
-    if min_score is not None:
-        record["score_threshold"] = {"raw": record["score_threshold"], "calibrated": min_score}
-    return record
+    return {**record, "boxes": [record["boxes"][i] for i in keep], "labels": [record["labels"][i] for i in keep],
+            "scores": [float(calibrated[i]) for i in keep], "raw_scores": [record["scores"][i] for i in keep],
+            "num_detections": len(keep), "score_calibration": os.path.abspath(calibration_path),
+            "calibrated_score_threshold": min_score}
 
 
 def output_paths(files, out_dir: str, overwrite: bool = False, suffixes=(".json",),

@@ -254,7 +254,7 @@ def test_calibration_turns_the_scores_and_is_refused_for_another_checkpoint(nusc
     kept = json.loads((tmp_path / "kept" / "000000.bin.json").read_text())
     assert kept["scores"] == [s for s in record["scores"] if s >= threshold]
     assert 0 < kept["num_detections"] < len(raw["scores"])
-    assert kept["score_threshold"] == {"raw": raw["score_threshold"], "calibrated": threshold}
+    assert kept["calibrated_score_threshold"] == threshold and kept["score_threshold"] == raw["score_threshold"]
 
     other = tmp_path / "other.pt"
     other.write_bytes(checkpoint.read_bytes() + b"\0")
