@@ -258,13 +258,17 @@ def detect_points(model: CenterPoint, points: np.ndarray) -> dict:
     return detections
 
 
-def detections_with_names(model: CenterPoint, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(boxes (K, 9), scores (K,), class names) of ``model`` in eval mode on one cloud; the form
-    :func:`datasets.realism.sim_to_real` asks of a detector."""
+def detections_with_names(model: CenterPoint, points: np.ndarray,
+                          calibration=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(boxes (K, 9), scores (K,), class names) of ``model`` in eval mode on one cloud, the scores calibrated
+    by ``calibration`` (detectors.score_calibration) when given; the form :func:`datasets.realism.sim_to_real`
+    asks of a detector."""
     model.eval()
     found = detect_points(model, np.asarray(points, dtype=np.float32))
     names = model.config.head.class_names
-    return found["boxes"].numpy(), found["scores"].numpy(), [names[int(i)] for i in found["labels"]]
+    labels = [names[int(i)] for i in found["labels"]]
+    scores = found["scores"].numpy()
+    return found["boxes"].numpy(), scores if calibration is None else calibration.apply(scores, labels), labels
 
 
 def detection_record(model: CenterPoint, path: str, checkpoint: str, config_source: str, overrides=(),

@@ -127,8 +127,9 @@ def fit_score_calibration(detect, frames, class_names, checkpoint: str, fitted_o
                             {**fitted_on, "frames": len(frames), "match_distance": match_distance})
 
 
-def load_score_calibration(path: str, checkpoint: str) -> ScoreCalibration:
-    """The calibration in ``path``, refused (ValueError) unless it was fitted for ``checkpoint``'s bytes."""
+def load_score_calibration(path: str, checkpoint: str, class_names=None) -> ScoreCalibration:
+    """The calibration in ``path``, refused (ValueError) unless it was fitted for ``checkpoint``'s bytes and,
+    given ``class_names`` (the model's), maps every one of them."""
     try:
         with open(path) as stream:
             data = json.load(stream)
@@ -141,5 +142,17 @@ def load_score_calibration(path: str, checkpoint: str) -> ScoreCalibration:
     if data["checkpoint_sha256"] != digest:
         raise ValueError(f"{path} was fitted for another checkpoint (sha256 {data['checkpoint_sha256'][:12]}…), not "
                          f"{checkpoint} (sha256 {digest[:12]}…); fit it again for this one")
-    classes = {name: ClassCalibration(**values) for name, values in data["classes"].items()}
-    return ScoreCalibration(classes, digest, data["fitted_on"])
+    classes = {}
+    for name, values in data.get("classes", {}).items():
+        try:
+            classes[name] = ClassCalibration(**values)
+        except TypeError:
+            raise ValueError(f"{path}: class {name!r} needs exactly {list(ClassCalibration.__dataclass_fields__)}, "
+                             f"got {values!r}") from None
+        if not (math.isfinite(classes[name].slope) and classes[name].slope > 0 and math.isfinite(classes[name].offset)):
+            raise ValueError(f"{path}: class {name!r} has slope {classes[name].slope} and offset "
+                             f"{classes[name].offset}; a map keeps the ranking only with a finite slope > 0")
+    missing = [name for name in class_names or () if name not in classes]
+    if missing:
+        raise ValueError(f"{path} maps no scores of classes {missing} of the model; it maps {sorted(classes)}")
+    return ScoreCalibration(classes, digest, data.get("fitted_on", {}))

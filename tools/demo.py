@@ -134,14 +134,11 @@ def main() -> int:
     calibration_json = os.path.join(args.out, "score_calibration.json")
     calibration.save(calibration_json)
 
-    def calibrated_detections(points):
-        boxes, scores, names = detections_with_names(model, points)
-        return boxes, calibration.apply(scores, names), names
-
     sim_real = sim_real_calibrated = None
     if os.path.isfile(os.path.join(args.real_data, "nuscenes", "keyframe_boxes.json")):
         sim_real = sim_to_real(lambda points: detections_with_names(model, points), args.real_data)
-        sim_real_calibrated = sim_to_real(calibrated_detections, args.real_data)
+        sim_real_calibrated = sim_to_real(lambda points: detections_with_names(model, points, calibration),
+                                          args.real_data)
 
     timings["total_s"] = time.perf_counter() - start
     per_class = metrics["mean_dist_aps"]

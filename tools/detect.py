@@ -75,8 +75,9 @@ def detect(args, files, overrides, columns) -> int:
 
     plans = output_paths(files, args.out, args.overwrite, (".json", ".png") if args.png else (".json",),
                          stale_suffixes=(".png",))
-    calibration = load_score_calibration(args.calibration, args.checkpoint) if args.calibration else None
     model = CenterPoint.from_checkpoint(args.checkpoint, args.config, args.device, overrides)
+    calibration = load_score_calibration(args.calibration, args.checkpoint, model.config.head.class_names) \
+        if args.calibration else None
     for path, plan in tqdm(list(zip(files, plans)), unit="file", disable=len(files) < 2):
         started = time.perf_counter()
         record, points, detections = detection_record(model, path, args.checkpoint, os.path.abspath(args.config),

@@ -4,10 +4,12 @@ of a trained model on the real key frame.
 
     python tools/realism.py --database work/demo/synthetic --out work/realism [--before OLD_DATABASE]
         [--real-data ../shared/data/real] [--frames 8] [--checkpoint work/demo/run/checkpoint.pt]
+        [--calibration work/demo/score_calibration.json]
 
 Writes OUT/realism.md (the table), OUT/realism.json (all numbers) and OUT/bird_eye.png; with
---checkpoint also OUT/sim_to_real.json. Synthetic statistics pool the first --frames key frames of the
-validation split.
+--checkpoint also OUT/sim_to_real.json, and with --calibration (a score calibration fitted for that
+checkpoint) OUT/sim_to_real_calibrated.json, the same with calibrated scores. Synthetic statistics pool the
+first --frames key frames of the validation split.
 """
 import argparse
 import json
@@ -33,15 +35,22 @@ def main() -> int:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--checkpoint", help="a trained CenterPoint checkpoint: also score it on the real key frame")
     parser.add_argument("--config", help="its config (default: the checkpoint's own, else its run's config.yaml)")
+    parser.add_argument("--calibration", help="a score calibration fitted for the checkpoint: also score the real "
+                                              "key frame with calibrated scores")
     add_debug_option(parser)
     args = parser.parse_args()
     # the model first: a checkpoint that cannot be used stops the tool before the statistics are computed
-    model = None
+    model = calibration = None
+    if args.calibration and not args.checkpoint:
+        raise ValueError("--calibration scores a model: give its --checkpoint too")
     if args.checkpoint:
         from detectors.centerpoint import CenterPoint
         from detectors.inference import detections_with_names
+        from detectors.score_calibration import load_score_calibration
 
         model = CenterPoint.from_checkpoint(args.checkpoint, args.config)
+        if args.calibration:
+            calibration = load_score_calibration(args.calibration, args.checkpoint, model.config.head.class_names)
 
     key, _counts = real_keyframe(args.real_data)
     sources = {}
@@ -54,9 +63,10 @@ def main() -> int:
     print(report["table"])
     print(f"bird's-eye plots: {report['bird_eye']}")
 
-    if model is not None:
-        score = sim_to_real(lambda points: detections_with_names(model, points), args.real_data)
-        write_json_atomically(os.path.join(args.out, "sim_to_real.json"), score)
+    scorings = [("sim_to_real", None)] + ([("sim_to_real_calibrated", calibration)] if calibration else [])
+    for name, scores in scorings if model is not None else []:
+        score = sim_to_real(lambda points: detections_with_names(model, points, scores), args.real_data)
+        write_json_atomically(os.path.join(args.out, f"{name}.json"), score)
         print(json.dumps(score, indent=1))
     return 0
 

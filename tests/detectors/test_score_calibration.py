@@ -92,3 +92,28 @@ def test_fit_matches_detections_to_objects_of_their_class_within_2_m(tmp_path):
     path.write_text('{"format": "something else"}')
     with pytest.raises(ValueError, match="not a score calibration file"):
         load_score_calibration(str(path), str(checkpoint))
+
+
+def test_a_hand_edited_file_is_refused_with_the_class_and_the_problem(tmp_path):
+    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoint.write_bytes(b"weights")
+    path = tmp_path / "calibration.json"
+
+    def saved(classes):
+        ScoreCalibration(classes, file_sha256(str(checkpoint)), {}).save(str(path))
+        return str(path)
+
+    good = {"car": ClassCalibration(2.0, 0.5, 10, 3), "pedestrian": ClassCalibration(1.5, -1.0, 10, 1)}
+    assert load_score_calibration(saved(good), str(checkpoint), ["car", "pedestrian"]).classes == good
+    with pytest.raises(ValueError, match=r"maps no scores of classes \['bus'\] of the model"):
+        load_score_calibration(saved(good), str(checkpoint), ["car", "bus", "pedestrian"])
+    with pytest.raises(ValueError, match=r"class 'car' has slope -2.0 .* finite slope > 0"):
+        load_score_calibration(saved({"car": ClassCalibration(-2.0, 0.5, 10, 3)}), str(checkpoint))
+    data = json.loads(path.read_text())
+    data["classes"]["car"] = {"slope": 2.0}
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"class 'car' needs exactly \['slope', 'offset', 'detections'"):
+        load_score_calibration(str(path), str(checkpoint))
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not a score calibration file"):
+        load_score_calibration(str(path), str(checkpoint))
