@@ -138,20 +138,22 @@ def load_score_calibration(path: str, checkpoint: str, class_names=None) -> Scor
     found = data.get("format") if isinstance(data, dict) else None
     if found != FORMAT:
         raise ValueError(f"{path}: not a score calibration file (format {found!r}, expected {FORMAT!r})")
-    digest = file_sha256(checkpoint)
-    if data["checkpoint_sha256"] != digest:
-        raise ValueError(f"{path} was fitted for another checkpoint (sha256 {data['checkpoint_sha256'][:12]}…), not "
+    digest, fitted_for = file_sha256(checkpoint), str(data.get("checkpoint_sha256"))
+    if fitted_for != digest:
+        raise ValueError(f"{path} was fitted for another checkpoint (sha256 {fitted_for[:12]}…), not "
                          f"{checkpoint} (sha256 {digest[:12]}…); fit it again for this one")
+    if not isinstance(data.get("classes"), dict):
+        raise ValueError(f"{path}: 'classes' must map class names to their maps, got {data.get('classes')!r}")
     classes = {}
-    for name, values in data.get("classes", {}).items():
-        try:
-            classes[name] = ClassCalibration(**values)
-        except TypeError:
-            raise ValueError(f"{path}: class {name!r} needs exactly {list(ClassCalibration.__dataclass_fields__)}, "
-                             f"got {values!r}") from None
-        if not (math.isfinite(classes[name].slope) and classes[name].slope > 0 and math.isfinite(classes[name].offset)):
-            raise ValueError(f"{path}: class {name!r} has slope {classes[name].slope} and offset "
-                             f"{classes[name].offset}; a map keeps the ranking only with a finite slope > 0")
+    for name, values in data["classes"].items():
+        fields = list(ClassCalibration.__dataclass_fields__)
+        if not isinstance(values, dict) or sorted(values) != sorted(fields) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values.values()):
+            raise ValueError(f"{path}: class {name!r} needs the finite numbers {fields}, got {values!r}")
+        classes[name] = ClassCalibration(**values)
+        if classes[name].slope <= 0:
+            raise ValueError(f"{path}: class {name!r} has slope {classes[name].slope}; a map keeps the ranking only "
+                             f"with a slope > 0")
     missing = [name for name in class_names or () if name not in classes]
     if missing:
         raise ValueError(f"{path} maps no scores of classes {missing} of the model; it maps {sorted(classes)}")

@@ -107,12 +107,21 @@ def test_a_hand_edited_file_is_refused_with_the_class_and_the_problem(tmp_path):
     assert load_score_calibration(saved(good), str(checkpoint), ["car", "pedestrian"]).classes == good
     with pytest.raises(ValueError, match=r"maps no scores of classes \['bus'\] of the model"):
         load_score_calibration(saved(good), str(checkpoint), ["car", "bus", "pedestrian"])
-    with pytest.raises(ValueError, match=r"class 'car' has slope -2.0 .* finite slope > 0"):
+    with pytest.raises(ValueError, match=r"class 'car' has slope -2.0; a map keeps the ranking only with a slope > 0"):
         load_score_calibration(saved({"car": ClassCalibration(-2.0, 0.5, 10, 3)}), str(checkpoint))
     data = json.loads(path.read_text())
-    data["classes"]["car"] = {"slope": 2.0}
+    for car in ({"slope": 2.0}, {"slope": "2", "offset": 0, "detections": 1, "true_positives": 0}, [2.0, 0.5]):
+        data["classes"]["car"] = car
+        path.write_text(json.dumps(data))
+        with pytest.raises(ValueError, match=r"class 'car' needs the finite numbers \['slope', 'offset', 'detections'"):
+            load_score_calibration(str(path), str(checkpoint))
+    data["classes"] = ["car"]
     path.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r"class 'car' needs exactly \['slope', 'offset', 'detections'"):
+    with pytest.raises(ValueError, match="'classes' must map class names to their maps"):
+        load_score_calibration(str(path), str(checkpoint))
+    del data["checkpoint_sha256"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"was fitted for another checkpoint \(sha256 None"):
         load_score_calibration(str(path), str(checkpoint))
     path.write_text("{not json")
     with pytest.raises(ValueError, match="not a score calibration file"):
