@@ -9,7 +9,10 @@ strictly increasing, so each class's ranking, hence every per-class AP and the n
 same; a threshold on the calibrated score is then one precision for every class, where it was fitted.
 
 Fit on data the model did not train on (the validation split). The file records the sha256 of the
-checkpoint it was fitted for, and loading it for another checkpoint is refused.
+checkpoint and the model config it was fitted for (the decoder's NMS changes which detections there are),
+and loading it for another checkpoint or config is refused. The decoder's score threshold is left out of
+that key: NMS keeps a box by comparing it with higher-scoring ones only, so a threshold changes nothing
+above it.
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ import numpy as np
 
 from atomic_files import write_json_atomically
 from datasets.detection_matching import centre_distance_matches
+from detectors.config import to_dict
+from detectors.run_folder import config_differences
 
 FORMAT = "sparsevox-score-calibration-1"
 MIN_SLOPE = 0.1          # a flatter fit (scores that tell little) is held here: the map must stay increasing
@@ -40,6 +45,7 @@ class ClassCalibration:
 class ScoreCalibration:
     classes: dict[str, ClassCalibration]
     checkpoint_sha256: str
+    model_config: dict    # model_key() of the config it was fitted with
     fitted_on: dict       # what the fit saw: dataset, split, frames, match distance
 
     def apply(self, scores: np.ndarray, names) -> np.ndarray:
@@ -55,8 +61,16 @@ class ScoreCalibration:
 
     def save(self, path: str) -> None:
         write_json_atomically(path, {"format": FORMAT, "checkpoint_sha256": self.checkpoint_sha256,
-                                     "fitted_on": self.fitted_on,
+                                     "model_config": self.model_config, "fitted_on": self.fitted_on,
                                      "classes": {name: asdict(c) for name, c in self.classes.items()}})
+
+
+def model_key(model_config) -> dict:
+    """The model config (detectors.centerpoint.ModelConfig) as a calibration is keyed by: all of it, as JSON
+    reads it back, but the decoder's score threshold (module docstring)."""
+    key = json.loads(json.dumps(to_dict(model_config)))
+    del key["decode"]["score_threshold"]
+    return key
 
 
 def _logit(scores: np.ndarray) -> np.ndarray:
@@ -104,10 +118,12 @@ def fit_platt(scores: np.ndarray, is_tp: np.ndarray, iterations: int = 100) -> t
     return a, b
 
 
-def fit_score_calibration(detect, frames, class_names, checkpoint: str, fitted_on: dict,
+def fit_score_calibration(detect, frames, model_config, checkpoint: str, fitted_on: dict,
                           match_distance: float = 2.0) -> ScoreCalibration:
-    """Fit one map per class of ``class_names``. ``detect(points)`` → (boxes (K, >=2), scores (K,), K names);
-    ``frames``: dataset frames with 'points', 'gt_boxes' and 'gt_labels' (indices into ``class_names``)."""
+    """Fit one map per class of ``model_config.head.class_names``. ``detect(points)`` → (boxes (K, >=2),
+    scores (K,), K names): the model of ``model_config`` with the weights of ``checkpoint``; ``frames``:
+    dataset frames with 'points', 'gt_boxes' and 'gt_labels' (indices into the class names)."""
+    class_names = model_config.head.class_names
     per_class = {name: [] for name in class_names}
     for frame in frames:
         boxes, scores, names = detect(frame["points"])
@@ -123,13 +139,14 @@ def fit_score_calibration(detect, frames, class_names, checkpoint: str, fitted_o
         scores, is_tp, _ = centre_distance_matches(class_frames, match_distance)
         slope, offset = fit_platt(scores, is_tp)
         classes[name] = ClassCalibration(slope, offset, int(len(scores)), int(is_tp.sum()))
-    return ScoreCalibration(classes, file_sha256(checkpoint),
+    return ScoreCalibration(classes, file_sha256(checkpoint), model_key(model_config),
                             {**fitted_on, "frames": len(frames), "match_distance": match_distance})
 
 
-def load_score_calibration(path: str, checkpoint: str, class_names=None) -> ScoreCalibration:
+def load_score_calibration(path: str, checkpoint: str, model_config=None) -> ScoreCalibration:
     """The calibration in ``path``, refused (ValueError) unless it was fitted for ``checkpoint``'s bytes and,
-    given ``class_names`` (the model's), maps every one of them."""
+    given the ``model_config`` that will detect, for that config (:func:`model_key`), mapping each of its
+    classes."""
     try:
         with open(path) as stream:
             data = json.load(stream)
@@ -144,9 +161,13 @@ def load_score_calibration(path: str, checkpoint: str, class_names=None) -> Scor
                          f"{checkpoint} (sha256 {digest[:12]}…); fit it again for this one")
     if not isinstance(data.get("classes"), dict):
         raise ValueError(f"{path}: 'classes' must map class names to their maps, got {data.get('classes')!r}")
-    classes = {}
+    if model_config is not None:
+        differences = config_differences({"model": data.get("model_config")}, {"model": model_key(model_config)})
+        if differences:
+            raise ValueError(f"{path} was fitted with another model config (" + "; ".join(differences[:6]).replace(
+                ": run ", ": fitted ") + "); fit it again with this one")
+    classes, fields = {}, list(ClassCalibration.__dataclass_fields__)
     for name, values in data["classes"].items():
-        fields = list(ClassCalibration.__dataclass_fields__)
         if not isinstance(values, dict) or sorted(values) != sorted(fields) or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values.values()):
             raise ValueError(f"{path}: class {name!r} needs the finite numbers {fields}, got {values!r}")
@@ -154,7 +175,7 @@ def load_score_calibration(path: str, checkpoint: str, class_names=None) -> Scor
         if classes[name].slope <= 0:
             raise ValueError(f"{path}: class {name!r} has slope {classes[name].slope}; a map keeps the ranking only "
                              f"with a slope > 0")
-    missing = [name for name in class_names or () if name not in classes]
+    missing = [name for name in (model_config.head.class_names if model_config else ()) if name not in classes]
     if missing:
         raise ValueError(f"{path} maps no scores of classes {missing} of the model; it maps {sorted(classes)}")
-    return ScoreCalibration(classes, digest, data.get("fitted_on", {}))
+    return ScoreCalibration(classes, digest, data.get("model_config"), data.get("fitted_on", {}))

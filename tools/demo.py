@@ -129,7 +129,7 @@ def main() -> int:
 
     # scores as the share of detections like them that were right on the validation split, per class
     calibration = fit_score_calibration(lambda points: detections_with_names(model, points), validation,
-                                        config.model.head.class_names, checkpoint,
+                                        config.model, checkpoint,
                                         {"dataset": database, "split": config.dataset.val_split})
     calibration_json = os.path.join(args.out, "score_calibration.json")
     calibration.save(calibration_json)

@@ -76,7 +76,7 @@ def detect(args, files, overrides, columns) -> int:
     plans = output_paths(files, args.out, args.overwrite, (".json", ".png") if args.png else (".json",),
                          stale_suffixes=(".png",))
     model = CenterPoint.from_checkpoint(args.checkpoint, args.config, args.device, overrides)
-    calibration = load_score_calibration(args.calibration, args.checkpoint, model.config.head.class_names) \
+    calibration = load_score_calibration(args.calibration, args.checkpoint, model.config) \
         if args.calibration else None
     for path, plan in tqdm(list(zip(files, plans)), unit="file", disable=len(files) < 2):
         started = time.perf_counter()

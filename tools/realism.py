@@ -50,7 +50,7 @@ def main() -> int:
 
         model = CenterPoint.from_checkpoint(args.checkpoint, args.config)
         if args.calibration:
-            calibration = load_score_calibration(args.calibration, args.checkpoint, model.config.head.class_names)
+            calibration = load_score_calibration(args.calibration, args.checkpoint, model.config)
 
     key, _counts = real_keyframe(args.real_data)
     sources = {}

@@ -227,13 +227,14 @@ def test_errors_are_one_clear_line(nuscenes_run, real_file, tmp_path):
 
 
 def test_calibration_turns_the_scores_and_is_refused_for_another_checkpoint(nuscenes_run, real_file, tmp_path):
-    from detectors.score_calibration import ClassCalibration, ScoreCalibration, file_sha256
+    from detectors.score_calibration import ClassCalibration, ScoreCalibration, file_sha256, model_key
 
     kitti = real_file(KITTI_SCANS[0])
     config, checkpoint = nuscenes_run / "config.yaml", nuscenes_run / "checkpoint.pt"
-    names = CenterPoint.from_checkpoint(str(checkpoint)).config.head.class_names
+    model = CenterPoint.from_checkpoint(str(checkpoint)).config
     calibration = ScoreCalibration({name: ClassCalibration(2.0 + i / 10, -1.0 + i / 5, 1, 0)
-                                    for i, name in enumerate(names)}, file_sha256(str(checkpoint)), {})
+                                    for i, name in enumerate(model.head.class_names)}, file_sha256(str(checkpoint)),
+                                   model_key(model), {})
     calibration.save(str(tmp_path / "calibration.json"))
     code, error = call_tool(config, checkpoint, kitti, "--out", tmp_path / "raw", "--rescale-intensity")
     assert code == 0, error
@@ -266,6 +267,10 @@ def test_calibration_turns_the_scores_and_is_refused_for_another_checkpoint(nusc
     assert code == 2 and error.count("\n") == 1 and "fitted for another checkpoint" in error
     code, error = call_tool(config, checkpoint, kitti, "--out", tmp_path / "o", "--calibration", tmp_path / "nope.json")
     assert code == 2 and error.count("\n") == 1 and "nope.json" in error
+    # another NMS than the calibration was fitted with: other detections, and the maps would not hold
+    code, error = call_tool(config, checkpoint, kitti, "--out", tmp_path / "o", "--calibration",
+                            tmp_path / "calibration.json", "model.decode.nms=rotated")
+    assert code == 2 and error.count("\n") == 1 and "fitted with another model config" in error
     assert not (tmp_path / "o").exists()
 
 
@@ -273,13 +278,13 @@ def test_realism_tool_scores_the_real_key_frame_with_raw_and_calibrated_scores(n
     from datasets.nuscenes_writer import make_synthetic_database
     from datasets.realism import sim_to_real
     from detectors.inference import detections_with_names
-    from detectors.score_calibration import ClassCalibration, ScoreCalibration, file_sha256
+    from detectors.score_calibration import ClassCalibration, ScoreCalibration, file_sha256, model_key
 
     real = real_file(NUSCENES_KEYFRAME).parents[1]
     checkpoint = nuscenes_run / "checkpoint.pt"
     model = CenterPoint.from_checkpoint(str(checkpoint))
     calibration = ScoreCalibration({name: ClassCalibration(1.0, 4.0, 1, 0) for name in model.config.head.class_names},
-                                   file_sha256(str(checkpoint)), {})
+                                   file_sha256(str(checkpoint)), model_key(model.config), {})
     calibration.save(str(tmp_path / "calibration.json"))
     database = tmp_path / "synthetic"
     make_synthetic_database(str(database), scenes=2, seed=0, keyframes_per_scene=1, sweeps=False)

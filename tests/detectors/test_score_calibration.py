@@ -2,10 +2,12 @@
 each class's ranking, stays finite where a class was always right or always wrong, and its file is refused
 for another checkpoint."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from detectors.experiment import load_centerpoint_config
 from detectors.score_calibration import (
     MIN_SLOPE,
     ClassCalibration,
@@ -14,7 +16,10 @@ from detectors.score_calibration import (
     fit_platt,
     fit_score_calibration,
     load_score_calibration,
+    model_key,
 )
+
+CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "centerpoint_synthetic_cpu.yaml")
 
 
 def logit(p):
@@ -34,15 +39,15 @@ def test_degenerate_classes_get_finite_increasing_maps():
     for outcomes in ([False] * 4, [True] * 4, [True, False, True, False]):
         slope, offset = fit_platt(scores, np.array(outcomes))
         assert np.isfinite([slope, offset]).all() and slope >= MIN_SLOPE, outcomes
-    never = ScoreCalibration({"car": ClassCalibration(*fit_platt(scores, np.zeros(4, bool)), 4, 0)}, "x", {})
-    always = ScoreCalibration({"car": ClassCalibration(*fit_platt(scores, np.ones(4, bool)), 4, 4)}, "x", {})
+    never = ScoreCalibration({"car": ClassCalibration(*fit_platt(scores, np.zeros(4, bool)), 4, 0)}, "x", {}, {})
+    always = ScoreCalibration({"car": ClassCalibration(*fit_platt(scores, np.ones(4, bool)), 4, 4)}, "x", {}, {})
     assert never.apply(scores, ["car"] * 4).max() < 0.5 < always.apply(scores, ["car"] * 4).min()
     assert fit_platt(np.zeros(0), np.zeros(0, bool)) == (1.0, 0.0)   # no detections: the scores as they are
 
 
 def test_each_class_keeps_its_ranking_and_gets_its_own_map():
     calibration = ScoreCalibration({"car": ClassCalibration(3.0, 1.0, 10, 5),
-                                    "pedestrian": ClassCalibration(2.0, -1.5, 10, 1)}, "x", {})
+                                    "pedestrian": ClassCalibration(2.0, -1.5, 10, 1)}, "x", {}, {})
     scores = np.array([0.9, 0.3, 0.5, 0.3, 0.7, 0.12])
     names = ["car", "car", "pedestrian", "pedestrian", "car", "pedestrian"]
     calibrated = calibration.apply(scores, names)
@@ -72,7 +77,8 @@ def test_fit_matches_detections_to_objects_of_their_class_within_2_m(tmp_path):
 
     checkpoint = tmp_path / "checkpoint.pt"
     checkpoint.write_bytes(b"weights")
-    calibration = fit_score_calibration(detect, frames, ["car", "pedestrian"], str(checkpoint), {"split": "val"})
+    model = load_centerpoint_config(CONFIG).model      # class 0 is car
+    calibration = fit_score_calibration(detect, frames, model, str(checkpoint), {"split": "val"})
     car, pedestrian = calibration.classes["car"], calibration.classes["pedestrian"]
     assert (car.detections, car.true_positives, pedestrian.detections, pedestrian.true_positives) == (90, 60, 30, 0)
     high, low = calibration.apply([0.8, 0.3], ["car", "car"])
@@ -82,8 +88,16 @@ def test_fit_matches_detections_to_objects_of_their_class_within_2_m(tmp_path):
 
     path = tmp_path / "calibration.json"
     calibration.save(str(path))
-    loaded = load_score_calibration(str(path), str(checkpoint))
+    loaded = load_score_calibration(str(path), str(checkpoint), model)
     assert loaded == calibration
+    # NMS decides which detections there are: a calibration of circle NMS does not hold for rotated NMS.
+    # The score threshold only drops detections below it, and is not part of the key.
+    assert load_score_calibration(str(path), str(checkpoint),
+                                  load_centerpoint_config(CONFIG, ["model.decode.score_threshold=0.3"]).model)
+    rotated = load_centerpoint_config(CONFIG, ["model.decode.nms=rotated"]).model
+    with pytest.raises(ValueError, match=r"fitted with another model config \(model.decode.nms: fitted 'circle', "
+                                         r"requested 'rotated'\)"):
+        load_score_calibration(str(path), str(checkpoint), rotated)
     checkpoint.write_bytes(b"other weights")
     with pytest.raises(ValueError, match="was fitted for another checkpoint"):
         load_score_calibration(str(path), str(checkpoint))
@@ -99,14 +113,16 @@ def test_a_hand_edited_file_is_refused_with_the_class_and_the_problem(tmp_path):
     checkpoint.write_bytes(b"weights")
     path = tmp_path / "calibration.json"
 
+    model = load_centerpoint_config(CONFIG).model
+
     def saved(classes):
-        ScoreCalibration(classes, file_sha256(str(checkpoint)), {}).save(str(path))
+        ScoreCalibration(classes, file_sha256(str(checkpoint)), model_key(model), {}).save(str(path))
         return str(path)
 
-    good = {"car": ClassCalibration(2.0, 0.5, 10, 3), "pedestrian": ClassCalibration(1.5, -1.0, 10, 1)}
-    assert load_score_calibration(saved(good), str(checkpoint), ["car", "pedestrian"]).classes == good
+    good = {name: ClassCalibration(2.0, 0.5 - i, 10, 3) for i, name in enumerate(model.head.class_names)}
+    assert load_score_calibration(saved(good), str(checkpoint), model).classes == good
     with pytest.raises(ValueError, match=r"maps no scores of classes \['bus'\] of the model"):
-        load_score_calibration(saved(good), str(checkpoint), ["car", "bus", "pedestrian"])
+        load_score_calibration(saved({k: v for k, v in good.items() if k != "bus"}), str(checkpoint), model)
     with pytest.raises(ValueError, match=r"class 'car' has slope -2.0; a map keeps the ranking only with a slope > 0"):
         load_score_calibration(saved({"car": ClassCalibration(-2.0, 0.5, 10, 3)}), str(checkpoint))
     data = json.loads(path.read_text())
