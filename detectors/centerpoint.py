@@ -28,6 +28,7 @@ from backbones.voxel_backbones import BACKBONES, CONV_TYPES, build_backbone
 from detectors.center_head import HEADINGS, CenterHead, DecodeConfig, at_least_one, center_loss, decode
 from detectors.center_targets import REGRESSION_CODE, BEVGrid, build_targets
 from detectors.config import Bounds, ConfigError, Length, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from detectors.test_time_augmentation import TEST_AUGMENTATIONS, check_symmetric_range, merge_views, views
 from voxelize.voxelizer import Voxelizer
 
 # A grid counts as whole when range / voxel size is this close to an integer (in voxels).
@@ -149,9 +150,15 @@ class ModelConfig:
     # accumulate in fp32; decoding in fp32). Synthetic-val AP within 0.0033 of fp32 per class
     # (docs/benchmarks.md); opt-in, since spconv's CPU kernels and older CPUs without bf16 do not gain.
     inference_precision: Literal[tuple(INFERENCE_PRECISIONS)] = "fp32"
+    # predict() on mirrored copies of each cloud, their maps averaged (detectors.test_time_augmentation):
+    # 'none', 'half_turn' (2 views) or 'double_flip' (4); the training must have seen the views.
+    test_augmentation: Literal[tuple(TEST_AUGMENTATIONS)] = "none"
 
     def __post_init__(self):
         model_shapes(self)
+        asymmetric = check_symmetric_range(self.geometry.point_cloud_range, self.test_augmentation)
+        if asymmetric:
+            raise ConfigError(asymmetric)
         topk = self.backbone_3d.activation_topk
         widths = [*self.backbone_3d.channels, self.backbone_3d.out_channels]
         if topk is not None and topk > min(widths):
@@ -391,15 +398,20 @@ class CenterPoint(nn.Module):
         return load_detector(path, config, device, overrides)
 
     def predict(self, clouds: list) -> list[dict[str, torch.Tensor]]:
-        return self.predict_voxels(self.voxelize(clouds)[0])
+        return self.predict_voxels(self.voxelize(self.test_views(clouds))[0])
+
+    def test_views(self, clouds: list) -> list:
+        """The clouds :meth:`predict_voxels` expects voxelized: with ``model.test_augmentation``, each
+        cloud's views one after the other (the cloud itself first), else the clouds."""
+        return views(clouds, self.config.test_augmentation)
 
     @torch.no_grad()
     def predict_voxels(self, tensor) -> list[dict[str, torch.Tensor]]:
-        """:meth:`predict` for a batch already voxelized by :meth:`voxelize` (whose dropped-point counts
-        a caller reports, without voxelizing twice)."""
+        """:meth:`predict` for a batch of :meth:`test_views` already voxelized by :meth:`voxelize` (whose
+        dropped-point counts a caller reports, without voxelizing twice)."""
         head = self.config.head
         with self.inference_autocast():
-            predictions = self.forward_voxels(tensor)
+            predictions = merge_views(self.forward_voxels(tensor), self.config.test_augmentation)
         return decode(predictions, head.class_groups, head.class_names, self.grid, self.config.decode)
 
     def inference_autocast(self) -> torch.autocast:

@@ -24,6 +24,7 @@ from detectors.config import (
     PositiveInt,
     load_config,
 )
+from detectors.test_time_augmentation import unseen_in_training
 
 
 @dataclass
@@ -118,6 +119,9 @@ class CenterPointConfig:
             if unknown:
                 raise ConfigError(f"train.gt_sampling.sample_groups names {unknown}, not in model.head.class_names "
                                   f"{self.model.head.class_names}")
+        unseen = unseen_in_training(self.model.test_augmentation, self.train.augmentation)
+        if unseen:  # refused before training, not when the trained model is first evaluated
+            raise ConfigError(f"model.test_augmentation: {unseen}; or set model.test_augmentation: none")
 
 
 def load_centerpoint_config(path: str, overrides=()) -> CenterPointConfig:

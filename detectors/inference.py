@@ -42,6 +42,7 @@ from detectors.centerpoint import CenterPoint
 from detectors.checkpoints import load_checkpoint, load_state_checked, model_state
 from detectors.config import ConfigError, apply_overrides, from_dict, load_config, read_yaml_with_bases, to_dict
 from detectors.experiment import CenterPointConfig
+from detectors.test_time_augmentation import unseen_in_training
 
 BOX_FIELDS = ("x", "y", "z", "dx", "dy", "dz", "yaw", "vx", "vy")
 BOX_CONVENTION = ("LiDAR frame of the point file; x, y, z the box centre (m); dx, dy, dz its size along the "
@@ -144,7 +145,8 @@ def load_detector(checkpoint_path: str, config: CenterPointConfig | str | None =
     if isinstance(config, str):
         config = load_config(CenterPointConfig, config, overrides)
     if config is None:
-        config, _ = checkpoint_config(checkpoint_path, state, overrides)
+        config, trained_source = checkpoint_config(checkpoint_path, state, overrides)
+        trained = config
     else:
         try:
             trained, trained_source = checkpoint_config(checkpoint_path, state)
@@ -152,6 +154,10 @@ def load_detector(checkpoint_path: str, config: CenterPointConfig | str | None =
             trained = None  # a bare state_dict away from its run folder: only the shapes are checked
         if trained is not None:
             check_same_training(config, trained, trained_source)
+    unseen = trained is not None and unseen_in_training(config.model.test_augmentation, trained.train.augmentation)
+    if unseen:
+        raise ValueError(f"model.test_augmentation: {unseen} ({trained_source}); or set "
+                         f"model.test_augmentation: none")
     model = CenterPoint(config.model)
     load_state_checked(model, model_state(state, checkpoint_path), checkpoint_path)
     model.point_features = model_input(config)
@@ -252,9 +258,9 @@ def model_points(path: str, model_in: ModelInput, columns: list[str] | None = No
 def detect_points(model: CenterPoint, points: np.ndarray) -> dict:
     """``model.predict`` on one cloud (on the model's device) → {'boxes' (K, 9), 'scores' (K,),
     'labels' (K,) indices} as CPU tensors, and 'dropped': the voxelizer's DroppedPoints."""
-    tensor, dropped = model.voxelize([torch.from_numpy(np.ascontiguousarray(points))])
+    tensor, dropped = model.voxelize(model.test_views([torch.from_numpy(np.ascontiguousarray(points))]))
     detections = {k: v.cpu() for k, v in model.predict_voxels(tensor)[0].items()}
-    detections["dropped"] = dropped[0]
+    detections["dropped"] = dropped[0]  # of the cloud itself, the first view
     return detections
 
 

@@ -24,8 +24,9 @@ CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.yaml"
 LOG = "log.jsonl"
 RUN_FILES = (CHECKPOINT, CONFIG, LOG, "tensorboard")
-# Settings that change how a run is executed or logged, not what it computes: a resume may change them.
-RESUMABLE_CHANGES = ("train.num_workers", "train.log_every", "train.checkpoint_every")
+# Settings that change how a run is executed or logged, or how its weights predict, not what it trains: a
+# resume may change them.
+RESUMABLE_CHANGES = ("train.num_workers", "train.log_every", "train.checkpoint_every", "model.test_augmentation")
 
 
 def check_run_folder(run_dir: str, config: dict, resume: bool, overwrite: bool) -> str:
@@ -82,12 +83,12 @@ def _summary(name: str, differences: list[str]) -> str:
     return f"{name}: " + "; ".join(differences[:12]) + ("; ..." if len(differences) > 12 else "")
 
 
-def config_differences(saved: dict, requested: dict) -> list[str]:
+def config_differences(saved: dict, requested: dict, ignored=RESUMABLE_CHANGES) -> list[str]:
     """'key: run X, requested Y' for every dotted key whose value differs, model keys first, leaving
-    out :data:`RESUMABLE_CHANGES`."""
+    out ``ignored``."""
     old, new = _flatten(saved or {}), _flatten(requested)
     keys = [key for key in sorted(set(old) | set(new), key=lambda k: (not k.startswith("model."), k))
-            if key not in RESUMABLE_CHANGES and old.get(key, "<absent>") != new.get(key, "<absent>")]
+            if key not in ignored and old.get(key, "<absent>") != new.get(key, "<absent>")]
     return [f"{key}: run {old.get(key, '<absent>')!r}, requested {new.get(key, '<absent>')!r}" for key in keys]
 
 

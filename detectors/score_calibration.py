@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 
 import numpy as np
 
@@ -71,6 +71,11 @@ def model_key(model_config) -> dict:
     key = json.loads(json.dumps(to_dict(model_config)))
     del key["decode"]["score_threshold"]
     return key
+
+
+def _model_defaults(model_config) -> dict:
+    """The plain settings of ``model_config``'s class that have a default, at their defaults."""
+    return {f.name: f.default for f in fields(model_config) if f.default is not MISSING}
 
 
 def _logit(scores: np.ndarray) -> np.ndarray:
@@ -162,7 +167,10 @@ def load_score_calibration(path: str, checkpoint: str, model_config=None) -> Sco
     if not isinstance(data.get("classes"), dict):
         raise ValueError(f"{path}: 'classes' must map class names to their maps, got {data.get('classes')!r}")
     if model_config is not None:
-        differences = config_differences({"model": data.get("model_config")}, {"model": model_key(model_config)})
+        fitted = data.get("model_config")
+        if isinstance(fitted, dict):  # a setting added since the file was fitted held its default then
+            fitted = {**_model_defaults(model_config), **fitted}
+        differences = config_differences({"model": fitted}, {"model": model_key(model_config)}, ignored=())
         if differences:
             raise ValueError(f"{path} was fitted with another model config (" + "; ".join(differences[:6]).replace(
                 ": run ", ": fitted ") + "); fit it again with this one")

@@ -113,7 +113,7 @@ def oracle_fits(voxels_xy: int, voxels_z: int, layer_strides=(1, 2), upsample_st
 def test_the_xy_check_agrees_with_a_forward_pass(voxels):
     overrides = [f"model.geometry.point_cloud_range=[0, 0, 0, {voxels}, {voxels}, 40]",
                  "model.geometry.voxel_size=[1, 1, 1]", "model.backbone_3d.type=VoxelBackBone8x",
-                 "model.num_point_features=4", *TINY]
+                 "model.num_point_features=4", *TINY, "model.test_augmentation=none"]
     expected = oracle_fits(voxels, 40)
     if expected:
         load_centerpoint_config(SYNTHETIC, overrides)
@@ -125,7 +125,7 @@ def test_the_xy_check_agrees_with_a_forward_pass(voxels):
 def test_the_z_check_agrees_with_a_forward_pass(voxels):
     overrides = [f"model.geometry.point_cloud_range=[0, 0, 0, 32, 32, {voxels}]",
                  "model.geometry.voxel_size=[1, 1, 1]", "model.backbone_3d.type=VoxelBackBone8x",
-                 "model.num_point_features=4", *TINY]
+                 "model.num_point_features=4", *TINY, "model.test_augmentation=none"]
     if oracle_fits(32, voxels):
         load_centerpoint_config(SYNTHETIC, overrides)
     else:

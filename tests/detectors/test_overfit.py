@@ -41,7 +41,7 @@ def test_a_small_model_memorises_a_frame(tmp_path, heading):
         f"dataset.root={root}", f"dataset.val_split={TRAIN_SPLIT}", "dataset.num_sweeps=1",
         "train.augmentation=null", "train.gt_sampling=null", "train.batch_size=1", "train.processes=1",
         "train.epochs=100", "train.log_every=50", "train.precise_bn_batches=1", "optimizer.lr=0.01",
-        f"model.head.heading={heading}"])
+        f"model.head.heading={heading}", "model.test_augmentation=none"])
     result = train(config, str(tmp_path / "run"), progress=False)
     assert result["steps"] == 100
     metrics = evaluate(config, result["checkpoint"], str(tmp_path / "eval"))
