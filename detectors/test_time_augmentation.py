@@ -2,11 +2,11 @@
 
 A view mirrors x and/or y: (sx, sy) multiplies the points' x and y by ±1. Each view's maps are mirrored
 back onto the original grid and their channels turned back into the original frame; the heatmaps are
-averaged as probabilities, every regression channel as numbers, and the average is decoded once, as
-CenterPoint's double flip does. A peak that clutter raises in one view and not in another is lowered,
-where an object's peak, found in every view, is not: on the real nuScenes key frame the demo model's
-half-turn average fired 17 false positives where the single view fired 21, finding 13 objects against
-11 (docs/synthetic_world.md).
+averaged as probabilities, the regression channels as numbers (a (sin θ, cos θ) heading as an axis, see
+:func:`averaged_headings`), and the average is decoded once, as CenterPoint's double flip does. A peak
+that clutter raises in one view and not in another is lowered, where an object's peak, found in every
+view, is not: on the real nuScenes key frame the demo model's half-turn average fired 17 false positives
+at score 0.4 where the single view fired 21, finding 13 objects against 11 (docs/synthetic_world.md).
 
 - ``half_turn``: the cloud and its half turn (both axes). Needs a model trained with half turns (or both
   flips): a half turn keeps the traffic's hand, so a model trained without flips sees nothing new.
@@ -105,10 +105,29 @@ def _channels_back(name: str, maps: torch.Tensor, sx: int, sy: int, axis: bool) 
     return maps
 
 
+def averaged_headings(views: list[torch.Tensor]) -> torch.Tensor:
+    """(2, H, W) (sin θ, cos θ) maps of one cloud's views, in the original frame, the cloud itself first →
+    their average heading, facing the way the cloud itself reads it.
+
+    Where front and back look alike (a barrier, a box-shaped bus) two views may read the same axis facing
+    opposite ways, and their vectors would cancel out. The views' axis is therefore averaged as doubled
+    angles, and it faces the way the first view's vector points: the views refine the axis, the cloud as
+    it is decides the direction. On the held-out world the demo model's mean orientation error (bicycles
+    left out) was 0.39 rad with this rule, 0.41 with one view, 0.48 with the vectors averaged as they are,
+    and 0.45 when the longest vector decided the direction (docs/synthetic_world.md)."""
+    sin, cos = torch.stack(views).unbind(1)                          # (V, H, W) each
+    # the axis as doubled angles, each view weighted by its squared length: the same whatever the views' order
+    axis = 0.5 * torch.atan2((2 * sin * cos).sum(0), (cos * cos - sin * sin).sum(0))
+    axis = torch.where(torch.cos(axis) * cos[0] + torch.sin(axis) * sin[0] < 0, axis + math.pi, axis)
+    length = torch.hypot(sin, cos).mean(0)
+    return torch.stack([length * torch.sin(axis), length * torch.cos(axis)])
+
+
 def merge_views(predictions: list[dict[str, torch.Tensor]], kind: str) -> list[dict[str, torch.Tensor]]:
     """The head's predictions for a batch of :func:`views` → predictions for the clouds themselves: per
     group, each map averaged over a cloud's views in the original frame; heatmaps (logits) averaged as
-    probabilities and returned as logits, for :func:`detectors.center_head.decode`."""
+    probabilities and returned as logits, for :func:`detectors.center_head.decode`; (sin θ, cos θ) headings
+    by :func:`averaged_headings`, which face the way the first view reads them."""
     signs = TEST_AUGMENTATIONS[kind]
     if len(signs) == 1:
         return predictions
@@ -123,18 +142,13 @@ def merge_views(predictions: list[dict[str, torch.Tensor]], kind: str) -> list[d
             maps = maps.float()
             clouds = []
             for first in range(0, batch, len(signs)):
-                total = 0
-                for offset, (sx, sy) in enumerate(signs):
-                    view = _mirrored_back(maps[first + offset], sx, sy)
-                    if name == "heatmap":
-                        view = torch.sigmoid(view)
-                    else:
-                        view = _channels_back(name, view, sx, sy, axis)
-                    total = total + view
-                clouds.append(total / len(signs))
-            stacked = torch.stack(clouds)
-            if name == "heatmap":
-                stacked = torch.logit(stacked.clamp(1e-6, 1 - 1e-6))
-            out[name] = stacked
+                views = [_mirrored_back(maps[first + offset], sx, sy) for offset, (sx, sy) in enumerate(signs)]
+                if name == "heatmap":
+                    clouds.append(torch.logit(torch.stack(views).sigmoid().mean(0).clamp(1e-6, 1 - 1e-6)))
+                    continue
+                views = [_channels_back(name, view, sx, sy, axis) for view, (sx, sy) in zip(views, signs)]
+                clouds.append(averaged_headings(views) if name == "rotation" and not axis
+                              else torch.stack(views).mean(0))
+            out[name] = torch.stack(clouds)
         merged.append(out)
     return merged

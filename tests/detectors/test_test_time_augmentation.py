@@ -22,6 +22,7 @@ from detectors.score_calibration import (
     load_score_calibration,
     model_key,
 )
+from detectors.test_time_augmentation import averaged_headings
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SMALL = ["model.geometry.point_cloud_range=[-12.8, -12.8, -5.0, 12.8, 12.8, 3.0]",
@@ -71,10 +72,11 @@ def mirrored_boxes(boxes: torch.Tensor, sx: int, sy: int) -> torch.Tensor:
     return out
 
 
-def same_detections(a: dict, b: dict) -> bool:
+def same_detections(a: dict, b: dict, yaw_period: float = 2 * math.pi) -> bool:
     if len(a["scores"]) != len(b["scores"]) or not torch.equal(a["labels"], b["labels"]):
         return False
-    yaw_gap = torch.remainder(a["boxes"][:, 6].double() - b["boxes"][:, 6] + math.pi, 2 * math.pi) - math.pi
+    gap = a["boxes"][:, 6].double() - b["boxes"][:, 6]
+    yaw_gap = torch.remainder(gap + yaw_period / 2, yaw_period) - yaw_period / 2
     not_yaw = [0, 1, 2, 3, 4, 5, 7, 8]
     return (torch.allclose(a["scores"].double(), b["scores"].double(), atol=1e-5)
             and torch.allclose(a["boxes"][:, not_yaw].double(), b["boxes"][:, not_yaw].double(), atol=1e-4)
@@ -89,14 +91,32 @@ def same_detections(a: dict, b: dict) -> bool:
 ])
 def test_averaged_views_detect_the_same_boxes_in_a_mirrored_cloud(kind, mirrors, heading):
     """Every box, score and class of the mirrored cloud, mirrored back, is that of the cloud itself: the
-    views' maps were mirrored back and their offsets, headings and velocities turned back."""
+    views' maps were mirrored back and their offsets, headings and velocities turned back. A (sin, cos)
+    heading faces the way the cloud given reads it, so there the axis is compared (the yaw modulo π)."""
     model, points = random_model(kind, heading), cloud()
     (detections,) = model.predict([points])
     assert len(detections["scores"]) >= 20
+    period = math.pi if heading == "sin_cos" else 2 * math.pi
     for sx, sy in mirrors:
         (of_mirror,) = model.predict([mirrored(points, sx, sy)])
         back = {**of_mirror, "boxes": mirrored_boxes(of_mirror["boxes"], sx, sy)}
-        assert same_detections(detections, back), (sx, sy)
+        assert same_detections(detections, back, period), (sx, sy)
+
+
+def test_views_that_read_an_axis_both_ways_face_the_way_the_cloud_reads_it():
+    """Two views reading the same axis facing opposite ways do not cancel out: the second is turned to face
+    the first's way, however long its vector, and views that agree are averaged."""
+    def heading(*angles_and_lengths):
+        return [torch.tensor([length * math.sin(angle), length * math.cos(angle)]).view(2, 1, 1)
+                for angle, length in angles_and_lengths]
+
+    def yaw(maps):
+        return math.atan2(maps[0, 0, 0], maps[1, 0, 0])
+
+    assert yaw(averaged_headings(heading((0.3, 1.0), (0.3 + math.pi, 2.0)))) == pytest.approx(0.3)
+    assert yaw(averaged_headings(heading((0.3 + math.pi, 0.5), (0.3, 1.0)))) == pytest.approx(0.3 - math.pi)
+    assert yaw(averaged_headings(heading((0.2, 1.0), (0.4, 1.0)))) == pytest.approx(0.3)
+    assert yaw(averaged_headings(heading((0.2, 1.0), (0.4 + math.pi, 1.0), (0.3, 1.0)))) == pytest.approx(0.3)
 
 
 def test_a_single_view_is_not_equivariant():
