@@ -300,6 +300,7 @@ def detection_record(model: CenterPoint, path: str, checkpoint: str, config_sour
         "box_convention": BOX_CONVENTION,
         "class_names": list(names),
         "score_threshold": model.config.decode.score_threshold,
+        "test_augmentation": model.config.test_augmentation,
         "num_detections": int(len(detections["scores"])),
         "boxes": detections["boxes"].double().tolist(),
         "scores": detections["scores"].double().tolist(),

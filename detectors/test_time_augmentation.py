@@ -30,13 +30,13 @@ TEST_AUGMENTATIONS = {
 }
 
 
-def check_symmetric_range(point_cloud_range, kind: str, where: str = "model") -> str | None:
+def check_symmetric_range(point_cloud_range, kind: str) -> str | None:
     """The problem with using ``kind`` on this range (x0, y0, z0, x1, y1, z1), or None."""
     if kind == "none":
         return None
     x0, y0, _, x1, y1, _ = point_cloud_range
     if not (math.isclose(x0, -x1, abs_tol=1e-9) and math.isclose(y0, -y1, abs_tol=1e-9)):
-        return (f"{where}.test_augmentation = {kind} mirrors the grid about the sensor, which needs a range "
+        return (f"model.test_augmentation = {kind} mirrors the grid about the sensor, which needs a range "
                 f"symmetric in x and y (x0 = -x1, y0 = -y1); got {list(point_cloud_range)}")
     return None
 
@@ -142,13 +142,13 @@ def merge_views(predictions: list[dict[str, torch.Tensor]], kind: str) -> list[d
             maps = maps.float()
             clouds = []
             for first in range(0, batch, len(signs)):
-                views = [_mirrored_back(maps[first + offset], sx, sy) for offset, (sx, sy) in enumerate(signs)]
+                per_view = [_mirrored_back(maps[first + offset], sx, sy) for offset, (sx, sy) in enumerate(signs)]
                 if name == "heatmap":
-                    clouds.append(torch.logit(torch.stack(views).sigmoid().mean(0).clamp(1e-6, 1 - 1e-6)))
+                    clouds.append(torch.logit(torch.stack(per_view).sigmoid().mean(0).clamp(1e-6, 1 - 1e-6)))
                     continue
-                views = [_channels_back(name, view, sx, sy, axis) for view, (sx, sy) in zip(views, signs)]
-                clouds.append(averaged_headings(views) if name == "rotation" and not axis
-                              else torch.stack(views).mean(0))
+                per_view = [_channels_back(name, view, sx, sy, axis) for view, (sx, sy) in zip(per_view, signs)]
+                clouds.append(averaged_headings(per_view) if name == "rotation" and not axis
+                              else torch.stack(per_view).mean(0))
             out[name] = torch.stack(clouds)
         merged.append(out)
     return merged

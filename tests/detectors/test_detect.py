@@ -116,6 +116,7 @@ def test_cli_on_real_kitti_and_nuscenes_scans_writes_json_equal_to_predict(nusce
         assert record["points"]["taken_from"]["time_lag"] == "filled 0 (one sweep)"
         assert record["checkpoint"] == str(nuscenes_run / "checkpoint.pt")
         assert record["score_threshold"] == 0.12 and min(record["scores"]) >= 0.12
+        assert record["test_augmentation"] == "half_turn"  # the synthetic config's views
         assert set(record["timing_s"]) == {"read", "predict", "total"}
         detections = model.predict([features])[0]
         assert len(detections["scores"]) > 0
