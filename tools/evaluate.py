@@ -28,7 +28,7 @@ def main() -> int:
     parser.add_argument("--split", help="default: dataset.val_split of the config")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation in --out")
     add_debug_option(parser)
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # a.b=value after the options too, as the README writes them
     config = load_centerpoint_config(args.config, args.overrides)
     metrics = evaluate(config, args.checkpoint, args.out, args.split, overwrite=args.overwrite)
     print(format_metrics(config.dataset, metrics))

@@ -39,7 +39,7 @@ def main() -> int:
     parser.add_argument("--meter-frames", type=int, help="meter the first N validation frames (default: all)")
     parser.add_argument("--gmac-at-init", action="store_true",
                         help="only print each variant's backbone GMAC per frame at its initial weights")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # a.b=value after the options too, as the README writes them
     keep_freed_memory()  # each training step allocates the same large temporaries anew (voxelize/allocator.py)
     for spec in args.variants:
         try:

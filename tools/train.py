@@ -26,7 +26,7 @@ def main() -> int:
                       help="start over in a RUN_DIR that holds a run: the old folder is renamed RUN_DIR.replaced-TIME")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     add_debug_option(parser)
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # a.b=value after the options too, as the README writes them
     keep_freed_memory()  # each training step allocates the same large temporaries anew (voxelize/allocator.py)
     config = load_centerpoint_config(args.config, args.overrides)
     result = train(config, args.out, resume=args.resume, max_steps=args.max_steps, overwrite=args.overwrite)

@@ -58,7 +58,7 @@ def main() -> int:
                         help="above this many sites a layer is drawn as points at the voxel centres")
     parser.add_argument("--save", help="write a PNG or JPEG (.png, .jpg; headless) instead of opening a window")
     add_debug_option(parser)
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # a.b=value after the options too, as the README writes them
     if args.overrides and not args.config:
         parser.error("a.b=value overrides need --config")
     if args.checkpoint and not args.config:

@@ -75,6 +75,13 @@ ONE_LINE_CASES = [
     ("train", [CONFIG, "dataset.root={tmp}", "--out", "{tmp}/run", "--max-steps", "0"],
      ["max_steps must be at least 1"]),
     ("train", [CONFIG, "dataset.root={tmp}", "train.epochs=0", "--out", "{tmp}/run"], ["train.epochs"]),
+    # settings after the options, as the README writes them, reach the config
+    ("train", [CONFIG, "dataset.root={tmp}", "--out", "{tmp}/run", "train.epochs=0"],
+     ["train.epochs: must be >= 1, got 0"]),
+    ("train", [CONFIG, "--out", "{tmp}/run", "train.augmentation=null"],
+     ["half_turn averages views of the cloud that the model never saw", "set model.test_augmentation: none"]),
+    ("evaluate", [CONFIG, "{tmp}/missing.pt", "--out", "{tmp}/eval", "model.test_augmentation=double_flip"],
+     ["double_flip averages mirror images, but the model was trained without flips"]),
     ("evaluate", [CONFIG, "{hostile}", "dataset.root={tmp}", "--out", "{tmp}/eval"], ["refused", "never runs code"]),
     ("evaluate", [CONFIG, "{tmp}/missing.pt", "dataset.root={tmp}", "--out", "{tmp}/eval"],
      ["checkpoint not found", "missing.pt"]),
