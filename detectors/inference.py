@@ -144,9 +144,8 @@ def load_detector(checkpoint_path: str, config: CenterPointConfig | str | None =
     state = load_checkpoint(checkpoint_path, map_location=device)
     if isinstance(config, str):
         config = load_config(CenterPointConfig, config, overrides)
-    if config is None:
-        config, trained_source = checkpoint_config(checkpoint_path, state, overrides)
-        trained = config
+    if config is None:  # the checkpoint's own, whose views its own training showed (checked when it loads)
+        config, _ = checkpoint_config(checkpoint_path, state, overrides)
     else:
         try:
             trained, trained_source = checkpoint_config(checkpoint_path, state)
@@ -154,10 +153,10 @@ def load_detector(checkpoint_path: str, config: CenterPointConfig | str | None =
             trained = None  # a bare state_dict away from its run folder: only the shapes are checked
         if trained is not None:
             check_same_training(config, trained, trained_source)
-    unseen = trained is not None and unseen_in_training(config.model.test_augmentation, trained.train.augmentation)
-    if unseen:
-        raise ValueError(f"model.test_augmentation: {unseen} ({trained_source}); or set "
-                         f"model.test_augmentation: none")
+            unseen = unseen_in_training(config.model.test_augmentation, trained.train.augmentation)
+            if unseen:
+                raise ValueError(f"model.test_augmentation: {unseen} ({trained_source}); or set "
+                                 f"model.test_augmentation: none")
     model = CenterPoint(config.model)
     load_state_checked(model, model_state(state, checkpoint_path), checkpoint_path)
     model.point_features = model_input(config)

@@ -19,13 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from atomic_files import write_json_atomically
 from datasets.detection_matching import centre_distance_matches
-from detectors.config import to_dict
+from detectors.config import ConfigError, from_dict, to_dict
 from detectors.run_folder import config_differences
 
 FORMAT = "sparsevox-score-calibration-1"
@@ -71,11 +71,6 @@ def model_key(model_config) -> dict:
     key = json.loads(json.dumps(to_dict(model_config)))
     del key["decode"]["score_threshold"]
     return key
-
-
-def _model_defaults(model_config) -> dict:
-    """The plain settings of ``model_config``'s class that have a default, at their defaults."""
-    return {f.name: f.default for f in fields(model_config) if f.default is not MISSING}
 
 
 def _logit(scores: np.ndarray) -> np.ndarray:
@@ -167,9 +162,10 @@ def load_score_calibration(path: str, checkpoint: str, model_config=None) -> Sco
     if not isinstance(data.get("classes"), dict):
         raise ValueError(f"{path}: 'classes' must map class names to their maps, got {data.get('classes')!r}")
     if model_config is not None:
-        fitted = data.get("model_config")
-        if isinstance(fitted, dict):  # a setting added since the file was fitted held its default then
-            fitted = {**_model_defaults(model_config), **fitted}
+        try:  # read back as a config: a setting added since the file was fitted reads as its default, as then
+            fitted = model_key(from_dict(type(model_config), data.get("model_config"), "model"))
+        except (ConfigError, TypeError, ValueError) as error:
+            raise ValueError(f"{path}: its 'model_config' is not a model config ({error}); fit it again") from None
         differences = config_differences({"model": fitted}, {"model": model_key(model_config)}, ignored=())
         if differences:
             raise ValueError(f"{path} was fitted with another model config (" + "; ".join(differences[:6]).replace(

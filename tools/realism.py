@@ -63,11 +63,12 @@ def main() -> int:
     print(report["table"])
     print(f"bird's-eye plots: {report['bird_eye']}")
 
-    scorings = [("sim_to_real", None)] + ([("sim_to_real_calibrated", calibration)] if calibration else [])
-    for name, scores in scorings if model is not None else []:
-        score = sim_to_real(lambda points: detections_with_names(model, points, scores), args.real_data)
-        write_json_atomically(os.path.join(args.out, f"{name}.json"), score)
-        print(json.dumps(score, indent=1))
+    if model is not None:
+        scorings = [("sim_to_real", None)] + ([("sim_to_real_calibrated", calibration)] if calibration else [])
+        for name, with_calibration in scorings:
+            score = sim_to_real(lambda points: detections_with_names(model, points, with_calibration), args.real_data)
+            write_json_atomically(os.path.join(args.out, f"{name}.json"), score)
+            print(json.dumps(score, indent=1))
     return 0
 
 

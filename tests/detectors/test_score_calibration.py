@@ -125,7 +125,15 @@ def test_a_hand_edited_file_is_refused_with_the_class_and_the_problem(tmp_path):
         load_score_calibration(saved({k: v for k, v in good.items() if k != "bus"}), str(checkpoint), model)
     with pytest.raises(ValueError, match=r"class 'car' has slope -2.0; a map keeps the ranking only with a slope > 0"):
         load_score_calibration(saved({"car": ClassCalibration(-2.0, 0.5, 10, 3)}), str(checkpoint))
+    saved(good)
     data = json.loads(path.read_text())
+    for model_config, problem in (({**data["model_config"], "head": {**data["model_config"]["head"],
+                                                                     "heading": "sideways"}},
+                                   r"model.head.heading must be one of \['sin_cos', 'axis_direction'\]"),
+                                  (None, "model: expected a mapping for ModelConfig, got None")):
+        path.write_text(json.dumps({**data, "model_config": model_config}))
+        with pytest.raises(ValueError, match=r"its 'model_config' is not a model config \(" + problem):
+            load_score_calibration(str(path), str(checkpoint), model)
     for car in ({"slope": 2.0}, {"slope": "2", "offset": 0, "detections": 1, "true_positives": 0}, [2.0, 0.5]):
         data["classes"]["car"] = car
         path.write_text(json.dumps(data))
