@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+import threading
+import time
 import traceback
 
 import torch
@@ -45,10 +48,25 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _worker(rank: int, processes: int, port: int, threads: int, keep_memory: bool, arguments: tuple,
+def _stop_when_orphaned(parent: int, rank: int, processes: int) -> None:
+    """End this process when ``parent``, the process that started the group, is gone (killed, not stopped by
+    Ctrl-C, which reaches the whole group): an orphaned group would go on training and writing checkpoints
+    into the run folder, beside any run started there again."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        print(f"training process {rank} of {processes}: the process that started it ({parent}) is gone; "
+              f"stopping", file=sys.stderr, flush=True)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="stop-when-orphaned", daemon=True).start()
+
+
+def _worker(rank: int, processes: int, parent: int, port: int, threads: int, keep_memory: bool, arguments: tuple,
             results) -> None:
     from detectors.training import train
 
+    _stop_when_orphaned(parent, rank, processes)
     os.environ.update(WORLD_SIZE=str(processes), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(threads)
@@ -80,8 +98,8 @@ def train_in_processes(config, run_dir: str, resume: bool, overwrite: bool, max_
     arguments = (config, run_dir, resume, overwrite, max_steps, progress)
     try:
         multiprocessing.start_processes(
-            _worker, args=(processes, _free_port(), threads_per_process(processes), malloc_setting() != "default",
-                           arguments, results),
+            _worker, args=(processes, os.getpid(), _free_port(), threads_per_process(processes),
+                           malloc_setting() != "default", arguments, results),
             nprocs=processes, join=True, start_method="spawn")
     except ProcessException as failure:
         errors = sorted(((rank, value) for rank, kind, value in _drain(results) if kind == "error"),

@@ -2,6 +2,9 @@
 folder holds what it should, evaluation goes through the official devkit."""
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -164,6 +167,63 @@ def test_an_error_in_a_training_process_is_raised_as_it_was(database, tmp_path):
     cause = raised.value.__cause__
     assert isinstance(cause, TrainingProcessTraceback) and "training process 0 of 2" in str(cause)
     assert "build_training_run" in str(cause)
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()  # the name in parentheses may hold spaces
+        except (OSError, IndexError):  # not a process, or one that just ended
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(entry))
+    return children
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds the training processes in /proc")
+def test_training_processes_stop_when_the_process_that_started_them_is_killed(database, tmp_path):
+    """Killed (not Ctrl-C, which reaches the whole group), the starter leaves its training processes behind;
+    they stop instead of training on and writing checkpoints into a run folder that may be started again."""
+    run = tmp_path / "run"
+    overrides = [f"dataset.root={database}", *TINY, "train.processes=2", "train.batch_size=1", "train.epochs=10000"]
+    script = (f"import sys, torch; sys.path[:0] = {sys.path!r}; torch.set_num_threads(2)\n"
+              "from detectors.experiment import load_centerpoint_config\n"
+              "from detectors.training import train\n"
+              f"train(load_centerpoint_config({CONFIG!r}, {overrides!r}), {str(run)!r}, progress=False)\n")
+    starter = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    workers = []
+    try:
+        deadline = time.monotonic() + 180
+        while not ((run / "log.jsonl").is_file() and (run / "log.jsonl").read_text().count("\n") >= 2):
+            assert starter.poll() is None and time.monotonic() < deadline, starter.stderr.read()[-2000:]
+            time.sleep(0.2)
+        workers = _children(starter.pid)
+        assert len(workers) >= 2  # the two training processes (and multiprocessing's resource tracker)
+        starter.kill()
+        starter.wait()
+        deadline = time.monotonic() + 20
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in workers)
+        assert "the process that started it" in starter.stderr.read()
+        steps = (run / "log.jsonl").read_text()
+        time.sleep(1)
+        assert (run / "log.jsonl").read_text() == steps
+    finally:
+        starter.kill()
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, 9)
 
 
 def test_training_leaves_the_process_group_it_joined_and_keeps_the_callers(database, tmp_path, monkeypatch):
