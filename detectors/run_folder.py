@@ -10,11 +10,16 @@ Before a run writes anything, :func:`check_run_folder` decides what it may do th
   (start over; :func:`move_aside` renames the old folder to ``RUN.replaced-YYYYmmdd-HHMMSS``,
   nothing is deleted);
 - ``resume`` without a checkpoint: refused.
+
+:func:`hold_run_folder` keeps one training per folder: a second one (another terminal, a job restarted
+while the first still runs) is refused instead of writing its checkpoints between the first one's.
 """
 from __future__ import annotations
 
 import os
+import socket
 import time
+from contextlib import contextmanager
 
 import yaml
 
@@ -57,6 +62,34 @@ def check_run_folder(run_dir: str, config: dict, resume: bool, overwrite: bool) 
     raise ValueError(f"run folder {run_dir} already holds {what}: pass --resume to continue it"
                      f"{'' if CHECKPOINT in present else ' (not possible: no checkpoint)'}, --overwrite to start "
                      f"over (the old folder is renamed, not deleted), or choose another --out")
+
+
+@contextmanager
+def hold_run_folder(run_dir: str):
+    """Hold ``run_dir`` for one training until the block ends; raises ValueError naming the holder when another
+    process holds it. The hold is an advisory lock on ``.NAME.lock`` beside the folder (not in it: a folder
+    started over is moved aside, and the new one must stay held), so it ends with its process, even a killed
+    one; the file itself stays. Without ``fcntl`` (Windows) nothing is held."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    folder = os.path.abspath(run_dir)
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
+    with open(os.path.join(os.path.dirname(folder), f".{os.path.basename(folder)}.lock"), "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise ValueError(f"run folder {run_dir} is being trained by {holder}: wait for that training to end "
+                             f"or stop it, or choose another --out") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"process {os.getpid()} on {socket.gethostname()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        lock.flush()
+        yield
 
 
 def run_config_differences(run_dir: str, config: dict) -> str:

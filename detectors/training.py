@@ -15,6 +15,7 @@ epoch (logging through :class:`TrainingLog`, checkpointing through :func:`save_t
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -49,7 +50,7 @@ from detectors.checkpoints import (
 from detectors.config import to_dict
 from detectors.experiment import CenterPointConfig, OptimizerConfig, split_frames
 from detectors.local_processes import started_by_a_launcher, train_in_processes
-from detectors.run_folder import CHECKPOINT, CONFIG, LOG, check_run_folder, move_aside
+from detectors.run_folder import CHECKPOINT, CONFIG, LOG, check_run_folder, hold_run_folder, move_aside
 
 
 class TargetDataset(Dataset):
@@ -169,23 +170,26 @@ def train(config: CenterPointConfig, run_dir: str, resume: bool = False, max_ste
     max_steps stops early (after that many optimizer steps in total), for tests and smoke runs.
     A ``run_dir`` that holds a run is refused unless ``resume`` (continue it, with the same config)
     or ``overwrite`` (start over; the old folder is renamed to ``RUN_DIR.replaced-<time>``), see
-    ``detectors.run_folder``. Every check (run folder, config, a training of at least one step, the
-    checkpoint) is done before anything is written.
+    ``detectors.run_folder``. A folder that another training is writing is refused (``hold_run_folder``).
+    Every check (run folder, config, a training of at least one step, the checkpoint) is done before
+    anything is written but the hold's lock file beside the folder.
     """
     check_training_request(config, max_steps)
-    plan = check_run_folder(run_dir, to_dict(config), resume, overwrite)
-    if config.train.processes > 1:
-        if not started_by_a_launcher():
-            result = train_in_processes(config, run_dir, resume, overwrite, max_steps, progress)
-            model = CenterPoint(config.model)
-            load_model_weights(model, result["checkpoint"])
-            return {**result, "model": model}
-        if os.environ["WORLD_SIZE"] != str(config.train.processes) and os.environ.get("RANK", "0") == "0":
-            print(f"train.processes is {config.train.processes}, but the launcher started {os.environ['WORLD_SIZE']} "
-                  f"processes: the launcher's count holds (train.batch_size {config.train.batch_size} frames each)")
+    if config.train.processes > 1 and not started_by_a_launcher():
+        check_run_folder(run_dir, to_dict(config), resume, overwrite)  # refused here, before any process starts
+        result = train_in_processes(config, run_dir, resume, overwrite, max_steps, progress)
+        model = CenterPoint(config.model)
+        load_model_weights(model, result["checkpoint"])
+        return {**result, "model": model}
+    writes = os.environ.get("RANK", "0") == "0"
+    if config.train.processes > 1 and writes and os.environ["WORLD_SIZE"] != str(config.train.processes):
+        print(f"train.processes is {config.train.processes}, but the launcher started {os.environ['WORLD_SIZE']} "
+              f"processes: the launcher's count holds (train.batch_size {config.train.batch_size} frames each)")
     joins_process_group = not dist.is_initialized()
     try:
-        return _train(config, run_dir, plan, max_steps, progress)
+        with hold_run_folder(run_dir) if writes else contextlib.nullcontext():  # rank 0 writes the run
+            plan = check_run_folder(run_dir, to_dict(config), resume, overwrite)
+            return _train(config, run_dir, plan, max_steps, progress)
     finally:
         if joins_process_group and dist.is_initialized():
             # Left to the interpreter's exit, the group's gloo threads are torn down while Python is half gone,

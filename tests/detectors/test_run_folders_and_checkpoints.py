@@ -13,6 +13,7 @@ from detectors.centerpoint import CenterPoint
 from detectors.checkpoints import load_checkpoint, load_model_weights, restore_rng_states, rng_states
 from detectors.evaluation import evaluate
 from detectors.experiment import load_centerpoint_config
+from detectors.run_folder import hold_run_folder
 from detectors.training import train
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "centerpoint_synthetic_cpu.yaml")
@@ -98,6 +99,21 @@ def test_resume_without_a_checkpoint_is_an_error_that_writes_nothing(database, t
     assert not (tmp_path / "absent").exists()
     with pytest.raises(ValueError, match="resume and overwrite exclude each other"):
         train(tiny_config(database), str(empty), resume=True, overwrite=True, progress=False)
+
+
+def test_a_folder_that_another_training_holds_is_refused_until_that_training_ends(database, tmp_path):
+    """Two trainings of one folder (another terminal, a job restarted while the first still runs) would write
+    their checkpoints and log lines between each other's."""
+    run = tmp_path / "run"
+    with hold_run_folder(str(run)):  # the other training's hold
+        for processes in (1, 2):  # one process, or the rank that writes, in processes started by train()
+            with pytest.raises(ValueError, match=r"run folder .*run is being trained by process \d+ on .+ \(since "
+                                                 r".+\): wait for that training to end or stop it, or choose another"):
+                train(tiny_config(database, f"train.processes={processes}", "train.batch_size=1"), str(run),
+                      max_steps=1, progress=False)
+        assert not run.exists()
+        assert train(tiny_config(database), str(tmp_path / "other"), max_steps=1, progress=False)["steps"] == 1
+    assert train(tiny_config(database), str(run), max_steps=1, progress=False)["steps"] == 1
 
 
 def test_resume_with_another_model_lists_the_differences_before_writing(database, finished_step, tmp_path):
