@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 SYSTEM_PACKAGES := libusb-1.0-0 libgl1 libegl1 libvulkan1 mesa-vulkan-drivers xvfb
 DEMO_DIR ?= work/demo
+DEMO_CONFIG ?= configs/centerpoint_synthetic_cpu.yaml
 
 .PHONY: demo test setup system-libraries clean
 
@@ -34,7 +35,7 @@ test: setup
 	$(PY) -m pytest -q
 
 demo: setup
-	$(PY) tools/demo.py --out $(DEMO_DIR)
+	$(PY) tools/demo.py --out $(DEMO_DIR) --config $(DEMO_CONFIG)
 
 clean:
 	rm -rf $(VENV) work *.egg-info

@@ -41,6 +41,14 @@ def test_every_published_config_loads(path):
     assert shapes.out_size_factor * vx * grid.shape[1] == pytest.approx(x1 - x0, abs=1e-9)
 
 
+def test_the_long_demo_config_is_the_demo_config_trained_three_times_as_long():
+    from detectors.run_folder import config_differences
+
+    demo, long = (to_dict(load_centerpoint_config(str(CONFIGS / name)))
+                  for name in ("centerpoint_synthetic_cpu.yaml", "centerpoint_synthetic_cpu_long.yaml"))
+    assert config_differences(demo, long, ignored=()) == ["train.epochs: run 30, requested 90"]
+
+
 def refused(overrides, path=SYNTHETIC) -> str:
     with pytest.raises(ConfigError) as caught:
         load_centerpoint_config(path, overrides)
