@@ -91,8 +91,8 @@ def main() -> int:
     started = os.path.isfile(checkpoint)
     differences = run_config_differences(run, to_dict(config)) if started else ""
     if differences:  # a finished run of an older config (other epochs, sampling) would be scored as today's demo
-        raise ValueError(f"{run} was trained with another config than today's demo ({differences}); remove "
-                         f"{args.out} (or the run) to start over")
+        raise ValueError(f"{run} was trained with another config than {args.config} ({differences}); remove "
+                         f"{args.out} (or the run) to start over, or choose another --out (make demo: DEMO_DIR)")
     if not started or load_checkpoint(checkpoint)["epoch"] < config.train.epochs:
         # The demo owns its run folder: a run stopped before its first checkpoint is started over (moved aside).
         train(config, run, resume=started, overwrite=not started)

@@ -218,13 +218,18 @@ def test_demo_refuses_a_finished_run_of_another_config(tmp_path):
     (out / "run" / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     (out / "run" / "checkpoint.pt").write_bytes(b"not read before the config check")
     assert_one_error_line(run_tool_here("demo", "--out", out, "--real-data", tmp_path), "demo",
-                          "was trained with another config than today's demo",
+                          "was trained with another config than configs/centerpoint_synthetic_cpu.yaml",
                           f"train.epochs: run {config.train.epochs + 1}, requested {config.train.epochs}")
     # Today's config.yaml, but weights copied in from a run of another config: the checkpoint's config tells.
     today = to_dict(config)
     (out / "run" / "config.yaml").write_text(yaml.safe_dump(today, sort_keys=False))
     torch.save({"config": saved, "epoch": saved["train"]["epochs"]}, out / "run" / "checkpoint.pt")
     assert_one_error_line(run_tool_here("demo", "--out", out, "--real-data", tmp_path), "demo",
-                          "was trained with another config than today's demo",
+                          "was trained with another config than configs/centerpoint_synthetic_cpu.yaml",
                           f"checkpoint.pt: train.epochs: run {config.train.epochs + 1}, "
                           f"requested {config.train.epochs}")
+    # The demo three times as long (make demo DEMO_CONFIG=...) in the folder of the 30-epoch demo
+    long = "configs/centerpoint_synthetic_cpu_long.yaml"
+    assert_one_error_line(run_tool_here("demo", "--out", out, "--real-data", tmp_path, "--config", long), "demo",
+                          f"was trained with another config than {long} (config.yaml: train.epochs: run "
+                          f"{config.train.epochs}, requested {3 * config.train.epochs}); remove")
