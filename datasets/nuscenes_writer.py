@@ -25,6 +25,7 @@ from datasets.synthetic_world import CLASSES, Scene, random_scene, ray_cast
 
 SWEEP_HZ, KEYFRAME_EVERY = 20, 10        # 20 Hz sweeps, every 10th a key frame (2 Hz)
 TRAIN_SPLIT, VAL_SPLIT = "synthetic_train", "synthetic_val"  # custom names: predefined ones are ignored
+SYNTHETIC_VERSION = "v1.0-synthetic"
 ATTRIBUTES = ["vehicle.moving", "vehicle.parked", "vehicle.stopped", "pedestrian.moving", "pedestrian.standing",
               "pedestrian.sitting_lying_down", "cycle.with_rider", "cycle.without_rider"]
 VISIBILITY = [("1", "v0-40"), ("2", "v40-60"), ("3", "v60-80"), ("4", "v80-100")]
@@ -73,7 +74,7 @@ class DatabaseSummary:
 class NuScenesWriter:
     """Accumulates the rows of the 13 tables while scenes are added, then writes them."""
 
-    def __init__(self, root: str, version: str = "v1.0-synthetic"):
+    def __init__(self, root: str, version: str = SYNTHETIC_VERSION):
         self.root, self.version = root, version
         self.tables = {name: [] for name in ("category", "attribute", "visibility", "instance", "sensor",
                                              "calibrated_sensor", "ego_pose", "log", "scene", "sample",
@@ -212,7 +213,7 @@ def world_settings(scenes: int, seed: int = 0, keyframes_per_scene: int = 4, val
             "val_fraction": val_fraction, "lidar": lidar, "sweeps": sweeps}
 
 
-def require_world(root: str, settings: dict, version: str = "v1.0-synthetic") -> None:
+def require_world(root: str, settings: dict, version: str = SYNTHETIC_VERSION) -> None:
     """Refuse a database at ``root`` that these ``settings`` would not generate (another world, or one made
     before databases recorded their settings): reusing it would train and score on another world silently."""
     path = os.path.join(root, version, WORLD_FILE)
@@ -229,8 +230,22 @@ def require_world(root: str, settings: dict, version: str = "v1.0-synthetic") ->
                          f"generate it again")
 
 
+def require_synthetic_reader(dataset, source: str) -> None:
+    """Refuse a config's ``dataset`` section (None, or a dataset config) that does not read a synthetic
+    database as :func:`make_synthetic_database` writes it: a nuScenes database of this version and these
+    splits. ``source`` names the config in the message."""
+    expected = {"type": "nuscenes", "version": SYNTHETIC_VERSION, "train_split": TRAIN_SPLIT, "val_split": VAL_SPLIT}
+    found = {key: getattr(dataset, key, None) for key in expected}
+    wrong = [f"dataset.{key} {found[key]!r}, the world's {value!r}" for key, value in expected.items()
+             if found[key] != value]
+    if wrong:
+        raise ValueError(f"{source} does not read the synthetic world, a nuScenes database ({'; '.join(wrong)}); "
+                         f"give a config whose dataset section reads it, as configs/centerpoint_synthetic_cpu.yaml's "
+                         f"does")
+
+
 def make_synthetic_database(root: str, scenes: int, seed: int = 0, keyframes_per_scene: int = 4,
-                            val_fraction: float = 0.25, lidar: str = "hdl32e", version: str = "v1.0-synthetic",
+                            val_fraction: float = 0.25, lidar: str = "hdl32e", version: str = SYNTHETIC_VERSION,
                             progress=None, workers: int | None = 1, sweeps: bool = True) -> DatabaseSummary:
     """Generate ``scenes`` random scenes and write them as a nuScenes database under ``root``.
 

@@ -75,7 +75,7 @@ def hold_run_folder(run_dir: str):
     except ImportError:
         yield
         return
-    folder = os.path.abspath(run_dir)
+    folder = os.path.realpath(run_dir)  # one folder, one lock, whatever the path (a link, ./, ..)
     os.makedirs(os.path.dirname(folder), exist_ok=True)
     with open(os.path.join(os.path.dirname(folder), f".{os.path.basename(folder)}.lock"), "a+") as lock:
         try:

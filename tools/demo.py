@@ -27,7 +27,13 @@ from atomic_files import write_atomically, write_json_atomically
 from backbones.densification_meter import compare_conv_types, plot_reports
 from datasets import read_points
 from datasets.dataset_types import build_dataset
-from datasets.nuscenes_writer import make_synthetic_database, require_world, world_settings
+from datasets.nuscenes_writer import (
+    SYNTHETIC_VERSION,
+    make_synthetic_database,
+    require_synthetic_reader,
+    require_world,
+    world_settings,
+)
 from datasets.realism import sim_to_real
 from detectors.centerpoint import CenterPoint
 from detectors.checkpoints import load_checkpoint, load_model_weights
@@ -67,10 +73,11 @@ def main() -> int:
     database = os.path.join(args.out, "synthetic")
     run = os.path.join(args.out, "run")
     config = load_centerpoint_config(args.config, [f"dataset.root={database}"])
+    require_synthetic_reader(config.dataset, args.config)  # before anything is generated or trained
     # the sweeps between key frames only when the model reads them: without them the world generates in a third
     # of the time
     world = world_settings(args.scenes, seed=0, sweeps=config.dataset.num_sweeps > 1)
-    if os.path.isfile(os.path.join(database, "v1.0-synthetic", "sample.json")):
+    if os.path.isfile(os.path.join(database, SYNTHETIC_VERSION, "sample.json")):
         require_world(database, world)  # a folder of an older demo holds another world and its model
     elif os.path.exists(run):
         raise ValueError(f"{run} holds a run whose synthetic world {database} is gone; remove {args.out} "

@@ -115,6 +115,11 @@ def test_a_folder_that_another_training_holds_is_refused_until_that_training_end
         assert not run.exists()
         assert train(tiny_config(database), str(tmp_path / "other"), max_steps=1, progress=False)["steps"] == 1
     assert train(tiny_config(database), str(run), max_steps=1, progress=False)["steps"] == 1
+    alias = tmp_path / "alias"
+    alias.symlink_to(tmp_path / "third", target_is_directory=True)
+    with hold_run_folder(str(alias)):  # the same folder under another name
+        with pytest.raises(ValueError, match="is being trained by process"):
+            train(tiny_config(database), str(tmp_path / "third"), max_steps=1, progress=False)
 
 
 def test_resume_with_another_model_lists_the_differences_before_writing(database, finished_step, tmp_path):

@@ -233,3 +233,28 @@ def test_demo_refuses_a_finished_run_of_another_config(tmp_path):
     assert_one_error_line(run_tool_here("demo", "--out", out, "--real-data", tmp_path, "--config", long), "demo",
                           f"was trained with another config than {long} (config.yaml: train.epochs: run "
                           f"{config.train.epochs}, requested {3 * config.train.epochs}); remove")
+
+
+def test_demo_refuses_a_config_that_does_not_read_the_synthetic_world_before_writing(tmp_path):
+    """make demo DEMO_CONFIG=<a KITTI or nuScenes config>: the demo would generate the world, then crash (KITTI)
+    or look for splits the world does not have."""
+    out = tmp_path / "demo"
+    for config, expected in (("configs/centerpoint_kitti_cpu.yaml", "dataset.type 'kitti', the world's 'nuscenes'"),
+                             ("configs/centerpoint_nuscenes_voxel01.yaml",
+                              "dataset.version 'v1.0-trainval', the world's 'v1.0-synthetic'")):
+        assert_one_error_line(run_tool_here("demo", "--out", out, "--config", config), "demo",
+                              f"{config} does not read the synthetic world", expected,
+                              "dataset.train_split 'train', the world's 'synthetic_train'")
+        assert not out.exists()
+
+
+def test_make_demo_passes_its_config_on():
+    """README: make demo DEMO_CONFIG=configs/centerpoint_synthetic_cpu_long.yaml. A variable the Makefile dropped
+    would run the default config without a word."""
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    dry_run = subprocess.run(["make", "-n", "demo", "DEMO_CONFIG=configs/x.yaml", "DEMO_DIR=work/y"],
+                             capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2])
+    assert "tools/demo.py --out work/y --config configs/x.yaml" in dry_run.stdout
